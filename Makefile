@@ -1,0 +1,37 @@
+# Every target creates .venv from the package registries when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint typecheck bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: trains if needed (once the ML issue lands) and runs a full session on sp500.
+run: $(STAMP)
+	$(BIN)/ultrathink run
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Lint, types and the whole test suite (benchmarks excluded).
+test: lint typecheck
+	$(BIN)/python -m pytest -q
+
+## Benchmarks with budgets; results appended to benchmarks/results.jsonl.
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -m bench tests/benchmarks -p no:randomly -s
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,174 @@
+"""``MarketData``: a columnar, time-sorted table of OHLCV bars for one or many symbols.
+
+Columns are numpy arrays (no per-bar Python objects are kept), sorted by (timestamp, symbol).
+The kernel iterates it in chunks, turning each chunk into ``Bar`` events, so a 1,000,000-bar
+session never holds a million Python floats at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ultrathink.core.events import Bar
+
+NS_PER_DAY = 86_400_000_000_000
+_PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+
+
+@dataclass(frozen=True, eq=False)
+class MarketData:
+    """OHLCV bars sorted by (``ts_ns``, symbol).
+
+    Attributes
+    ----------
+    ts_ns : np.ndarray
+        int64 UTC nanoseconds of each bar.
+    symbol_idx : np.ndarray
+        int32 index into ``symbols`` for each bar.
+    symbols : tuple of str
+        Symbol names (sorted).
+    open, high, low, close, volume : np.ndarray
+        float64 columns.
+    name : str
+        Where the data came from (dataset name, file path or synthetic spec).
+    """
+
+    ts_ns: np.ndarray
+    symbol_idx: np.ndarray
+    symbols: tuple[str, ...]
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    name: str = ""
+
+    def __len__(self) -> int:
+        return int(self.ts_ns.shape[0])
+
+    @property
+    def n_symbols(self) -> int:
+        """Number of distinct symbols."""
+        return len(self.symbols)
+
+    @property
+    def start_ns(self) -> int:
+        """Timestamp of the first bar."""
+        return int(self.ts_ns[0])
+
+    @property
+    def end_ns(self) -> int:
+        """Timestamp of the last bar."""
+        return int(self.ts_ns[-1])
+
+    def sha256(self) -> str:
+        """Content hash of the bars (symbols, timestamps and OHLCV), for run provenance."""
+        digest = hashlib.sha256()
+        digest.update("\x1f".join(self.symbols).encode())
+        for column in (self.ts_ns, self.symbol_idx, *self._price_arrays()):
+            digest.update(np.ascontiguousarray(column).tobytes())
+        return digest.hexdigest()
+
+    def _price_arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.open, self.high, self.low, self.close, self.volume)
+
+    def iter_bars(self, chunk_size: int = 65_536) -> Iterator[Bar]:
+        """Yield ``Bar`` events in time order, materialising ``chunk_size`` rows at a time."""
+        names = np.asarray(self.symbols, dtype=object)
+        for start in range(0, len(self), chunk_size):
+            stop = start + chunk_size
+            yield from map(
+                Bar,
+                self.ts_ns[start:stop].tolist(),
+                names[self.symbol_idx[start:stop]].tolist(),
+                self.open[start:stop].tolist(),
+                self.high[start:stop].tolist(),
+                self.low[start:stop].tolist(),
+                self.close[start:stop].tolist(),
+                self.volume[start:stop].tolist(),
+            )
+
+    def for_symbol(self, symbol: str) -> MarketData:
+        """Return the bars of one symbol."""
+        if symbol not in self.symbols:
+            raise KeyError(f"symbol {symbol!r} not in data; symbols are {list(self.symbols)}")
+        mask = self.symbol_idx == self.symbols.index(symbol)
+        return self._take(mask, symbols=(symbol,), reindex=True)
+
+    def between(self, start_ns: int | None = None, end_ns: int | None = None) -> MarketData:
+        """Return the bars with ``start_ns <= ts_ns <= end_ns`` (either bound optional)."""
+        mask = np.ones(len(self), dtype=bool)
+        if start_ns is not None:
+            mask &= self.ts_ns >= start_ns
+        if end_ns is not None:
+            mask &= self.ts_ns <= end_ns
+        return self._take(mask, symbols=self.symbols, reindex=False)
+
+    def _take(self, mask: np.ndarray, symbols: tuple[str, ...], reindex: bool) -> MarketData:
+        idx = self.symbol_idx[mask]
+        if reindex:
+            idx = np.zeros_like(idx)
+        return MarketData(
+            ts_ns=self.ts_ns[mask],
+            symbol_idx=idx,
+            symbols=symbols,
+            open=self.open[mask],
+            high=self.high[mask],
+            low=self.low[mask],
+            close=self.close[mask],
+            volume=self.volume[mask],
+            name=self.name,
+        )
+
+    def median_interval_ns(self) -> int:
+        """Median spacing between consecutive distinct timestamps (0 for a single bar)."""
+        unique = np.unique(self.ts_ns)
+        if unique.shape[0] < 2:
+            return 0
+        return int(np.median(np.diff(unique)))
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long-format DataFrame: timestamp (UTC), symbol, open, high, low, close, volume."""
+        return pd.DataFrame(
+            {
+                "timestamp": pd.to_datetime(self.ts_ns, unit="ns", utc=True),
+                "symbol": np.asarray(self.symbols, dtype=object)[self.symbol_idx],
+                **{name: arr for name, arr in zip(_PRICE_COLUMNS, self._price_arrays(), strict=True)},
+            }
+        )
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ts_ns: np.ndarray,
+        symbols: np.ndarray | list[str],
+        open_: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+        name: str = "",
+    ) -> MarketData:
+        """Build from unsorted columns (per-row symbol names); sorts by (timestamp, symbol).
+
+        No validation happens here: use ``ultrathink.data.validate`` on untrusted input.
+        """
+        names, sym_idx = np.unique(np.asarray(symbols, dtype=str), return_inverse=True)
+        ts = np.asarray(ts_ns, dtype=np.int64)
+        order = np.lexsort((sym_idx, ts))
+        return cls(
+            ts_ns=ts[order],
+            symbol_idx=sym_idx[order].astype(np.int32),
+            symbols=tuple(str(s) for s in names),
+            open=np.asarray(open_, dtype=np.float64)[order],
+            high=np.asarray(high, dtype=np.float64)[order],
+            low=np.asarray(low, dtype=np.float64)[order],
+            close=np.asarray(close, dtype=np.float64)[order],
+            volume=np.asarray(volume, dtype=np.float64)[order],
+            name=name,
+        )
