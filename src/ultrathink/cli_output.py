@@ -1,0 +1,148 @@
+"""Human-readable CLI output (rich tables and progress bars), kept apart from the commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ultrathink.engine.kernel import ProgressFn
+from ultrathink.engine.results import RunResult
+from ultrathink.persistence import RunRecord
+
+_PROGRESS_MIN_BARS = 100_000
+
+
+def _console() -> Console:
+    return Console(soft_wrap=True)
+
+
+@contextmanager
+def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressFn | None]:
+    """A progress callback for long runs on an interactive terminal (else None)."""
+    if not enabled or total < _PROGRESS_MIN_BARS or not sys.stderr.isatty():
+        yield None
+        return
+    columns = (TextColumn("bars"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("run", total=total)
+        yield lambda n: progress.update(task, completed=n)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1e6 else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_summary(result: RunResult, report: Path | None) -> None:
+    """Summary table of a run."""
+    m = result.metrics
+    table = Table(
+        title=f"{result.mode}: {result.strategy} on {result.data_name}", show_header=False
+    )
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    rows: list[tuple[str, Any]] = [
+        ("run id", result.run_id if result.run_id is not None else "not stored"),
+        ("params", ", ".join(f"{k}={v}" for k, v in result.params.items())),
+        ("bars", result.n_bars),
+        ("bars/s (full path)", round(result.bars_per_s)),
+        ("start equity", m.start_equity),
+        ("final equity", m.final_equity),
+        ("total return", f"{m.total_return:.2%}"),
+        ("CAGR", f"{m.cagr:.2%}"),
+        ("annual volatility", f"{m.annual_volatility:.2%}"),
+        ("Sharpe", m.sharpe),
+        ("Sortino", m.sortino),
+        ("max drawdown", f"{m.max_drawdown:.2%}"),
+        ("max DD duration (days)", round(m.max_drawdown_duration_days, 1)),
+        ("closed trades", m.n_trades),
+        ("win rate", f"{m.win_rate:.2%}"),
+        ("profit factor", m.profit_factor),
+        ("exposure", f"{m.exposure:.2%}"),
+        ("turnover (x avg equity)", m.turnover),
+        ("fees", m.total_fees),
+        ("orders", ", ".join(f"{k} {v}" for k, v in result.order_counts.items()) or "none"),
+    ]
+    if result.denial_reasons:
+        rows.append(("denials", ", ".join(f"{k} {v}" for k, v in result.denial_reasons.items())))
+    if report is not None:
+        rows.append(("report", str(report)))
+    for key, value in rows:
+        table.add_row(key, _fmt(value))
+    _console().print(table)
+
+
+def print_frame(frame: pd.DataFrame, title: str) -> None:
+    """A DataFrame as a rich table."""
+    table = Table(title=title)
+    for col in frame.columns:
+        table.add_column(str(col), justify="left" if frame[col].dtype == object else "right")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_fmt(v) for v in row))
+    _console().print(table)
+
+
+def _run_json(record: RunRecord) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(record), default=str))
+
+
+def print_runs(runs: list[RunRecord], *, as_json: bool) -> None:
+    """The runs list."""
+    if as_json:
+        print(json.dumps([_run_json(r) for r in runs], indent=1))
+        return
+    table = Table(title="runs (newest first)")
+    for col in ("id", "kind", "strategy", "data", "status", "started", "bars", "return", "trades"):
+        table.add_column(col)
+    for r in runs:
+        s = r.summary or {}
+        started = pd.Timestamp(r.started_ns, unit="ns", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+        ret = s.get("total_return")
+        table.add_row(
+            str(r.run_id), r.kind, r.strategy, r.data_name, r.status, started,
+            _fmt(s.get("n_bars", "")), f"{ret:.2%}" if isinstance(ret, float) else "",
+            _fmt(s.get("n_trades", "")),
+        )  # fmt: skip
+    _console().print(table)
+
+
+def print_run(info: dict[str, Any], *, as_json: bool) -> None:
+    """One run in detail."""
+    record: RunRecord = info["run"]
+    if as_json:
+        out = {
+            **info,
+            "run": _run_json(record),
+            "positions": [p._asdict() for p in info["positions"]],
+        }
+        print(json.dumps(out, indent=1, default=str))
+        return
+    table = Table(title=f"run {record.run_id}: {record.kind} {record.strategy}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    summary = record.summary or {}
+    for key, value in (
+        ("status", record.status), ("data", record.data_name),
+        ("data sha256", record.data_hash[:16]), ("code", record.code_version),
+        ("params", json.dumps(record.params)), ("orders", json.dumps(info["orders"])),
+        ("fills", info["n_fills"]), ("equity points", info["n_equity_points"]),
+        ("final equity", info["final_equity"]),
+        ("total return", summary.get("total_return")),
+        ("max drawdown", summary.get("max_drawdown")),
+        ("positions", ", ".join(f"{p.symbol} {p.quantity:g}" for p in info["positions"]) or "flat"),
+    ):  # fmt: skip
+        table.add_row(key, _fmt(value))
+    _console().print(table)

@@ -1,0 +1,1 @@
+"""Engine: wiring and the kernel loop shared by backtest and paper trading."""

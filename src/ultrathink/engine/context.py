@@ -1,0 +1,159 @@
+"""The trading context: routes strategy orders through risk to the broker and books results.
+
+It is the one object a strategy talks to (``StrategyContext``), the broker reports to
+(``ExecutionSink``) and risk reads working orders from (``OrdersView``). It runs on the
+kernel thread only.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ultrathink.core.clock import Clock
+from ultrathink.core.enums import TERMINAL_STATUSES, OrderStatus, OrderType, Side, TimeInForce
+from ultrathink.core.events import Fill, OrderEvent, OrderRequest
+from ultrathink.core.ids import IdGenerator
+from ultrathink.decision.strategy import Strategy
+from ultrathink.engine.config import SizingConfig
+from ultrathink.engine.recorder import Recorder
+from ultrathink.execution.broker import Broker
+from ultrathink.execution.orders import Order
+from ultrathink.portfolio.portfolio import Portfolio
+from ultrathink.risk.engine import RiskEngine
+
+
+class TradingContext:
+    """Order routing, working-order view, execution sink and sizing for one run."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        portfolio: Portfolio,
+        sizing: SizingConfig,
+        n_symbols: int,
+        recorder: Recorder,
+        id_prefix: str = "O",
+    ) -> None:
+        self._clock = clock
+        self.portfolio = portfolio
+        self._sizing = sizing
+        self._weight = sizing.fraction / max(n_symbols, 1)
+        self._recorder = recorder
+        self._ids = IdGenerator(id_prefix)
+        self._pending: dict[str, float] = {}
+        self._n_open = 0
+        self.status_counts: dict[OrderStatus, int] = {}
+        # late-bound collaborators (they need this object to be built first)
+        self.broker: Broker
+        self.risk: RiskEngine
+        self.strategy: Strategy
+
+    def attach(self, broker: Broker, risk: RiskEngine, strategy: Strategy) -> None:
+        """Connect the collaborators that are built with this context."""
+        self.broker = broker
+        self.risk = risk
+        self.strategy = strategy
+
+    # -- StrategyContext --------------------------------------------------------------------
+    def now_ns(self) -> int:
+        return self._clock.now_ns()
+
+    def submit(
+        self,
+        symbol: str,
+        side: Side,
+        quantity: float,
+        order_type: OrderType,
+        limit_price: float | None,
+        stop_price: float | None,
+        tif: TimeInForce,
+        reduce_only: bool,
+        tag: str,
+    ) -> str:
+        """Build the request, run risk, and send it to the broker if approved."""
+        coid = self._ids.next()
+        req = OrderRequest(
+            coid, self._clock.now_ns(), symbol, side, float(quantity), order_type,
+            limit_price, stop_price, tif, reduce_only, tag,
+        )  # fmt: skip
+        self._recorder.request(req)
+        denied = self.risk.check(req)
+        if denied is not None:
+            self._count(OrderStatus.DENIED)
+            self._recorder.denied(denied)
+            self.strategy.on_order_denied(denied)
+            return coid
+        self._recorder.approved(coid)
+        signed = req.quantity if side is Side.BUY else -req.quantity
+        self._pending[symbol] = self._pending.get(symbol, 0.0) + signed
+        self._n_open += 1
+        self.broker.submit(req)
+        return coid
+
+    def cancel(self, client_order_id: str) -> bool:
+        return self.broker.cancel(client_order_id, "cancelled by strategy")
+
+    def cancel_all(self, symbol: str | None) -> int:
+        n = 0
+        for order in self.broker.open_orders(symbol):
+            n += self.broker.cancel(order.client_order_id, "cancel_all by strategy")
+        return n
+
+    def position(self, symbol: str) -> float:
+        return self.portfolio.position(symbol)
+
+    def pending_qty(self, symbol: str) -> float:
+        """Signed quantity still working in open orders of ``symbol``."""
+        return self._pending.get(symbol, 0.0)
+
+    def n_open_orders(self) -> int:
+        return self._n_open
+
+    def cash(self) -> float:
+        return self.portfolio.cash
+
+    def equity(self) -> float:
+        return self.portfolio.equity()
+
+    def last_price(self, symbol: str) -> float | None:
+        return self.portfolio.last_price(symbol)
+
+    def order_size(self, symbol: str, price: float) -> float:
+        """Units allowed by the sizing policy, rounded down to the lot size."""
+        lot = self._sizing.lot_size
+        if self._sizing.mode == "fixed":
+            qty = float(self._sizing.quantity or 0.0)
+        else:
+            qty = self.portfolio.equity() * self._weight / price if price > 0 else 0.0
+        return math.floor(qty / lot + 1e-9) * lot
+
+    # -- ExecutionSink ----------------------------------------------------------------------
+    def on_order_event(self, event: OrderEvent) -> None:
+        status = event.status
+        if status in TERMINAL_STATUSES:
+            self._count(status)
+            if status is not OrderStatus.FILLED:
+                self._release(event)
+        self._recorder.event(event)
+        self.strategy.on_order_event(event)
+
+    def on_fill(self, fill: Fill, order: Order) -> None:
+        signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+        self._pending[fill.symbol] -= signed
+        if not order.is_open:
+            self._n_open -= 1
+        pf = self.portfolio
+        pf.apply_fill(fill)
+        self._recorder.fill(fill, pf.cash, pf.has_open_positions)
+        self.strategy.on_fill(fill)
+
+    def _release(self, event: OrderEvent) -> None:
+        # cancelled/expired/rejected: the unfilled rest no longer counts as pending
+        order = self.broker.get_order(event.client_order_id)
+        if order is None:
+            return
+        self._pending[order.symbol] = self._pending.get(order.symbol, 0.0) - order.signed_remaining
+        self._n_open -= 1
+
+    def _count(self, status: OrderStatus) -> None:
+        self.status_counts[status] = self.status_counts.get(status, 0) + 1

@@ -1,0 +1,132 @@
+"""Collects what a run produces on the kernel thread and hands it off in batches.
+
+Appending to lists is all the kernel pays per record; every ``flush`` packs the lists (and
+the equity points of the chunk) into one ``WriteBatch`` for the persistence writer thread,
+which owns the SQLite connection. Fills are also kept in memory for the run's result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ultrathink.core.events import Fill, OrderDenied, OrderEvent, OrderRequest
+
+BatchSink = Callable[[dict[str, Any]], None]
+
+
+class Recorder:
+    """Per-run buffers of order requests, decisions, events, fills and equity points."""
+
+    __slots__ = (
+        "_approvals",
+        "_denials",
+        "_events",
+        "_fills",
+        "_requests",
+        "_sink",
+        "_state_cash",
+        "_state_exp",
+        "_state_ts",
+        "all_fills",
+        "denial_reasons",
+        "eq_cash",
+        "eq_exposed",
+        "eq_ts",
+        "eq_value",
+        "n_denied",
+    )
+
+    def __init__(self, sink: BatchSink | None, starting_cash: float) -> None:
+        self._sink = sink
+        # cash and "any position open" only change on fills: recorded per fill, not per bar
+        self._state_ts: list[int] = [-(2**63)]
+        self._state_cash: list[float] = [starting_cash]
+        self._state_exp: list[bool] = [False]
+        self._requests: list[OrderRequest] = []
+        self._approvals: list[str] = []
+        self._denials: list[OrderDenied] = []
+        self._events: list[OrderEvent] = []
+        self._fills: list[Fill] = []
+        self.all_fills: list[Fill] = []
+        self.n_denied = 0
+        self.denial_reasons: dict[str, int] = {}
+        self.eq_ts: list[np.ndarray] = []
+        self.eq_value: list[np.ndarray] = []
+        self.eq_cash: list[np.ndarray] = []
+        self.eq_exposed: list[np.ndarray] = []
+
+    def request(self, req: OrderRequest) -> None:
+        """A strategy asked for an order (before risk)."""
+        self._requests.append(req)
+
+    def approved(self, client_order_id: str) -> None:
+        """Risk approved the request."""
+        self._approvals.append(client_order_id)
+
+    def denied(self, denial: OrderDenied) -> None:
+        """Risk denied the request."""
+        self._denials.append(denial)
+        self.n_denied += 1
+        code = denial.reason.value
+        self.denial_reasons[code] = self.denial_reasons.get(code, 0) + 1
+
+    def event(self, event: OrderEvent) -> None:
+        """An order changed status."""
+        self._events.append(event)
+
+    def fill(self, fill: Fill, cash_after: float, exposed_after: bool) -> None:
+        """An execution was booked; ``cash_after``/``exposed_after`` are the account after it."""
+        self._fills.append(fill)
+        self.all_fills.append(fill)
+        self._state_ts.append(fill.ts_ns)
+        self._state_cash.append(cash_after)
+        self._state_exp.append(exposed_after)
+
+    def flush(
+        self,
+        ts: list[int],
+        equity: list[float],
+        positions: list[tuple[str, float, float, float, float]] | None = None,
+    ) -> None:
+        """Hand everything buffered since the last flush, plus one equity chunk, to the sink.
+
+        ``ts``/``equity`` are the close-marked points of the chunk; cash and exposure at each
+        point are those after the last fill at or before it.
+        """
+        ts_arr = np.asarray(ts, dtype=np.int64)
+        idx = np.searchsorted(np.asarray(self._state_ts, dtype=np.int64), ts_arr, "right") - 1
+        cash = np.asarray(self._state_cash, dtype=np.float64)[idx]
+        self.eq_ts.append(ts_arr)
+        self.eq_value.append(np.asarray(equity, dtype=np.float64))
+        self.eq_cash.append(cash)
+        self.eq_exposed.append(np.asarray(self._state_exp, dtype=bool)[idx])
+        if self._sink is not None:
+            self._sink(
+                {
+                    "requests": self._requests,
+                    "approvals": self._approvals,
+                    "denials": self._denials,
+                    "events": self._events,
+                    "fills": self._fills,
+                    "equity": (ts_arr, self.eq_value[-1], cash) if ts_arr.size else None,
+                    "positions": positions or [],
+                }
+            )
+        self._requests, self._approvals, self._denials = [], [], []
+        self._events, self._fills = [], []
+
+    def equity_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(ts_ns, equity, cash, exposed) over the whole run so far."""
+
+        def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+        return (
+            cat(self.eq_ts, np.int64),
+            cat(self.eq_value, np.float64),
+            cat(self.eq_cash, np.float64),
+            cat(self.eq_exposed, bool),
+        )

@@ -1,0 +1,85 @@
+"""The outcome of one run, and its JSON-ready summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ultrathink.core.events import Fill
+from ultrathink.portfolio.metrics import Metrics
+from ultrathink.portfolio.portfolio import ClosedTrade
+
+
+@dataclass
+class RunResult:
+    """Everything a caller needs after a run: metrics, curve, fills, trades and speed."""
+
+    run_id: int | None
+    mode: str
+    strategy: str
+    params: dict[str, Any]
+    data_name: str
+    data_hash: str
+    symbols: tuple[str, ...]
+    n_bars: int
+    elapsed_s: float
+    metrics: Metrics
+    fills: list[Fill]
+    trades: list[ClosedTrade]
+    ts_ns: np.ndarray
+    equity: np.ndarray
+    cash: np.ndarray
+    order_counts: dict[str, int]
+    n_denied: int
+    final_positions: dict[str, float]
+    denial_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def bars_per_s(self) -> float:
+        """Bars processed per second of wall time, persistence included."""
+        return self.n_bars / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def summary(self, include_fills: bool = True) -> dict[str, Any]:
+        """JSON-ready summary (the ``--json`` output)."""
+        m = self.metrics.to_dict()
+        out: dict[str, Any] = {
+            "run_id": self.run_id,
+            "mode": self.mode,
+            "strategy": self.strategy,
+            "params": self.params,
+            "data": self.data_name,
+            "data_hash": self.data_hash,
+            "symbols": list(self.symbols),
+            "n_bars": self.n_bars,
+            "elapsed_s": round(self.elapsed_s, 6),
+            "bars_per_s": round(self.bars_per_s, 1),
+            "n_trades": self.metrics.n_trades,
+            "n_fills": len(self.fills),
+            "final_equity": self.metrics.final_equity,
+            "total_return": self.metrics.total_return,
+            "max_drawdown": self.metrics.max_drawdown,
+            "metrics": m,
+            "orders": self.order_counts,
+            "n_denied": self.n_denied,
+            "denial_reasons": self.denial_reasons,
+            "final_positions": self.final_positions,
+        }
+        if include_fills:
+            out["fills"] = [fill_dict(f) for f in self.fills]
+        return out
+
+
+def fill_dict(fill: Fill) -> dict[str, Any]:
+    """A fill as a JSON-ready dict (time as ISO-8601 UTC)."""
+    return {
+        "time": pd.Timestamp(fill.ts_ns, unit="ns", tz="UTC").isoformat(),
+        "client_order_id": fill.client_order_id,
+        "symbol": fill.symbol,
+        "side": fill.side.value,
+        "quantity": fill.quantity,
+        "price": fill.price,
+        "fee": fill.fee,
+    }

@@ -1,0 +1,172 @@
+"""Wiring: the one place that constructs a run's components and drives it.
+
+Backtest and paper runs share everything; paper only adds a ``Pacer`` on the live clock
+(the logical clock still follows the bars, so fills and day boundaries are those of the
+data) and uses realistic costs and production limits by default.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ultrathink import __version__
+from ultrathink.core.clock import TestClock
+from ultrathink.core.enums import OrderStatus
+from ultrathink.data.frame import MarketData
+from ultrathink.decision.strategy import Strategy
+from ultrathink.engine.config import EngineConfig
+from ultrathink.engine.context import TradingContext
+from ultrathink.engine.kernel import Kernel, Pacer, ProgressFn
+from ultrathink.engine.recorder import Recorder
+from ultrathink.engine.results import RunResult
+from ultrathink.execution.paper import PaperBroker
+from ultrathink.persistence import Store, WriteBatch
+from ultrathink.persistence.process_writer import ProcessStoreWriter
+from ultrathink.portfolio.metrics import compute_metrics
+from ultrathink.portfolio.portfolio import Portfolio
+from ultrathink.risk.engine import RiskEngine
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What to run: the strategy instance, the data, the config and where to store it."""
+
+    strategy: Strategy
+    data: MarketData
+    config: EngineConfig
+    mode: str = "backtest"  # backtest | paper | run
+    db_path: Path | None = None
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version plus the git commit when run from a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+            check=False,
+        )
+        commit = out.stdout.strip()
+    except OSError:
+        commit = ""
+    return f"{__version__}+{commit}" if commit else __version__
+
+
+def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
+    """Run ``spec`` to completion and return its result; persists when ``db_path`` is set."""
+    store = Store(spec.db_path) if spec.db_path is not None else None
+    writer: ProcessStoreWriter | None = None
+    run_id: int | None = None
+    data_hash = spec.data.sha256()
+    try:
+        if store is not None and spec.db_path is not None:
+            run_id = store.create_run(
+                kind=spec.mode,
+                strategy=spec.strategy.name,
+                params=spec.strategy.get_params(),
+                config=spec.config.model_dump(mode="json"),
+                data_name=spec.data.name,
+                data_hash=data_hash,
+                code_version=code_version(),
+                started_ns=time.time_ns(),
+            )
+            writer = ProcessStoreWriter(spec.db_path)
+        result, status = _drive(spec, run_id, writer, data_hash, progress)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        if store is not None and run_id is not None:
+            store.finish_run(run_id, "failed", {}, time.time_ns())
+        if store is not None:
+            store.close()
+        raise
+    if store is not None and run_id is not None:
+        store.finish_run(run_id, status, result.summary(include_fills=False), time.time_ns())
+        store.close()
+    return result
+
+
+def _drive(
+    spec: RunSpec,
+    run_id: int | None,
+    writer: ProcessStoreWriter | None,
+    data_hash: str,
+    progress: ProgressFn | None,
+) -> tuple[RunResult, str]:
+    sink: Callable[[dict[str, Any]], None] | None = None
+    if writer is not None and run_id is not None:
+        w, rid = writer, run_id
+        sink = lambda batch: w.put(WriteBatch(run_id=rid, **batch))  # noqa: E731
+    kernel = build_kernel(spec, Recorder(sink, spec.config.starting_cash))
+    t0 = time.perf_counter()
+    status = "completed"
+    try:
+        kernel.run(spec.data, progress)
+    except KeyboardInterrupt:
+        status = "interrupted"
+    kernel.finish()
+    if writer is not None:
+        writer.close()
+    elapsed = time.perf_counter() - t0
+    return _result(spec, kernel, run_id, data_hash, elapsed), status
+
+
+def build_kernel(spec: RunSpec, recorder: Recorder) -> Kernel:
+    """Construct clock, portfolio, context, risk and broker for ``spec`` around ``recorder``."""
+    cfg = spec.config
+    clock = TestClock(int(spec.data.ts_ns[0]) if len(spec.data) else 0)
+    portfolio = Portfolio(cfg.starting_cash)
+    ctx = TradingContext(clock, portfolio, cfg.sizing, spec.data.n_symbols, recorder)
+    risk = RiskEngine(cfg.risk, portfolio, ctx)
+    broker = PaperBroker(cfg.broker, clock, ctx)
+    ctx.attach(broker, risk, spec.strategy)
+    pacer = Pacer(cfg.speed) if cfg.speed is not None else None
+    return Kernel(
+        clock, ctx, spec.strategy, broker, risk, portfolio, recorder, cfg.chunk_size, pacer
+    )
+
+
+def _result(
+    spec: RunSpec, kernel: Kernel, run_id: int | None, data_hash: str, elapsed: float
+) -> RunResult:
+    ts, equity, cash, exposed = kernel.recorder.equity_curve()
+    pf = kernel.portfolio
+    metrics = compute_metrics(
+        ts, equity, exposed, pf.closed_trades, pf.traded_notional, pf.total_fees,
+        pf.starting_cash,
+    )  # fmt: skip
+    counts = {s.value: n for s, n in sorted(kernel.ctx.status_counts.items())}
+    open_orders = len(kernel.broker.open_orders())
+    if open_orders:
+        counts["OPEN"] = open_orders
+    return RunResult(
+        run_id=run_id,
+        mode=spec.mode,
+        strategy=spec.strategy.name,
+        params=spec.strategy.get_params(),
+        data_name=spec.data.name,
+        data_hash=data_hash,
+        symbols=spec.data.symbols,
+        n_bars=kernel.n_bars,
+        elapsed_s=elapsed,
+        metrics=metrics,
+        fills=kernel.recorder.all_fills,
+        trades=list(pf.closed_trades),
+        ts_ns=ts,
+        equity=equity,
+        cash=cash,
+        order_counts=counts,
+        n_denied=kernel.ctx.status_counts.get(OrderStatus.DENIED, 0),
+        final_positions={s: p.quantity for s, p in pf.positions().items() if p.quantity},
+        denial_reasons=dict(kernel.recorder.denial_reasons),
+    )

@@ -1,0 +1,1 @@
+"""Execution: order state machine, broker interface, paper broker."""

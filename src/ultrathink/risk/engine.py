@@ -1,0 +1,202 @@
+"""The pre-trade risk engine: says no with an ``OrderDenied`` event, never an exception.
+
+Checks run in a fixed order (state, validity, market data, reduce-only / REDUCING / daily
+loss / drawdown for orders that add exposure, open orders, price band, order notional,
+position, gross exposure, buying power);
+the first failing one names the reason. Exposure projections include working orders, so a
+strategy cannot slip past a limit by splitting orders.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from ultrathink.core.enums import DenyReason, OrderType, Side, TradingState
+from ultrathink.core.events import OrderDenied, OrderRequest
+from ultrathink.risk.config import RiskConfig
+
+_NS_PER_DAY = 86_400_000_000_000
+_INF = math.inf
+
+
+def _or_inf(value: float | None) -> float:
+    return _INF if value is None else float(value)
+
+
+class AccountView(Protocol):
+    """What risk reads from the portfolio."""
+
+    cash: float
+
+    def position(self, symbol: str) -> float: ...
+
+    def last_price(self, symbol: str) -> float | None: ...
+
+    def equity(self) -> float: ...
+
+    def gross_exposure(self) -> float: ...
+
+
+class OrdersView(Protocol):
+    """What risk reads from the working orders."""
+
+    def pending_qty(self, symbol: str) -> float: ...
+
+    def n_open_orders(self) -> int: ...
+
+
+class RiskEngine:
+    """Applies ``RiskConfig`` to requests and owns the ``TradingState``."""
+
+    def __init__(self, config: RiskConfig, account: AccountView, orders: OrdersView) -> None:
+        self.config = config
+        self._account = account
+        self._orders = orders
+        self.state = TradingState.ACTIVE
+        self.state_reason = ""
+        self.peak_equity = 0.0
+        self._next_day_ns = -(2**62)
+        self.day_start_equity = 0.0
+        self.daily_loss_breached = False
+        # breach thresholds as "equity below reference × keep"; keep = 0 disables the check
+        dd, daily = config.max_drawdown_pct, config.max_daily_loss_pct
+        self._dd_keep = 1.0 - dd / 100.0 if dd is not None else 0.0
+        self._daily_keep = 1.0 - daily / 100.0 if daily is not None else 0.0
+        self.n_approved = 0
+        self.n_denied = 0
+        # limits as plain floats (inf = off): the checks run on every order
+        self._max_open = config.max_open_orders if config.max_open_orders is not None else _INF
+        self._band_pct = _or_inf(config.price_band_pct)
+        self._max_order_notional = _or_inf(config.max_order_notional)
+        self._max_pos_qty = _or_inf(config.max_position_qty)
+        self._max_pos_notional = _or_inf(config.max_position_notional)
+        self._gross_pct = _or_inf(config.max_gross_exposure_pct)
+        self._fee_factor = 1.0 + config.fee_estimate_bps / 1e4
+
+    # -- state ------------------------------------------------------------------------------
+    def set_state(self, state: TradingState, reason: str) -> None:
+        """Change the trading state (operator, kill switch or a limit breach)."""
+        self.state = state
+        self.state_reason = reason
+
+    def on_equity(self, ts_ns: int, equity: float) -> None:
+        """Feed mark-to-market equity at each close: tracks peak, day start and breaches."""
+        if equity > self.peak_equity:
+            self.peak_equity = equity
+        elif equity < self.peak_equity * self._dd_keep:
+            self._breach_drawdown(equity)
+        if ts_ns >= self._next_day_ns:
+            self._roll_day(ts_ns, equity)
+        elif equity < self.day_start_equity * self._daily_keep:
+            self.daily_loss_breached = True
+
+    def _roll_day(self, ts_ns: int, equity: float) -> None:
+        self._next_day_ns = (ts_ns // _NS_PER_DAY + 1) * _NS_PER_DAY
+        self.day_start_equity = equity
+        self.daily_loss_breached = False
+
+    def _breach_drawdown(self, equity: float) -> None:
+        if self.state is TradingState.ACTIVE:
+            dd_pct = (1.0 - equity / self.peak_equity) * 100.0
+            self.set_state(
+                TradingState.REDUCING,
+                f"drawdown {dd_pct:.2f}% >= max_drawdown_pct {self.config.max_drawdown_pct}",
+            )
+
+    # -- checks -----------------------------------------------------------------------------
+    def check(self, req: OrderRequest) -> OrderDenied | None:
+        """Return None to approve ``req``, or the ``OrderDenied`` that refuses it."""
+        denial = self._check(req)
+        if denial is None:
+            self.n_approved += 1
+            return None
+        self.n_denied += 1
+        reason, detail = denial
+        return OrderDenied(req.ts_ns, req.client_order_id, req.symbol, reason, detail)
+
+    def _check(self, req: OrderRequest) -> tuple[DenyReason, str] | None:
+        if self.state is TradingState.HALTED:
+            return DenyReason.TRADING_HALTED, f"trading is HALTED ({self.state_reason})"
+        if not req.quantity > 0:
+            return DenyReason.INVALID_ORDER, f"quantity must be > 0, was {req.quantity}"
+        last = self._account.last_price(req.symbol)
+        if last is None:
+            return DenyReason.NO_MARKET_DATA, f"no price seen yet for {req.symbol}"
+        current = self._account.position(req.symbol) + self._orders.pending_qty(req.symbol)
+        after = current + (req.quantity if req.side is Side.BUY else -req.quantity)
+        reduces = abs(after) < abs(current) and (after == 0 or (after > 0) == (current > 0))
+        if not reduces and (req.reduce_only or self.state is not TradingState.ACTIVE
+                            or self.daily_loss_breached):  # fmt: skip
+            return self._deny_increase(req)
+        if self._orders.n_open_orders() >= self._max_open:
+            return DenyReason.MAX_OPEN_ORDERS, f"{self._max_open} orders already working"
+        ref = last
+        if req.order_type is not OrderType.MARKET:
+            ref = _reference_price(req, last)
+            off_pct = abs(ref / last - 1.0) * 100.0
+            if off_pct > self._band_pct:
+                return DenyReason.PRICE_BAND, (
+                    f"{req.order_type.value} price {ref} is {off_pct:.2f}% from last {last}; "
+                    f"price_band_pct is {self._band_pct}"
+                )
+        notional = req.quantity * ref
+        if notional > self._max_order_notional:
+            return DenyReason.MAX_ORDER_NOTIONAL, (
+                f"order value {notional:,.2f} > max_order_notional {self._max_order_notional:,.2f}"
+            )
+        if reduces:
+            return None
+        return self._check_exposure(req, ref, after, notional)
+
+    def _deny_increase(self, req: OrderRequest) -> tuple[DenyReason, str]:
+        if req.reduce_only:
+            return DenyReason.REDUCE_ONLY, "reduce_only order would increase the position"
+        if self.state is TradingState.REDUCING:
+            reason = DenyReason.REDUCE_ONLY
+            if "drawdown" in self.state_reason:
+                reason = DenyReason.MAX_DRAWDOWN
+            return reason, f"trading is REDUCING ({self.state_reason}); only reducing orders pass"
+        return DenyReason.MAX_DAILY_LOSS, (
+            f"daily loss >= max_daily_loss_pct {self.config.max_daily_loss_pct}; "
+            "only reducing orders until the next day"
+        )
+
+    def _check_exposure(
+        self, req: OrderRequest, ref: float, after: float, notional: float
+    ) -> tuple[DenyReason, str] | None:
+        if abs(after) > self._max_pos_qty:
+            return DenyReason.MAX_POSITION, (
+                f"position {after:g} {req.symbol} would exceed max_position_qty "
+                f"{self._max_pos_qty:g}"
+            )
+        if abs(after) * ref > self._max_pos_notional:
+            return DenyReason.MAX_POSITION, (
+                f"position value {abs(after) * ref:,.2f} would exceed max_position_notional "
+                f"{self._max_pos_notional:,.2f}"
+            )
+        account = self._account
+        if self._gross_pct != _INF:
+            equity = account.equity()
+            current = account.position(req.symbol)
+            gross = account.gross_exposure() + (abs(after) - abs(current)) * ref
+            if gross > equity * self._gross_pct / 100.0 * (1 + 1e-12):
+                return DenyReason.MAX_GROSS_EXPOSURE, (
+                    f"gross exposure {gross:,.2f} would exceed {self._gross_pct}% "
+                    f"of equity {equity:,.2f}"
+                )
+        if self.config.check_buying_power and req.side is Side.BUY and after > 0:
+            cost = notional * self._fee_factor
+            if cost > account.cash + 1e-9:
+                return DenyReason.INSUFFICIENT_BUYING_POWER, (
+                    f"buy of {notional:,.2f} (+fees) exceeds cash {account.cash:,.2f}"
+                )
+        return None
+
+
+def _reference_price(req: OrderRequest, last: float) -> float:
+    if req.order_type is OrderType.LIMIT and req.limit_price:
+        return req.limit_price
+    if req.order_type is OrderType.STOP and req.stop_price:
+        return req.stop_price
+    return last

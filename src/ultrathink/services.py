@@ -1,0 +1,157 @@
+"""The operations the CLI (and later the web) call: thin, typed, no printing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ultrathink.config import default_db_path, load_engine_config, realistic_defaults
+from ultrathink.data import MarketData, load_data, save_csv, save_parquet
+from ultrathink.data.synthetic import generate, parse_synthetic_spec
+from ultrathink.decision.loader import resolve_strategy
+from ultrathink.decision.strategy import Strategy
+from ultrathink.engine.config import EngineConfig
+from ultrathink.engine.kernel import ProgressFn
+from ultrathink.engine.results import RunResult
+from ultrathink.engine.runner import RunSpec, run
+from ultrathink.errors import ConfigError, DataSourceError
+from ultrathink.persistence import AuditReport, RunRecord, Store, verify_audit
+
+DEFAULT_STRATEGY = "sma_cross"
+
+
+def parse_params(items: Sequence[str]) -> dict[str, str]:
+    """Turn ``["fast=10", "slow=30"]`` into a dict; values are validated by the strategy."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--param expects KEY=VALUE, was {item!r} (e.g. --param fast=10)")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def make_strategy(spec: str, params: dict[str, Any]) -> Strategy:
+    """Instantiate the strategy named by ``spec`` with ``params`` (validated)."""
+    return resolve_strategy(spec)(**params)
+
+
+def engine_config(
+    *,
+    realistic: bool,
+    config_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> EngineConfig:
+    """Config for a run: zero-cost defaults (backtest) or realistic ones (paper/run)."""
+    base = realistic_defaults() if realistic else {}
+    return load_engine_config(config_path, base=base, overrides=overrides)
+
+
+def slice_data(data: MarketData, start: str | None, end: str | None) -> MarketData:
+    """Restrict ``data`` to ``[start, end]`` (ISO dates or timestamps, UTC)."""
+    if start is None and end is None:
+        return data
+    try:
+        lo = int(pd.Timestamp(start, tz="UTC").value) if start else None
+        hi = int(pd.Timestamp(end, tz="UTC").value) if end else None
+    except ValueError as exc:
+        raise ConfigError(f"--start/--end must be dates like 2005-01-31: {exc}") from None
+    if hi is not None and end and len(end) <= 10:
+        hi += 86_400_000_000_000 - 1  # an end date includes that whole day
+    out = data.between(lo, hi)
+    if len(out) == 0:
+        raise ConfigError(f"no bars of {data.name} between {start} and {end}")
+    return out
+
+
+def run_strategy(
+    strategy: Strategy,
+    data: MarketData,
+    config: EngineConfig,
+    *,
+    mode: str = "backtest",
+    db_path: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> RunResult:
+    """Run ``strategy`` over ``data`` (backtest or paper) and persist it when ``db_path``."""
+    if len(data) == 0:
+        raise DataSourceError(f"data {data.name!r} has no bars")
+    return run(RunSpec(strategy, data, config, mode, db_path), progress)
+
+
+def resolve_db(path: str | Path | None) -> Path:
+    """The store path: explicit, else the configured default."""
+    return Path(path) if path else default_db_path()
+
+
+def list_runs(db_path: Path, limit: int = 20) -> list[RunRecord]:
+    """Newest runs first."""
+    with Store(db_path) as store:
+        return store.list_runs(limit)
+
+
+def show_run(db_path: Path, run_id: int) -> dict[str, Any]:
+    """One run with its order status counts, positions and equity summary."""
+    with Store(db_path) as store:
+        record = store.get_run(run_id)
+        ts, equity, _cash = store.load_equity(run_id)
+        return {
+            "run": record,
+            "orders": store.order_status_counts(run_id),
+            "positions": store.load_positions(run_id),
+            "n_fills": len(store.load_fills(run_id)),
+            "n_equity_points": int(ts.size),
+            "final_equity": float(equity[-1]) if equity.size else None,
+        }
+
+
+def audit_verify(db_path: Path) -> AuditReport:
+    """Verify the hash chain of the store's audit log."""
+    if not db_path.exists():
+        raise ConfigError(f"store {db_path} does not exist; run a backtest first or pass --db")
+    return verify_audit(db_path)
+
+
+def inspect_data(data: MarketData) -> pd.DataFrame:
+    """Per-symbol summary: bars, first/last timestamp, price range, mean volume."""
+    rows = []
+    for i, symbol in enumerate(data.symbols):
+        mask = data.symbol_idx == i
+        ts = data.ts_ns[mask]
+        rows.append(
+            {
+                "symbol": symbol,
+                "bars": int(mask.sum()),
+                "first": pd.Timestamp(int(ts[0]), unit="ns", tz="UTC").isoformat(),
+                "last": pd.Timestamp(int(ts[-1]), unit="ns", tz="UTC").isoformat(),
+                "min_low": float(data.low[mask].min()),
+                "max_high": float(data.high[mask].max()),
+                "last_close": float(data.close[mask][-1]),
+                "mean_volume": float(np.mean(data.volume[mask])),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def load(spec: str) -> MarketData:
+    """Load data from a spec (``sp500``, ``nasdaq``, ``synthetic:...``, or a file path)."""
+    return load_data(spec)
+
+
+def generate_data(spec: str, out: Path) -> MarketData:
+    """Generate synthetic data from ``spec`` and write it to ``out`` (.csv or .parquet)."""
+    data = generate(
+        parse_synthetic_spec(spec if spec.startswith("synthetic") else f"synthetic:{spec}")
+    )
+    suffix = "".join(out.suffixes[-2:]) if out.suffix == ".gz" else out.suffix
+    if suffix in (".parquet", ".pq"):
+        save_parquet(data, out)
+    elif suffix in (".csv", ".csv.gz"):
+        save_csv(data, out)
+    else:
+        raise ConfigError(f"--out must end in .csv, .csv.gz or .parquet, was {out}")
+    return data
