@@ -81,12 +81,16 @@ class MarketData:
     def _price_arrays(self) -> tuple[np.ndarray, ...]:
         return (self.open, self.high, self.low, self.close, self.volume)
 
-    def iter_bars(self, chunk_size: int = 65_536) -> Iterator[Bar]:
-        """Yield ``Bar`` events in time order, materialising ``chunk_size`` rows at a time."""
+    def iter_chunks(self, chunk_size: int = 65_536) -> Iterator[Iterator[Bar]]:
+        """Yield one iterator of ``Bar`` events per ``chunk_size`` rows, in time order.
+
+        Only one chunk is materialised as Python objects at a time, and the consumer's loop
+        pulls bars straight from a C-level ``map`` (no generator frame per bar).
+        """
         names = np.asarray(self.symbols, dtype=object)
         for start in range(0, len(self), chunk_size):
             stop = start + chunk_size
-            yield from map(
+            yield map(
                 _make_bar,
                 zip(
                     self.ts_ns[start:stop].tolist(),
@@ -99,6 +103,11 @@ class MarketData:
                     strict=True,
                 ),
             )
+
+    def iter_bars(self, chunk_size: int = 65_536) -> Iterator[Bar]:
+        """Yield ``Bar`` events in time order, materialising ``chunk_size`` rows at a time."""
+        for chunk in self.iter_chunks(chunk_size):
+            yield from chunk
 
     def for_symbol(self, symbol: str) -> MarketData:
         """Return the bars of one symbol."""

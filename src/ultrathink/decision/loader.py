@@ -60,6 +60,11 @@ def _load_from_file(path: Path, class_name: str | None) -> type[Strategy]:
                 f"{path} has no Strategy subclass {class_name!r}; found {sorted(found)}"
             )
         return found[class_name]
+    if not found:
+        raise StrategyError(
+            f"{path} defines no Strategy subclass; subclass ultrathink.decision.Strategy "
+            "and override on_bar"
+        )
     if len(found) != 1:
         raise StrategyError(
             f"{path} defines {len(found)} Strategy subclasses {sorted(found)}; "

@@ -88,7 +88,7 @@ class IndicatorSet:
 
     def __getitem__(self, symbol: str) -> float:
         try:
-            return float(self._per_symbol[symbol].value)
+            return self._per_symbol[symbol].value
         except KeyError:
             return math.nan
 

@@ -8,6 +8,8 @@ kernel thread only.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 from ultrathink.core.clock import Clock
 from ultrathink.core.enums import TERMINAL_STATUSES, OrderStatus, OrderType, Side, TimeInForce
@@ -53,6 +55,9 @@ class TradingContext:
         self.broker = broker
         self.risk = risk
         self.strategy = strategy
+        # hooks the strategy does not override are not called at all (two calls per order)
+        self._strategy_event = _overridden(strategy, "on_order_event")
+        self._strategy_fill = _overridden(strategy, "on_fill")
 
     # -- StrategyContext --------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -109,6 +114,30 @@ class TradingContext:
     def n_open_orders(self) -> int:
         return self._n_open
 
+    def pending_buy_notional(self) -> float:
+        """Value of the unfilled rest of working buys, at limit/stop or last price."""
+        if not self._n_open:
+            return 0.0
+        return sum(
+            o.remaining_qty * self._order_price(o)
+            for o in self.broker.open_orders()
+            if o.side is Side.BUY
+        )
+
+    def pending_gross_notional(self, exclude_symbol: str) -> float:
+        """Σ |unfilled quantity × price| of working orders in other symbols."""
+        if not self._n_open:
+            return 0.0
+        return sum(
+            o.remaining_qty * self._order_price(o)
+            for o in self.broker.open_orders()
+            if o.symbol != exclude_symbol
+        )
+
+    def _order_price(self, order: Order) -> float:
+        price = order.limit_price or order.stop_price or self.portfolio.last_price(order.symbol)
+        return float(price or 0.0)
+
     def cash(self) -> float:
         return self.portfolio.cash
 
@@ -135,7 +164,8 @@ class TradingContext:
             if status is not OrderStatus.FILLED:
                 self._release(event)
         self._recorder.event(event)
-        self.strategy.on_order_event(event)
+        if self._strategy_event is not None:
+            self._strategy_event(event)
 
     def on_fill(self, fill: Fill, order: Order) -> None:
         signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
@@ -145,7 +175,8 @@ class TradingContext:
         pf = self.portfolio
         pf.apply_fill(fill)
         self._recorder.fill(fill, pf.cash, pf.has_open_positions)
-        self.strategy.on_fill(fill)
+        if self._strategy_fill is not None:
+            self._strategy_fill(fill)
 
     def _release(self, event: OrderEvent) -> None:
         # cancelled/expired/rejected: the unfilled rest no longer counts as pending
@@ -157,3 +188,9 @@ class TradingContext:
 
     def _count(self, status: OrderStatus) -> None:
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
+
+
+def _overridden(strategy: Strategy, hook: str) -> Callable[[Any], None] | None:
+    if getattr(type(strategy), hook) is getattr(Strategy, hook):
+        return None
+    return getattr(strategy, hook)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from ultrathink.core.clock import LiveClock, TestClock
+from ultrathink.core.events import Bar
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.context import TradingContext
@@ -97,17 +98,31 @@ class Kernel:
             self.elapsed_s = time.perf_counter() - t0
 
     def _loop(self, data: MarketData, progress: ProgressFn | None) -> None:
+        self._n = 0
+        self._prev_ts = -1
+        self._eq = self.portfolio.equity()
+        self._room = self.chunk_size  # points left before the next flush
+        self._updaters: dict[str, tuple[Callable[[float], object], ...]] = {}
+        for bars in data.iter_chunks():
+            self._run_chunk(bars, progress)
+        if self._n:
+            self._buf[0].append(self._prev_ts)
+            self._buf[1].append(self._eq)
+        self.n_bars = self._n
+        if progress is not None:
+            progress(self._n)
+
+    def _run_chunk(self, bars: Iterator[Bar], progress: ProgressFn | None) -> None:
+        # the hot loop: everything it touches is bound to a local first
         ts_buf, eq_buf = self._buf
         portfolio, risk, broker = self.portfolio, self.risk, self.broker
-        mark, on_equity = portfolio.mark, risk.on_equity
-        on_bar, broker_on_bar, set_clock = self.strategy.on_bar, broker.on_bar, self.clock.set_ns
-        indicators = tuple(self.strategy.indicators)
-        updaters: dict[str, tuple[Callable[[float], object], ...]] = {}
+        mark, on_equity, on_bar = portfolio.mark, risk.on_equity, self.strategy.on_bar
+        broker_on_bar, set_clock = broker.on_bar, self.clock.set_ns
         pace = self.pacer.wait if self.pacer is not None else None
-        n, prev_ts, eq = 0, -1, portfolio.equity()
-        room = self.chunk_size  # points left before the next flush
-        for bar in data.iter_bars():
-            ts = bar.ts_ns
+        updaters = self._updaters
+        n, prev_ts, eq, room = self._n, self._prev_ts, self._eq, self._room
+        for bar in bars:
+            ts = bar[0]
             if ts != prev_ts:
                 if n:
                     ts_buf.append(prev_ts)
@@ -124,29 +139,30 @@ class Kernel:
                     pace(ts)
             if broker.wants_bars:
                 broker_on_bar(bar)
-            eq = mark(bar.symbol, bar.close)
-            on_equity(ts, eq)
-            ups = updaters.get(bar.symbol)
+            symbol, close = bar[1], bar[5]
+            eq = mark(symbol, close)
+            if risk.needs_equity:
+                on_equity(ts, eq)
+            ups = updaters.get(symbol)
             if ups is None:
-                ups = updaters[bar.symbol] = tuple(
-                    ind.for_symbol(bar.symbol).update for ind in indicators
-                )
+                ups = updaters[symbol] = self._indicator_updaters(symbol)
             for update in ups:
-                update(bar.close)
+                update(close)
             try:
                 on_bar(bar)
             except Exception as exc:
-                raise StrategyError(
-                    f"strategy {self.strategy.name!r} raised in on_bar at bar {n} "
-                    f"({bar.symbol} ts_ns={ts}): {exc!r}"
-                ) from exc
+                raise self._strategy_error(exc, n, bar) from exc
             n += 1
-        if n:
-            ts_buf.append(prev_ts)
-            eq_buf.append(eq)
-        self.n_bars = n
-        if progress is not None:
-            progress(n)
+        self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
+
+    def _indicator_updaters(self, symbol: str) -> tuple[Callable[[float], object], ...]:
+        return tuple(ind.for_symbol(symbol).update for ind in self.strategy.indicators)
+
+    def _strategy_error(self, exc: Exception, n: int, bar: Bar) -> StrategyError:
+        return StrategyError(
+            f"strategy {self.strategy.name!r} raised in on_bar at bar {n} "
+            f"({bar.symbol} ts_ns={bar.ts_ns}): {exc!r}"
+        )
 
     def _flush(self, positions: list[tuple[str, float, float, float, float]] | None = None) -> None:
         # the recorder copies the lists into arrays, so they are cleared in place for reuse

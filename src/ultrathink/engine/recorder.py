@@ -31,12 +31,15 @@ class Recorder:
         "_state_exp",
         "_state_ts",
         "all_fills",
+        "approved",
         "denial_reasons",
         "eq_cash",
         "eq_exposed",
         "eq_ts",
         "eq_value",
+        "event",
         "n_denied",
+        "request",
     )
 
     def __init__(self, sink: BatchSink | None, starting_cash: float) -> None:
@@ -50,6 +53,11 @@ class Recorder:
         self._denials: list[OrderDenied] = []
         self._events: list[OrderEvent] = []
         self._fills: list[Fill] = []
+        # hot-path recorders are the lists' own ``append`` (no Python frame per record);
+        # ``flush`` therefore hands off copies and clears the lists in place
+        self.request = self._requests.append  # a strategy asked for an order (before risk)
+        self.approved = self._approvals.append  # risk approved a client order id
+        self.event = self._events.append  # an order changed status
         self.all_fills: list[Fill] = []
         self.n_denied = 0
         self.denial_reasons: dict[str, int] = {}
@@ -58,24 +66,12 @@ class Recorder:
         self.eq_cash: list[np.ndarray] = []
         self.eq_exposed: list[np.ndarray] = []
 
-    def request(self, req: OrderRequest) -> None:
-        """A strategy asked for an order (before risk)."""
-        self._requests.append(req)
-
-    def approved(self, client_order_id: str) -> None:
-        """Risk approved the request."""
-        self._approvals.append(client_order_id)
-
     def denied(self, denial: OrderDenied) -> None:
         """Risk denied the request."""
         self._denials.append(denial)
         self.n_denied += 1
         code = denial.reason.value
         self.denial_reasons[code] = self.denial_reasons.get(code, 0) + 1
-
-    def event(self, event: OrderEvent) -> None:
-        """An order changed status."""
-        self._events.append(event)
 
     def fill(self, fill: Fill, cash_after: float, exposed_after: bool) -> None:
         """An execution was booked; ``cash_after``/``exposed_after`` are the account after it."""
@@ -106,17 +102,17 @@ class Recorder:
         if self._sink is not None:
             self._sink(
                 {
-                    "requests": self._requests,
-                    "approvals": self._approvals,
-                    "denials": self._denials,
-                    "events": self._events,
-                    "fills": self._fills,
+                    "requests": list(self._requests),
+                    "approvals": list(self._approvals),
+                    "denials": list(self._denials),
+                    "events": list(self._events),
+                    "fills": list(self._fills),
                     "equity": (ts_arr, self.eq_value[-1], cash) if ts_arr.size else None,
                     "positions": positions or [],
                 }
             )
-        self._requests, self._approvals, self._denials = [], [], []
-        self._events, self._fills = [], []
+        for buf in (self._requests, self._approvals, self._denials, self._events, self._fills):
+            buf.clear()
 
     def equity_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ts_ns, equity, cash, exposed) over the whole run so far."""

@@ -131,9 +131,10 @@ def build_kernel(spec: RunSpec, recorder: Recorder) -> Kernel:
     broker = PaperBroker(cfg.broker, clock, ctx)
     ctx.attach(broker, risk, spec.strategy)
     pacer = Pacer(cfg.speed) if cfg.speed is not None else None
-    return Kernel(
-        clock, ctx, spec.strategy, broker, risk, portfolio, recorder, cfg.chunk_size, pacer
-    )
+    # a paced session hands every bar's records to the store at once: a crash loses nothing
+    # that already happened; an unpaced run batches ``chunk_size`` points for throughput
+    chunk = 1 if pacer is not None else cfg.chunk_size
+    return Kernel(clock, ctx, spec.strategy, broker, risk, portfolio, recorder, chunk, pacer)
 
 
 def _result(

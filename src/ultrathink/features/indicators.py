@@ -18,7 +18,10 @@ class SMA:
     """Simple moving average of the last ``window`` values, O(1) per update.
 
     A ring buffer keeps the window; the running sum is re-anchored with ``math.fsum`` each
-    time the ring wraps, which bounds floating-point drift at O(1) amortised cost.
+    time the ring wraps, which bounds floating-point drift at O(1) amortised cost. Within one
+    window the plain running sum is used (a compensated sum would cost ~30 % more per bar):
+    its relative error stays below 1e-9 while the values inside a window span less than
+    ~1e4 in magnitude — any price series — but not for adversarial mixes like 1e6 and 1e-3.
     """
 
     __slots__ = ("_buf", "_i", "_sum", "_warm", "value", "window")
@@ -96,6 +99,8 @@ def sma(x: np.ndarray, window: int) -> np.ndarray:
 
 def ema(x: np.ndarray, window: int) -> np.ndarray:
     """Vectorised EMA matching ``EMA``: seeded with the SMA of the first ``window`` values."""
+    if window < 1:
+        raise ValueError(f"EMA window must be >= 1, was {window}")
     x = np.asarray(x, dtype=np.float64)
     out = np.full(x.shape, np.nan)
     if x.size < window:

@@ -61,18 +61,18 @@ def drawdown_series(equity: np.ndarray) -> np.ndarray:
 
 
 def _max_drawdown_duration(equity: np.ndarray, ts_ns: np.ndarray) -> tuple[int, float]:
-    """Longest stretch below a previous peak: (bars, days), from the peak to recovery/end."""
+    """Longest stretch below a previous peak: (bars, days) from the peak to recovery or end."""
     if equity.size < 2:
         return 0, 0.0
-    peak = np.maximum.accumulate(equity)
-    at_high = equity >= peak
-    high_idx = np.flatnonzero(at_high)
-    ends = np.append(high_idx[1:], equity.size - 1)
-    spans = ends - high_idx
-    k = int(np.argmax(spans))
-    bars = int(spans[k])
-    days = float(ts_ns[ends[k]] - ts_ns[high_idx[k]]) / 86_400e9
-    return bars, days
+    under = equity < np.maximum.accumulate(equity)
+    if not under.any():
+        return 0, 0.0
+    edges = np.diff(np.concatenate(([0], under.astype(np.int8), [0])))
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # stop exclusive
+    k = int(np.argmax(stops - starts))
+    peak = starts[k] - 1  # the bar before going under is the peak (bar 0 is never under)
+    end = min(stops[k], equity.size - 1)  # the recovery bar, or the last bar
+    return int(end - peak), float(ts_ns[end] - ts_ns[peak]) / 86_400e9
 
 
 def _trade_stats(trades: Sequence[ClosedTrade]) -> tuple[float, float]:

@@ -173,9 +173,10 @@ class Portfolio:
             trade = self._open_trades[symbol] = _OpenTrade(1 if after > 0 else -1, fill.ts_ns)
         trade.realized += realized
         trade.fees += fill.fee
-        if abs(after) > trade.max_quantity:
+        flipped = before != 0.0 and after != 0.0 and (after > 0) != (before > 0)
+        if not flipped and abs(after) > trade.max_quantity:
             trade.max_quantity = abs(after)
-        if after == 0.0 or (before != 0.0 and (after > 0) != (before > 0)):
+        if after == 0.0 or flipped:
             size = trade.max_quantity if trade.max_quantity > abs(before) else abs(before)
             pnl = trade.realized - trade.fees
             self.closed_trades.append(

@@ -45,6 +45,14 @@ class OrdersView(Protocol):
 
     def n_open_orders(self) -> int: ...
 
+    def pending_buy_notional(self) -> float:
+        """Value of the unfilled rest of working buy orders (all symbols)."""
+        ...
+
+    def pending_gross_notional(self, exclude_symbol: str) -> float:
+        """Σ |unfilled quantity × price| of working orders in symbols other than this one."""
+        ...
+
 
 class RiskEngine:
     """Applies ``RiskConfig`` to requests and owns the ``TradingState``."""
@@ -59,10 +67,14 @@ class RiskEngine:
         self._next_day_ns = -(2**62)
         self.day_start_equity = 0.0
         self.daily_loss_breached = False
-        # breach thresholds as "equity below reference × keep"; keep = 0 disables the check
+        # breach thresholds as "equity below reference × keep"; -inf disables the check
         dd, daily = config.max_drawdown_pct, config.max_daily_loss_pct
-        self._dd_keep = 1.0 - dd / 100.0 if dd is not None else 0.0
-        self._daily_keep = 1.0 - daily / 100.0 if daily is not None else 0.0
+        self._dd_keep = 1.0 - dd / 100.0 if dd is not None else -_INF
+        self._daily_keep = 1.0 - daily / 100.0 if daily is not None else -_INF
+        self._last_equity = 0.0
+        self._reducing_code = DenyReason.REDUCE_ONLY
+        #: False when no equity-based limit is set: the kernel then skips ``on_equity``
+        self.needs_equity = dd is not None or daily is not None
         self.n_approved = 0
         self.n_denied = 0
         # limits as plain floats (inf = off): the checks run on every order
@@ -75,20 +87,31 @@ class RiskEngine:
         self._fee_factor = 1.0 + config.fee_estimate_bps / 1e4
 
     # -- state ------------------------------------------------------------------------------
-    def set_state(self, state: TradingState, reason: str) -> None:
-        """Change the trading state (operator, kill switch or a limit breach)."""
+    def set_state(
+        self, state: TradingState, reason: str, code: DenyReason = DenyReason.REDUCE_ONLY
+    ) -> None:
+        """Change the trading state (operator, kill switch or a limit breach).
+
+        ``code`` is the denial reason given to exposure-increasing orders while REDUCING.
+        Returning to ACTIVE restarts the drawdown measurement from the current equity, so a
+        resume is not undone by the very drawdown it acknowledged.
+        """
+        if state is TradingState.ACTIVE and self.state is not TradingState.ACTIVE:
+            self.peak_equity = self._last_equity
         self.state = state
         self.state_reason = reason
+        self._reducing_code = code
 
     def on_equity(self, ts_ns: int, equity: float) -> None:
         """Feed mark-to-market equity at each close: tracks peak, day start and breaches."""
+        self._last_equity = equity
         if equity > self.peak_equity:
             self.peak_equity = equity
-        elif equity < self.peak_equity * self._dd_keep:
+        elif equity < self.peak_equity * self._dd_keep and self.peak_equity > 0:
             self._breach_drawdown(equity)
         if ts_ns >= self._next_day_ns:
             self._roll_day(ts_ns, equity)
-        elif equity < self.day_start_equity * self._daily_keep:
+        elif equity < self.day_start_equity * self._daily_keep and self.day_start_equity > 0:
             self.daily_loss_breached = True
 
     def _roll_day(self, ts_ns: int, equity: float) -> None:
@@ -101,7 +124,8 @@ class RiskEngine:
             dd_pct = (1.0 - equity / self.peak_equity) * 100.0
             self.set_state(
                 TradingState.REDUCING,
-                f"drawdown {dd_pct:.2f}% >= max_drawdown_pct {self.config.max_drawdown_pct}",
+                f"drawdown {dd_pct:.2f}% > max_drawdown_pct {self.config.max_drawdown_pct}",
+                DenyReason.MAX_DRAWDOWN,
             )
 
     # -- checks -----------------------------------------------------------------------------
@@ -134,8 +158,8 @@ class RiskEngine:
         ref = last
         if req.order_type is not OrderType.MARKET:
             ref = _reference_price(req, last)
-            off_pct = abs(ref / last - 1.0) * 100.0
-            if off_pct > self._band_pct:
+            off_pct = abs(ref - last) / last * 100.0
+            if abs(ref - last) > last * self._band_pct / 100.0 * (1 + 1e-12):
                 return DenyReason.PRICE_BAND, (
                     f"{req.order_type.value} price {ref} is {off_pct:.2f}% from last {last}; "
                     f"price_band_pct is {self._band_pct}"
@@ -153,10 +177,9 @@ class RiskEngine:
         if req.reduce_only:
             return DenyReason.REDUCE_ONLY, "reduce_only order would increase the position"
         if self.state is TradingState.REDUCING:
-            reason = DenyReason.REDUCE_ONLY
-            if "drawdown" in self.state_reason:
-                reason = DenyReason.MAX_DRAWDOWN
-            return reason, f"trading is REDUCING ({self.state_reason}); only reducing orders pass"
+            return self._reducing_code, (
+                f"trading is REDUCING ({self.state_reason}); only reducing orders pass"
+            )
         return DenyReason.MAX_DAILY_LOSS, (
             f"daily loss >= max_daily_loss_pct {self.config.max_daily_loss_pct}; "
             "only reducing orders until the next day"
@@ -180,6 +203,7 @@ class RiskEngine:
             equity = account.equity()
             current = account.position(req.symbol)
             gross = account.gross_exposure() + (abs(after) - abs(current)) * ref
+            gross += self._orders.pending_gross_notional(req.symbol)
             if gross > equity * self._gross_pct / 100.0 * (1 + 1e-12):
                 return DenyReason.MAX_GROSS_EXPOSURE, (
                     f"gross exposure {gross:,.2f} would exceed {self._gross_pct}% "
@@ -187,9 +211,11 @@ class RiskEngine:
                 )
         if self.config.check_buying_power and req.side is Side.BUY and after > 0:
             cost = notional * self._fee_factor
-            if cost > account.cash + 1e-9:
+            available = account.cash - self._orders.pending_buy_notional() * self._fee_factor
+            if cost > available + 1e-9:
                 return DenyReason.INSUFFICIENT_BUYING_POWER, (
-                    f"buy of {notional:,.2f} (+fees) exceeds cash {account.cash:,.2f}"
+                    f"buy of {notional:,.2f} (+fees) exceeds available cash {available:,.2f} "
+                    f"(cash {account.cash:,.2f} less working buys)"
                 )
         return None
 

@@ -1,0 +1,170 @@
+"""Built-in strategies driven by a small recording context, as the kernel would drive them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ultrathink.core.enums import OrderType, Side, TimeInForce
+from ultrathink.core.events import Bar
+from ultrathink.decision import Strategy
+from ultrathink.decision.builtin import BUILTIN_STRATEGIES, BuyAndHold, SmaCross
+
+# fast(2) - slow(3) of these closes: n/a, n/a, -.5, -.5, -.17, +.5, +.5, +.5, +.17, -.5, -.5, -.5
+# so the fast average crosses above at index 5 and below at index 9
+CROSSING_CLOSES = [10.0, 9.0, 8.0, 7.0, 8.0, 9.0, 10.0, 11.0, 10.0, 9.0, 8.0, 7.0]
+
+
+class RecordingContext:
+    """A real StrategyContext: orders fill at once; every submit is recorded with its bar."""
+
+    def __init__(self, size: float = 10.0) -> None:
+        self.size = size
+        self.bar_index = -1
+        self.submits: list[tuple[int, str, Side, float]] = []
+        self.positions: dict[str, float] = {}
+
+    def now_ns(self) -> int:
+        return self.bar_index
+
+    def submit(
+        self,
+        symbol: str,
+        side: Side,
+        quantity: float,
+        order_type: OrderType,
+        limit_price: float | None,
+        stop_price: float | None,
+        tif: TimeInForce,
+        reduce_only: bool,
+        tag: str,
+    ) -> str:
+        assert order_type is OrderType.MARKET
+        self.submits.append((self.bar_index, symbol, side, quantity))
+        signed = quantity if side is Side.BUY else -quantity
+        self.positions[symbol] = self.positions.get(symbol, 0.0) + signed
+        return f"O-{len(self.submits)}"
+
+    def cancel(self, client_order_id: str) -> bool:
+        return False
+
+    def cancel_all(self, symbol: str | None) -> int:
+        return 0
+
+    def position(self, symbol: str) -> float:
+        return self.positions.get(symbol, 0.0)
+
+    def pending_qty(self, symbol: str) -> float:
+        return 0.0
+
+    def cash(self) -> float:
+        return 0.0
+
+    def equity(self) -> float:
+        return 0.0
+
+    def last_price(self, symbol: str) -> float | None:
+        return None
+
+    def order_size(self, symbol: str, price: float) -> float:
+        return self.size
+
+
+def run(strategy: Strategy, bars: list[tuple[str, float]], **ctx_kw: Any) -> RecordingContext:
+    """Bind, start, then per bar update indicators and call on_bar (the kernel's order)."""
+    ctx = RecordingContext(**ctx_kw)
+    strategy.bind(ctx)
+    strategy.on_start()
+    for i, (symbol, close) in enumerate(bars):
+        ctx.bar_index = i
+        for ind in strategy.indicators:
+            ind.update(symbol, close)
+        strategy.on_bar(Bar(i, symbol, close, close, close, close, 1.0))
+    strategy.on_stop()
+    return ctx
+
+
+def one_symbol(closes: list[float], symbol: str = "AAA") -> list[tuple[str, float]]:
+    return [(symbol, c) for c in closes]
+
+
+def test_builtin_registry() -> None:
+    assert {"sma_cross": SmaCross, "buy_and_hold": BuyAndHold} == BUILTIN_STRATEGIES
+
+
+def test_sma_cross_goes_long_on_cross_up_and_flat_on_cross_down() -> None:
+    ctx = run(SmaCross(fast=2, slow=3), one_symbol(CROSSING_CLOSES))
+
+    assert ctx.submits == [(5, "AAA", Side.BUY, 10.0), (9, "AAA", Side.SELL, 10.0)]
+    assert ctx.positions["AAA"] == 0.0
+
+
+def test_sma_cross_long_short_reverses_on_cross_down() -> None:
+    ctx = run(SmaCross(fast=2, slow=3, long_short=True), one_symbol(CROSSING_CLOSES))
+
+    assert ctx.submits == [(5, "AAA", Side.BUY, 10.0), (9, "AAA", Side.SELL, 20.0)]
+    assert ctx.positions["AAA"] == -10.0
+
+
+def test_sma_cross_does_not_trade_when_fast_starts_above_and_stays_above() -> None:
+    ctx = run(SmaCross(fast=2, slow=3), one_symbol([float(c) for c in range(1, 30)]))
+
+    assert ctx.submits == []
+
+
+def test_sma_cross_does_not_trade_when_fast_starts_below_and_stays_below() -> None:
+    ctx = run(SmaCross(fast=2, slow=3), one_symbol([float(c) for c in range(30, 1, -1)]))
+
+    assert ctx.submits == []
+
+
+def test_sma_cross_does_not_trade_while_warming_up() -> None:
+    # a cross inside the first `slow` bars is not a signal: there is no previous difference
+    ctx = run(SmaCross(fast=2, slow=3), one_symbol([10.0, 9.0, 12.0]))
+
+    assert ctx.submits == []
+
+
+def test_sma_cross_tracks_each_symbol_separately() -> None:
+    rising = [float(c) for c in range(1, 13)]
+    pairs = zip(one_symbol(CROSSING_CLOSES), one_symbol(rising, "BBB"), strict=True)
+    bars = [bar for pair in pairs for bar in pair]
+
+    ctx = run(SmaCross(fast=2, slow=3), bars)
+
+    assert [(s, side) for _, s, side, _ in ctx.submits] == [("AAA", Side.BUY), ("AAA", Side.SELL)]
+    assert [i for i, *_ in ctx.submits] == [10, 18]  # interleaved indices of AAA's bars 5 and 9
+
+
+def test_sma_cross_repeated_cross_up_does_not_add_to_the_position() -> None:
+    # up-cross, down-cross, up-cross: the position goes 10, 0, 10, never 20
+    ctx = run(SmaCross(fast=2, slow=3), one_symbol([*CROSSING_CLOSES[:10], 12.0, 14.0, 16.0]))
+
+    assert [(i, side) for i, _, side, _ in ctx.submits] == [
+        (5, Side.BUY),
+        (9, Side.SELL),
+        (10, Side.BUY),
+    ]
+    assert ctx.positions["AAA"] == 10.0
+
+
+def test_buy_and_hold_buys_once_per_symbol() -> None:
+    bars = [("AAA", 10.0), ("BBB", 20.0), ("AAA", 11.0), ("BBB", 19.0), ("AAA", 5.0)]
+
+    ctx = run(BuyAndHold(), bars, size=7.0)
+
+    assert ctx.submits == [(0, "AAA", Side.BUY, 7.0), (1, "BBB", Side.BUY, 7.0)]
+
+
+def test_buy_and_hold_with_zero_size_sends_nothing() -> None:
+    ctx = run(BuyAndHold(), [("AAA", 10.0), ("AAA", 11.0)], size=0.0)
+
+    assert ctx.submits == []
+
+
+def test_restart_resets_strategy_state() -> None:
+    strategy = BuyAndHold()
+    run(strategy, [("AAA", 10.0)])
+
+    ctx = run(strategy, [("AAA", 10.0)])  # on_start again: a fresh run buys again
+
+    assert ctx.submits == [(0, "AAA", Side.BUY, 10.0)]
