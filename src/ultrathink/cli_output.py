@@ -23,7 +23,8 @@ _PROGRESS_MIN_BARS = 100_000
 
 
 def _console() -> Console:
-    return Console(soft_wrap=True)
+    # piped output (files, CI logs) gets a fixed, wide layout instead of 80 columns
+    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
 
 
 @contextmanager

@@ -39,6 +39,7 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
         if key.startswith("ULTRATHINK"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("ULTRATHINK_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "250")  # rich tables: no truncated cells in captured output
     yield
 
 

@@ -64,7 +64,8 @@ def _read(path: str | Path, reader: Callable[[Path], pd.DataFrame], kind: str) -
         ) from exc
     except _READ_ERRORS as exc:
         raise DataSourceError(
-            f"cannot read {kind} file {str(file)!r}: {type(exc).__name__}: {exc}; "
+            f"cannot read {kind} file {str(file)!r}: {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}; "
             f"fix: check the file is a valid, uncorrupted {kind} file"
         ) from exc
 

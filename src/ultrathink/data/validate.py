@@ -202,7 +202,7 @@ def _raise_at(
 ) -> None:
     if row is None:
         return
-    shown = ", ".join(f"{name}={values[name][row]!r}" for name in VALUE_COLUMNS)
+    shown = ", ".join(f"{name}={float(values[name][row])!r}" for name in VALUE_COLUMNS)
     raise DataValidationError(source, rule, f"{what} ({shown})", row=row + 1)
 
 

@@ -18,6 +18,7 @@ from ultrathink.core.ids import IdGenerator
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import SizingConfig
 from ultrathink.engine.recorder import Recorder
+from ultrathink.errors import StrategyError
 from ultrathink.execution.broker import Broker
 from ultrathink.execution.orders import Order
 from ultrathink.portfolio.portfolio import Portfolio
@@ -86,7 +87,10 @@ class TradingContext:
         if denied is not None:
             self._count(OrderStatus.DENIED)
             self._recorder.denied(denied)
-            self.strategy.on_order_denied(denied)
+            try:
+                self.strategy.on_order_denied(denied)
+            except Exception as exc:
+                raise hook_error(self.strategy, "on_order_denied", exc) from exc
             return coid
         self._recorder.approved(coid)
         signed = req.quantity if side is Side.BUY else -req.quantity
@@ -152,8 +156,9 @@ class TradingContext:
         lot = self._sizing.lot_size
         if self._sizing.mode == "fixed":
             qty = float(self._sizing.quantity or 0.0)
-        else:
-            qty = self.portfolio.equity() * self._weight / price if price > 0 else 0.0
+        else:  # leave room for the costs the buying-power check allows for
+            unit_cost = price * (1.0 + self.risk.config.fee_estimate_bps / 1e4)
+            qty = self.portfolio.equity() * self._weight / unit_cost if price > 0 else 0.0
         return math.floor(qty / lot + 1e-9) * lot
 
     # -- ExecutionSink ----------------------------------------------------------------------
@@ -165,7 +170,10 @@ class TradingContext:
                 self._release(event)
         self._recorder.event(event)
         if self._strategy_event is not None:
-            self._strategy_event(event)
+            try:
+                self._strategy_event(event)
+            except Exception as exc:
+                raise hook_error(self.strategy, "on_order_event", exc) from exc
 
     def on_fill(self, fill: Fill, order: Order) -> None:
         signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
@@ -176,7 +184,10 @@ class TradingContext:
         pf.apply_fill(fill)
         self._recorder.fill(fill, pf.cash, pf.has_open_positions)
         if self._strategy_fill is not None:
-            self._strategy_fill(fill)
+            try:
+                self._strategy_fill(fill)
+            except Exception as exc:
+                raise hook_error(self.strategy, "on_fill", exc) from exc
 
     def _release(self, event: OrderEvent) -> None:
         # cancelled/expired/rejected: the unfilled rest no longer counts as pending
@@ -188,6 +199,13 @@ class TradingContext:
 
     def _count(self, status: OrderStatus) -> None:
         self.status_counts[status] = self.status_counts.get(status, 0) + 1
+
+
+def hook_error(strategy: Strategy, hook: str, exc: Exception) -> StrategyError:
+    """The error reported when a strategy hook raises (user code: no raw traceback)."""
+    if isinstance(exc, StrategyError):
+        return exc
+    return StrategyError(f"strategy {strategy.name!r} raised in {hook}: {exc!r}")
 
 
 def _overridden(strategy: Strategy, hook: str) -> Callable[[Any], None] | None:

@@ -25,7 +25,7 @@ from ultrathink.core.clock import LiveClock, TestClock
 from ultrathink.core.events import Bar
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
-from ultrathink.engine.context import TradingContext
+from ultrathink.engine.context import TradingContext, hook_error
 from ultrathink.engine.recorder import Recorder
 from ultrathink.errors import StrategyError
 from ultrathink.execution.broker import Broker
@@ -89,9 +89,9 @@ class Kernel:
         gc_was_enabled = gc.isenabled()
         gc.disable()  # see the module docstring
         try:
-            self.strategy.on_start()
+            self._hook("on_start")
             self._loop(data, progress)
-            self.strategy.on_stop()
+            self._hook("on_stop")
         finally:
             if gc_was_enabled:
                 gc.enable()
@@ -155,10 +155,18 @@ class Kernel:
             n += 1
         self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
 
+    def _hook(self, name: str) -> None:
+        try:
+            getattr(self.strategy, name)()
+        except Exception as exc:
+            raise hook_error(self.strategy, name, exc) from exc
+
     def _indicator_updaters(self, symbol: str) -> tuple[Callable[[float], object], ...]:
         return tuple(ind.for_symbol(symbol).update for ind in self.strategy.indicators)
 
     def _strategy_error(self, exc: Exception, n: int, bar: Bar) -> StrategyError:
+        if isinstance(exc, StrategyError):  # raised by a hook called from on_bar's orders
+            return exc
         return StrategyError(
             f"strategy {self.strategy.name!r} raised in on_bar at bar {n} "
             f"({bar.symbol} ts_ns={bar.ts_ns}): {exc!r}"

@@ -36,6 +36,8 @@ class RunResult:
     n_denied: int
     final_positions: dict[str, float]
     denial_reasons: dict[str, int] = field(default_factory=dict)
+    #: (seq, hash) of the audit chain's last row after this run: publish it to anchor the log
+    audit_head: tuple[int, str] | None = None
 
     @property
     def bars_per_s(self) -> float:
@@ -66,6 +68,9 @@ class RunResult:
             "n_denied": self.n_denied,
             "denial_reasons": self.denial_reasons,
             "final_positions": self.final_positions,
+            "audit_head": (
+                {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None
+            ),
         }
         if include_fills:
             out["fills"] = [fill_dict(f) for f in self.fills]

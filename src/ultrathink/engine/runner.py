@@ -91,6 +91,7 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
             store.close()
         raise
     if store is not None and run_id is not None:
+        result.audit_head = store.audit_head()
         store.finish_run(run_id, status, result.summary(include_fills=False), time.time_ns())
         store.close()
     return result

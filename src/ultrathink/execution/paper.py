@@ -77,7 +77,8 @@ class PaperBroker(Broker):
         book = self._open.get(bar.symbol)
         if book:
             for order in list(book.values()):
-                if order.eligible_ns <= bar.ts_ns and order.ts_ns < bar.ts_ns:
+                # a fill callback may have cancelled an order of this snapshot meanwhile
+                if order.is_open and order.eligible_ns <= bar.ts_ns and order.ts_ns < bar.ts_ns:
                     self._work(order, bar)
         if self._track_range and bar.close > 0:
             self._prev_range_bps[bar.symbol] = (bar.high - bar.low) / bar.close * 1e4

@@ -1,9 +1,11 @@
 """Write one :class:`WriteBatch` in one transaction.
 
 Runs on the writer thread, which competes with the kernel for the GIL: rows are built as
-plain tuples in comprehensions and written with one ``executemany`` per table, with SQL
-strings prepared once. SQLite releases the GIL while it steps, so the Python-side row
-building is what the kernel pays for.
+plain tuples in comprehensions and written with one bulk statement per table (multi-row
+``INSERT`` through :func:`~ultrathink.persistence.db.insert_many`), SQL strings prepared
+once. An order requested in the batch is inserted once, already in the state of its last
+event, instead of being inserted and then updated. SQLite releases the GIL while it steps,
+so the Python-side row building is what the kernel pays for.
 
 The equity curve is stored as columnar chunks (little-endian int64/float64 arrays from
 ``np.ndarray.tobytes``) rather than a row per point: a 1,000,000-bar session produces 1M
@@ -206,6 +208,10 @@ def _write_equity(conn: sqlite3.Connection, run_id: int, chunk: EquityChunk) -> 
             f"equity chunk of run {run_id}: ts_ns, equity and cash must have equal lengths, "
             f"were {n_rows}, {len(equity)}, {len(cash)}"
         )
+    if n_rows and ts_ns.dtype.kind not in "iu":
+        raise PersistenceError(
+            f"equity chunk of run {run_id}: ts_ns must be integer nanoseconds, was {ts_ns.dtype}"
+        )
     if n_rows == 0:
         return
     chunk_no = conn.execute(_NEXT_CHUNK, (run_id,)).fetchone()[0]
@@ -252,22 +258,11 @@ def _risk_rows(conn: sqlite3.Connection, batch: WriteBatch) -> list[AuditRow]:
         price = limit if limit is not None else stop
         detail = f"{side} {order_type} {tif}"
         rows.append((ts_ns, run_id, "risk.approved", oid, symbol, "APPROVED", qty, price, detail))
-    for d in batch.denials:
-        qty = info[d.client_order_id][4]
-        detail = _deny_reason(d)
-        rows.append(
-            (
-                d.ts_ns,
-                run_id,
-                "risk.denied",
-                d.client_order_id,
-                d.symbol,
-                "DENIED",
-                qty,
-                None,
-                detail,
-            )
-        )
+    rows += [
+        (d.ts_ns, run_id, "risk.denied", d.client_order_id, d.symbol, "DENIED",
+         info[d.client_order_id][4], None, _deny_reason(d))
+        for d in batch.denials
+    ]  # fmt: skip
     return rows
 
 

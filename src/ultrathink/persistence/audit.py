@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
 from ultrathink.errors import AuditError
 from ultrathink.persistence.db import connect, insert_many
@@ -140,7 +141,9 @@ def append_audit(conn: sqlite3.Connection, rows: Sequence[AuditRow]) -> tuple[in
     conn : sqlite3.Connection
         Connection with an open write transaction.
     rows : sequence of AuditRow
-        ``(ts_ns, run_id, kind, client_order_id, symbol, status, quantity, price, detail)``.
+        ``(ts_ns, run_id, kind, client_order_id, symbol, status, quantity, price, detail)``:
+        plain ``int``, ``float``, ``str`` or ``None`` (not enum members: their text differs
+        from the value SQLite stores). Quantities and prices are stored as REAL, NaN as NULL.
 
     Returns
     -------
@@ -150,16 +153,25 @@ def append_audit(conn: sqlite3.Connection, rows: Sequence[AuditRow]) -> tuple[in
     seq, prev = read_head(conn)
     if not rows:
         return seq, prev
-    out = []
+    chained = _chain(seq, prev, rows)
+    seq, prev = chained[-1][0], chained[-1][11]
+    insert_many(conn, _INSERT_HEAD, 12, chained)
+    conn.execute(_UPSERT_HEAD, (seq, prev))
+    return seq, prev
+
+
+def _chain(seq: int, prev: str, rows: Sequence[AuditRow]) -> list[tuple[Any, ...]]:
+    # Hot path of the writer: one f-string and one sha256 per row, no per-field calls.
+    out: list[tuple[Any, ...]] = []
     append = out.append
     for ts_ns, run_id, kind, order_id, symbol, status, qty, price, detail in rows:
         seq += 1
-        # Store what SQLite gives back: REAL, NaN -> NULL, -0.0 -> 0.0 (hashed as stored).
+        # Hash what SQLite gives back: REAL, NaN -> NULL, -0.0 -> 0.0.
         if qty is not None:
             qty = float(qty) + 0.0 if qty == qty else None
         if price is not None:
             price = float(price) + 0.0 if price == price else None
-        # Same text as canonical() for these types, without its per-field calls.
+        # For int, float and str values this is prev + canonical(fields).
         text = (
             f"{prev}{seq}\x1f{'' if ts_ns is None else ts_ns}\x1f{'' if run_id is None else run_id}"
             f"\x1f{kind}\x1f{'' if order_id is None else order_id}"
@@ -175,9 +187,7 @@ def append_audit(conn: sqlite3.Connection, rows: Sequence[AuditRow]) -> tuple[in
             (seq, ts_ns, run_id, kind, order_id, symbol, status, qty, price, detail, prev, digest)
         )
         prev = digest
-    insert_many(conn, _INSERT_HEAD, 12, out)
-    conn.execute(_UPSERT_HEAD, (seq, prev))
-    return seq, prev
+    return out
 
 
 def verify_audit(source: str | Path | sqlite3.Connection) -> AuditReport:

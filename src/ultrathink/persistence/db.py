@@ -26,8 +26,10 @@ from ultrathink.errors import PersistenceError
 BUSY_TIMEOUT_MS = 5000
 # 16 KiB pages: about 15% faster appends than 4 KiB (measured); only affects new files.
 PAGE_SIZE_BYTES = 16384
-# Rows per multi-row INSERT: one VM program per 32 rows, ~30% less SQLite time (measured).
-ROWS_PER_INSERT = 32
+# Rows per multi-row INSERT: one statement run per 100 rows instead of per row cuts the
+# SQLite time of bulk inserts by ~30% (measured); capped by the bound-variable limit.
+ROWS_PER_INSERT = 100
+_MAX_VARIABLES = 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 
 Row = tuple[Any, ...]
 
@@ -88,15 +90,16 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
 def insert_many(conn: sqlite3.Connection, head: str, n_cols: int, rows: Sequence[Row]) -> None:
     """Insert ``rows`` with ``head`` (``"INSERT INTO t (a, b)"``), many rows per statement.
 
-    Binding the same values through multi-row ``VALUES`` lists costs SQLite one program run
-    per ``ROWS_PER_INSERT`` rows instead of one per row.
+    Multi-row ``VALUES`` lists cost SQLite one statement run per ``ROWS_PER_INSERT`` rows
+    instead of one per row.
     """
-    n_full = len(rows) - len(rows) % ROWS_PER_INSERT
+    k = min(ROWS_PER_INSERT, _MAX_VARIABLES // n_cols)
+    n_full = len(rows) - len(rows) % k
     if n_full:
         flat = chain.from_iterable
         conn.executemany(
-            _values_sql(head, n_cols, ROWS_PER_INSERT),
-            [tuple(flat(rows[i : i + ROWS_PER_INSERT])) for i in range(0, n_full, ROWS_PER_INSERT)],
+            _values_sql(head, n_cols, k),
+            [tuple(flat(rows[i : i + k])) for i in range(0, n_full, k)],
         )
     if n_full < len(rows):
         conn.executemany(_values_sql(head, n_cols, 1), rows[n_full:])

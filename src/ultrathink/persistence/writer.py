@@ -2,7 +2,9 @@
 
 The kernel never touches SQLite: it calls :meth:`StoreWriter.put`, which is one
 ``queue.put`` (a full queue blocks the kernel: back-pressure instead of unbounded memory).
-The writer thread owns its connection and writes each batch in one transaction.
+The writer thread owns its connection and writes each batch in one transaction. It
+checkpoints the WAL when its queue runs empty rather than every 1,000 pages in the middle
+of a burst (checkpoints fsync: ~20% of the write time in the 100,000-order benchmark).
 
 Failure is sticky: after a batch fails (the transaction is rolled back), later batches are
 discarded and every ``put``/``flush`` raises :class:`PersistenceError`, chained to the
@@ -12,12 +14,13 @@ silently.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sqlite3
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import cast
+from typing import NoReturn, cast
 
 from ultrathink.errors import ConfigError, PersistenceError
 from ultrathink.persistence.apply import write_batch
@@ -26,6 +29,9 @@ from ultrathink.persistence.records import WriteBatch
 
 _STOP = object()
 _LIVENESS_POLL_S = 0.5
+# The writer copies the WAL into the database when its queue is empty; SQLite's automatic
+# checkpoint (with its fsyncs) is only the backstop for long bursts: 4096 pages = 64 MiB.
+WAL_AUTOCHECKPOINT_PAGES = 4096
 
 
 class StoreWriter:
@@ -81,7 +87,7 @@ class StoreWriter:
         """
         if self._error is not None or self._closed:
             self._raise_state()
-        self._queue.put(batch)
+        self._enqueue(batch)
 
     def flush(self) -> None:
         """Block until every batch queued so far is committed.
@@ -94,10 +100,9 @@ class StoreWriter:
         if self._closed:
             self._raise_state()
         done = threading.Event()
-        self._queue.put(done)
+        self._enqueue(done)
         while not done.wait(_LIVENESS_POLL_S):
-            if not self._thread.is_alive():
-                raise PersistenceError(f"store writer thread of {self.path} died")
+            self._check_alive()
         if self._error is not None:
             self._raise_state()
 
@@ -112,7 +117,8 @@ class StoreWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._enqueue(_STOP)
         self._thread.join()
         if self._error is not None and not self._error_reported:
             self._raise_state()
@@ -128,7 +134,21 @@ class StoreWriter:
     ) -> None:
         self.close()
 
-    def _raise_state(self) -> None:
+    def _enqueue(self, item: object) -> None:
+        # Blocks while the queue is full, but never on a writer thread that has died.
+        while True:
+            try:
+                self._queue.put(item, timeout=_LIVENESS_POLL_S)
+                return
+            except queue.Full:
+                self._check_alive()
+
+    def _check_alive(self) -> None:
+        if not self._thread.is_alive():
+            self._error = self._error or PersistenceError("the writer thread stopped")
+            self._raise_state()
+
+    def _raise_state(self) -> NoReturn:
         if self._error is None:
             raise PersistenceError(f"store writer of {self.path} is closed")
         self._error_reported = True
@@ -147,6 +167,8 @@ class StoreWriter:
             started.set()
         try:
             self._consume(conn)
+        except BaseException as exc:  # not expected: write errors are caught per batch
+            self._error = self._error or exc
         finally:
             conn.close()
 
@@ -154,13 +176,15 @@ class StoreWriter:
         conn = connect(self.path)
         try:
             migrate(conn)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
         except BaseException:
             conn.close()
             raise
         return conn
 
     def _consume(self, conn: sqlite3.Connection) -> None:
-        get = self._queue.get
+        get, is_idle = self._queue.get, self._queue.empty
+        n_unchecked = 0  # batches committed since the last checkpoint
         while True:
             item = get()
             if item is _STOP:
@@ -172,5 +196,15 @@ class StoreWriter:
             else:
                 try:
                     write_batch(conn, cast(WriteBatch, item))
+                    n_unchecked += 1
                 except BaseException as exc:  # sticky: reported on the next call
                     self._error = exc
+            if n_unchecked and is_idle():
+                n_unchecked = 0
+                _checkpoint(conn)
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    # Best effort: a busy reader only delays the checkpoint to the next idle moment.
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -162,8 +162,9 @@ def test_vectorised_ema_window_below_one_raises(window: int) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="LIMITATION (documented in SMA's docstring): SMA's running sum loses relative precision when a large value "
-    "leaves the window before the next fsum re-anchor; [1e6, 1e-3, 1e-3, 1e-3] with window 3 "
+    reason="LIMITATION (documented in SMA's docstring): the running sum loses "
+    "relative precision when a large value leaves the window before the next fsum "
+    "re-anchor; [1e6, 1e-3, 1e-3, 1e-3] with window 3 "
     "gives 1.0000000087e-3 vs 1e-3 (rel err 9e-9 > 1e-9)",
 )
 def test_streaming_sma_parity_over_wide_dynamic_range() -> None:

@@ -1,0 +1,93 @@
+"""Persistence benchmarks (``make bench``): writer throughput and audit verification speed.
+
+Budgets (2-core shared VM): 100,000 orders, each a request, a risk approval, two events and
+a fill (300,000 audit rows), written and flushed by ``StoreWriter`` in under 1.5 s; a
+1,000,000-row audit chain verified in under 5 s. Medians of ``REPEATS`` runs are printed with
+their spread.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from ultrathink.core.enums import OrderStatus, Side
+from ultrathink.core.events import Fill, OrderEvent, OrderRequest
+from ultrathink.persistence import Store, StoreWriter, WriteBatch, verify_audit
+from ultrathink.persistence.audit import append_audit
+from ultrathink.persistence.db import connect, migrate
+
+pytestmark = pytest.mark.bench
+
+REPEATS = 3
+N_ORDERS = 100_000
+ORDERS_PER_BATCH = 1000
+BUDGET_WRITE_S = 1.5
+N_AUDIT_ROWS = 1_000_000
+BUDGET_VERIFY_S = 5.0
+
+
+def _batches(run_id: int) -> list[WriteBatch]:
+    batches = []
+    for first in range(0, N_ORDERS, ORDERS_PER_BATCH):
+        requests, events, fills = [], [], []
+        for i in range(first, first + ORDERS_PER_BATCH):
+            oid, ts_ns = f"O-bench-{i:09d}", 1_000 * i
+            requests.append(OrderRequest(oid, ts_ns, "SPX", Side.BUY, 10.0))
+            events.append(OrderEvent(ts_ns + 1, oid, "SPX", OrderStatus.ACCEPTED, 0.0))
+            fills.append(Fill(ts_ns + 2, oid, f"F-{i:09d}", "SPX", Side.BUY, 10.0, 100.0, 0.1))
+            events.append(OrderEvent(ts_ns + 2, oid, "SPX", OrderStatus.FILLED, 10.0))
+        approvals = [r.client_order_id for r in requests]
+        batches.append(WriteBatch(run_id, requests, [], approvals, events, fills))
+    return batches
+
+
+def _summary(name: str, times: list[float], budget: float) -> float:
+    median = statistics.median(times)
+    print(f"\n{name}: median {median:.3f} s, min {min(times):.3f}, max {max(times):.3f}")
+    print(f"  budget {budget} s, {len(times)} repeats")
+    return median
+
+
+def test_writer_throughput(tmp_path: Path) -> None:
+    times = []
+    for repeat in range(REPEATS):
+        db = tmp_path / f"w{repeat}.db"
+        with Store(db) as store:
+            run_id = store.create_run("backtest", "bench", {}, {}, "bench", "h", "v", 0)
+        batches = _batches(run_id)
+        t0 = time.perf_counter()
+        with StoreWriter(db) as writer:
+            for batch in batches:
+                writer.put(batch)
+            writer.flush()
+            times.append(time.perf_counter() - t0)
+    median = _summary(f"write {N_ORDERS:,} orders (+flush)", times, BUDGET_WRITE_S)
+    print(f"  {N_ORDERS / median:,.0f} orders/s, {3 * N_ORDERS / median:,.0f} audit rows/s")
+    assert median < BUDGET_WRITE_S
+
+
+def test_verify_a_million_row_chain(tmp_path: Path) -> None:
+    db = tmp_path / "audit.db"
+    with closing(connect(db)) as conn:
+        migrate(conn)
+        for first in range(0, N_AUDIT_ROWS, 100_000):
+            rows = [
+                (i, None, "order.FILLED", f"O-{i:09d}", "SPX", "FILLED", 1.5, 100.25, "")
+                for i in range(first, first + 100_000)
+            ]
+            conn.execute("BEGIN IMMEDIATE")
+            append_audit(conn, rows)
+            conn.execute("COMMIT")
+    times = []
+    for _ in range(REPEATS):
+        t0 = time.perf_counter()
+        report = verify_audit(db)
+        times.append(time.perf_counter() - t0)
+        assert report.ok and report.n_rows == N_AUDIT_ROWS
+    median = _summary(f"verify {N_AUDIT_ROWS:,} audit rows", times, BUDGET_VERIFY_S)
+    assert median < BUDGET_VERIFY_S

@@ -1,0 +1,148 @@
+"""``ultrathink paper``: the backtest's components behind a live-clock pacer."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ultrathink.config import realistic_defaults
+from ultrathink.persistence import Store
+
+DATA = "synthetic:n_bars=2000,seed=1"
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
+def write_toml(path: Path, sections: dict[str, dict[str, Any]], **top: Any) -> Path:
+    """A config file; None values are left out (TOML has no null: they keep the default)."""
+    lines = [f"{k} = {toml_value(v)}" for k, v in top.items()]
+    for name, values in sections.items():
+        lines.append(f"[{name}]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items() if v is not None]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("fills", "final_equity", "n_trades", "orders", "denial_reasons", "final_positions",
+            "metrics", "n_bars", "data_hash")  # fmt: skip
+    return {k: summary[k] for k in keys}
+
+
+def run_json(cli, *argv: str) -> dict[str, Any]:
+    result = cli(*argv, "--json")
+    assert result.code == 0, result.err
+    return result.json()
+
+
+def test_paper_at_max_speed_equals_backtest_with_the_realistic_config(cli, tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "realistic.toml", realistic_defaults())
+
+    paper = run_json(
+        cli, "paper", "--speed", "max", "--no-store", "--data", DATA, "--quantity", "50"
+    )
+    backtest = run_json(
+        cli, "backtest", "--no-store", "--data", DATA, "--quantity", "50", "--config", str(config)
+    )
+
+    assert paper["mode"] == "paper"
+    assert backtest["mode"] == "backtest"
+    assert paper["fills"], "the comparison needs trades"
+    assert any(f["fee"] > 0 for f in paper["fills"]), "paper uses realistic costs by default"
+    assert comparable(paper) == comparable(backtest)
+
+
+def test_paper_and_backtest_with_explicit_zero_costs_are_identical(cli, tmp_path: Path) -> None:
+    # what the flags cannot express goes in the file; both runs get the same file and flags
+    config = write_toml(
+        tmp_path / "zero.toml",
+        {"broker": {"slippage_vol_mult": 0.0}, "risk": {"fee_estimate_bps": 0.0}},
+    )
+    flags = (
+        "--data", DATA, "--config", str(config), "--commission-bps", "0", "--slippage-bps", "0",
+        "--fee-per-order", "0", "--latency-ms", "0", "--max-volume-pct", "100",
+        "--max-drawdown-pct", "100", "--max-daily-loss-pct", "100",
+    )  # fmt: skip
+    db = tmp_path / "both.db"
+
+    paper = run_json(cli, "paper", "--speed", "max", "--db", str(db), *flags)
+    backtest = run_json(cli, "backtest", "--db", str(db), *flags)
+
+    assert paper["fills"]
+    assert all(f["fee"] == 0.0 for f in paper["fills"])
+    assert comparable(paper) == comparable(backtest)
+    with Store(db) as store:
+        assert store.get_run(paper["run_id"]).kind == "paper"
+        curves = [store.load_equity(r["run_id"]) for r in (paper, backtest)]
+        assert store.load_fills(paper["run_id"]) == store.load_fills(backtest["run_id"])
+    for a, b in zip(*curves, strict=True):
+        np.testing.assert_array_equal(a, b, strict=True)
+
+
+def test_paper_defaults_to_realistic_costs_and_limits(cli, tmp_path: Path) -> None:
+    db = tmp_path / "p.db"
+
+    summary = run_json(cli, "paper", "--speed", "max", "--db", str(db), "--data", DATA)
+    shown = run_json(cli, "runs", "show", str(summary["run_id"]), "--db", str(db))
+
+    expected = realistic_defaults()
+    assert shown["run"]["kind"] == "paper"
+    assert shown["run"]["config"]["broker"] == expected["broker"]
+    assert shown["run"]["config"]["risk"] == expected["risk"]
+    assert shown["run"]["config"]["speed"] is None
+
+
+def test_paper_pacing_takes_at_least_the_data_span_over_speed(cli) -> None:
+    speed = 1_000_000.0
+    n_bars = 2000  # one-minute bars: the replay spans (n_bars - 1) minutes of market time
+    spec = f"synthetic:n_bars={n_bars},seed=3"
+    min_s = (n_bars - 1) * 60.0 / speed
+
+    t0 = time.perf_counter()
+    paced = run_json(cli, "paper", "--speed", str(int(speed)), "--no-store", "--data", spec)
+    wall_s = time.perf_counter() - t0
+    unpaced = run_json(cli, "paper", "--speed", "max", "--no-store", "--data", spec)
+
+    assert wall_s >= min_s
+    assert paced["elapsed_s"] >= min_s * (1 - 1e-6)
+    assert comparable(paced) == comparable(unpaced), "pacing never changes what happens"
+
+
+@pytest.mark.parametrize("speed", ["0", "-5", "fast", "nan"])
+def test_bad_speed_is_a_clean_error(cli, speed: str) -> None:
+    result = cli("paper", "--no-store", "--data", DATA, "--speed", speed)
+
+    assert result.code == 2
+    assert result.err.startswith("error: ")
+    assert "speed" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_default_paper_session_trades(cli) -> None:
+    """All-in sizing leaves room for the fee allowance, so a flat account's entry passes.
+
+    Later buys can still be denied while a volume-capped sell of the previous position is
+    working (its proceeds are not cash yet): that is the buying-power check doing its job.
+    """
+    summary = run_json(cli, "paper", "--speed", "max", "--no-store", "--data", DATA)
+
+    buys = [f for f in summary["fills"] if f["side"] == "BUY"]
+    assert buys, "the first entry of a flat account must not be denied"
+    assert summary["orders"].get("FILLED", 0) > summary["n_denied"]
+
+
+def test_paper_in_a_real_subprocess(cli_subprocess) -> None:
+    result = cli_subprocess("paper", "--speed", "max", "--no-store", "--json", "--data", DATA)
+
+    assert result.code == 0, result.err
+    assert result.json()["mode"] == "paper"

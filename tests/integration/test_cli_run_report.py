@@ -1,0 +1,95 @@
+"""``ultrathink run`` (the main job) and the HTML report."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+from ultrathink.persistence import Store
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+IMAGE = re.compile(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+
+def embedded_images(html: str) -> dict[str, bytes]:
+    return {alt: base64.b64decode(data) for alt, data in IMAGE.findall(html)}
+
+
+def assert_report(path: Path) -> str:
+    html = path.read_text(encoding="utf-8")
+    assert html.startswith("<!doctype html>")
+    images = embedded_images(html)
+    assert set(images) == {"equity", "drawdown", "trades"}
+    for png in images.values():
+        assert png.startswith(PNG_SIGNATURE)
+        assert len(png) > 1000
+    assert "http://" not in html and "https://" not in html, "the report opens offline"
+    return html
+
+
+def test_run_prints_the_summary_and_writes_the_report(cli_subprocess, tmp_path: Path) -> None:
+    db = tmp_path / "main" / "u.db"
+
+    result = cli_subprocess("run", "--db", str(db))
+
+    assert result.code == 0, result.err
+    assert "run: sma_cross on embedded:sp500" in result.out
+    for row in ("final equity", "total return", "max drawdown", "closed trades", "fees", "report"):
+        assert row in result.out
+    report = db.parent / "reports" / "run.html"
+    assert report.is_file()
+    assert_report(report)
+    with Store(db) as store:
+        [run] = store.list_runs()
+    assert (run.kind, run.strategy, run.data_name, run.status) == (
+        "run", "sma_cross", "embedded:sp500", "completed",
+    )  # fmt: skip
+    assert run.config["broker"]["commission_bps"] > 0, "the main job uses realistic costs"
+
+
+def test_run_json_with_explicit_report_path(cli, tmp_path: Path) -> None:
+    db = tmp_path / "u.db"
+    report = tmp_path / "out" / "main.html"
+
+    result = cli("run", "--db", str(db), "--json", "--report", str(report))
+
+    assert result.code == 0, result.err
+    summary = result.json()
+    assert summary["mode"] == "run"
+    assert summary["report"] == str(report)
+    assert summary["data"] == "embedded:sp500"
+    assert summary["metrics"]["total_fees"] > 0
+    html = assert_report(report)
+    assert html.count("<td>long</td>") == min(summary["n_trades"], 200)
+
+
+def test_backtest_report_lists_its_trades(cli, tmp_path: Path) -> None:
+    report = tmp_path / "r.html"
+
+    result = cli(
+        "backtest", "--no-store", "--json", "--data", "synthetic:n_bars=5000,seed=3",
+        "--report", str(report), "--param", "fast=20", "--param", "slow=60",
+    )  # fmt: skip
+
+    assert result.code == 0, result.err
+    summary = result.json()
+    html = assert_report(report)
+    assert "ULTRATHINK backtest: sma_cross on synthetic:n_bars=5000,seed=3" in html
+    assert "fast=20, slow=60" in html
+    n_rows = min(summary["n_trades"], 200)
+    assert html.count("<td>long</td>") == n_rows
+    assert summary["report"] == str(report)
+
+
+def test_backtest_without_trades_still_writes_a_report(cli, tmp_path: Path) -> None:
+    report = tmp_path / "flat.html"
+
+    result = cli(
+        "backtest", "--no-store", "--data", "synthetic:n_bars=20,seed=1", "--report", str(report)
+    )
+
+    assert result.code == 0, result.err
+    html = assert_report(report)
+    assert "<td>long</td>" not in html
+    assert str(report) in result.out
