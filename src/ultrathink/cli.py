@@ -124,7 +124,8 @@ def _cmd_backtest(args: argparse.Namespace, mode: str = "backtest") -> int:
     if args.json:
         out = result.summary()
         out["report"] = str(report) if report else None
-        print(json.dumps(out, indent=1))
+        json.dump(out, sys.stdout, indent=1)  # streamed: no second copy of a large summary
+        print()
     else:
         print_summary(result, report)
     return 0

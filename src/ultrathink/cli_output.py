@@ -8,16 +8,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ultrathink.core.times import iso_ns
 from ultrathink.engine.kernel import ProgressFn
 from ultrathink.engine.results import RunResult
 from ultrathink.persistence import RunRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _PROGRESS_MIN_BARS = 100_000
 
@@ -110,7 +113,7 @@ def print_runs(runs: list[RunRecord], *, as_json: bool) -> None:
         table.add_column(col)
     for r in runs:
         s = r.summary or {}
-        started = pd.Timestamp(r.started_ns, unit="ns", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+        started = iso_ns(r.started_ns)[:19].replace("T", " ")
         ret = s.get("total_return")
         table.add_row(
             str(r.run_id), r.kind, r.strategy, r.data_name, r.status, started,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ultrathink.config import default_db_path, load_engine_config, realistic_defaults
-from ultrathink.data import MarketData, load_data, save_csv, save_parquet
+from ultrathink.core.times import iso_ns
+from ultrathink.data import MarketData, load_data
 from ultrathink.data.synthetic import generate, parse_synthetic_spec
 from ultrathink.decision.loader import resolve_strategy
 from ultrathink.decision.strategy import Strategy
@@ -20,6 +20,9 @@ from ultrathink.engine.results import RunResult
 from ultrathink.engine.runner import RunSpec, run
 from ultrathink.errors import ConfigError, DataSourceError
 from ultrathink.persistence import AuditReport, RunRecord, Store, verify_audit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_STRATEGY = "sma_cross"
 
@@ -55,6 +58,8 @@ def slice_data(data: MarketData, start: str | None, end: str | None) -> MarketDa
     """Restrict ``data`` to ``[start, end]`` (ISO dates or timestamps, UTC)."""
     if start is None and end is None:
         return data
+    import pandas as pd  # lazy: only when slicing by date
+
     try:
         lo = int(pd.Timestamp(start, tz="UTC").value) if start else None
         hi = int(pd.Timestamp(end, tz="UTC").value) if end else None
@@ -118,6 +123,8 @@ def audit_verify(db_path: Path) -> AuditReport:
 
 def inspect_data(data: MarketData) -> pd.DataFrame:
     """Per-symbol summary: bars, first/last timestamp, price range, mean volume."""
+    import pandas as pd  # lazy: see data/frame.py
+
     rows = []
     for i, symbol in enumerate(data.symbols):
         mask = data.symbol_idx == i
@@ -126,8 +133,8 @@ def inspect_data(data: MarketData) -> pd.DataFrame:
             {
                 "symbol": symbol,
                 "bars": int(mask.sum()),
-                "first": pd.Timestamp(int(ts[0]), unit="ns", tz="UTC").isoformat(),
-                "last": pd.Timestamp(int(ts[-1]), unit="ns", tz="UTC").isoformat(),
+                "first": iso_ns(int(ts[0])),
+                "last": iso_ns(int(ts[-1])),
                 "min_low": float(data.low[mask].min()),
                 "max_high": float(data.high[mask].max()),
                 "last_close": float(data.close[mask][-1]),
@@ -144,6 +151,8 @@ def load(spec: str) -> MarketData:
 
 def generate_data(spec: str, out: Path) -> MarketData:
     """Generate synthetic data from ``spec`` and write it to ``out`` (.csv or .parquet)."""
+    from ultrathink.data.loaders import save_csv, save_parquet  # lazy: pandas/pyarrow
+
     data = generate(
         parse_synthetic_spec(spec if spec.startswith("synthetic") else f"synthetic:{spec}")
     )

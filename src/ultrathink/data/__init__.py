@@ -1,11 +1,27 @@
-"""Market data: embedded datasets, CSV/Parquet loaders, validation, synthetic generator."""
+"""Market data: embedded datasets, CSV/Parquet loaders, validation, synthetic generator.
+
+The file readers and the validator load pandas and pyarrow (~80 MB of RSS); they are
+imported on first use, so a synthetic or embedded run pays for them only when it needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from ultrathink.data.embedded import DATASETS, DEFAULT_DATASET, load_dataset
 from ultrathink.data.frame import MarketData
-from ultrathink.data.loaders import load_csv, load_file, load_parquet, save_csv, save_parquet
 from ultrathink.data.sources import load_data
 from ultrathink.data.synthetic import SyntheticConfig, generate, parse_synthetic_spec
-from ultrathink.data.validate import validate_frame
+
+_LAZY = {
+    "load_csv": "ultrathink.data.loaders",
+    "load_file": "ultrathink.data.loaders",
+    "load_parquet": "ultrathink.data.loaders",
+    "save_csv": "ultrathink.data.loaders",
+    "save_parquet": "ultrathink.data.loaders",
+    "validate_frame": "ultrathink.data.validate",
+}
 
 __all__ = [
     "DATASETS",
@@ -23,3 +39,9 @@ __all__ = [
     "save_parquet",
     "validate_frame",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ultrathink.data' has no attribute {name!r}")

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ultrathink.data.frame import MarketData
-from ultrathink.data.validate import validate_frame
 from ultrathink.errors import DataSourceError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_DATASET = "sp500"
 
 
 def _from_arch(raw: pd.DataFrame, dataset: str, symbol: str) -> MarketData:
+    from ultrathink.data.validate import validate_frame  # lazy: pulls in pandas
+
     frame = raw.reset_index()[["Date", "Open", "High", "Low", "Close", "Volume"]]
     data = validate_frame(frame, f"embedded:{dataset}", default_symbol=symbol)
     columns = (data.ts_ns, data.symbol_idx, data.open, data.high, data.low, data.close)

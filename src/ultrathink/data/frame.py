@@ -11,11 +11,14 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from ultrathink.core.events import Bar
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NS_PER_DAY = 86_400_000_000_000
 # tuple.__new__(Bar, row) builds a Bar from zip's row tuple in C: ~0.1 µs less per bar than
@@ -150,6 +153,8 @@ class MarketData:
 
     def to_frame(self) -> pd.DataFrame:
         """Long-format DataFrame: timestamp (UTC), symbol, open, high, low, close, volume."""
+        import pandas as pd  # lazy: pandas costs ~80 MB, the engine path never needs it
+
         return pd.DataFrame(
             {
                 "timestamp": pd.to_datetime(self.ts_ns, unit="ns", utc=True),

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from ultrathink.data.embedded import DATASETS, load_dataset
 from ultrathink.data.frame import MarketData
-from ultrathink.data.loaders import SUFFIXES, file_suffix, load_file
 from ultrathink.data.synthetic import generate, parse_synthetic_spec
 from ultrathink.data.synthetic_spec import PREFIX
 from ultrathink.errors import DataSourceError
@@ -37,6 +36,9 @@ def load_data(spec: str) -> MarketData:
     head = text.partition(":")[0].strip().lower()
     if head == PREFIX:
         return generate(parse_synthetic_spec(text))
+    # lazy: the file readers pull in pandas and pyarrow (~80 MB) that synthetic runs never need
+    from ultrathink.data.loaders import SUFFIXES, file_suffix, load_file
+
     if file_suffix(text) or Path(text).is_file():
         return load_file(text)
     raise DataSourceError(

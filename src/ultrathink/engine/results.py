@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ultrathink.core.events import Fill
+from ultrathink.core.times import iso_ns
 from ultrathink.portfolio.metrics import Metrics
 from ultrathink.portfolio.portfolio import ClosedTrade
 
@@ -80,7 +80,7 @@ class RunResult:
 def fill_dict(fill: Fill) -> dict[str, Any]:
     """A fill as a JSON-ready dict (time as ISO-8601 UTC)."""
     return {
-        "time": pd.Timestamp(fill.ts_ns, unit="ns", tz="UTC").isoformat(),
+        "time": iso_ns(fill.ts_ns),
         "client_order_id": fill.client_order_id,
         "symbol": fill.symbol,
         "side": fill.side.value,

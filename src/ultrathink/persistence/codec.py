@@ -11,6 +11,7 @@ rebuilds the records on the other core.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,11 @@ from ultrathink.core.events import Fill, OrderDenied, OrderEvent, OrderRequest
 from ultrathink.persistence.records import WriteBatch
 
 _SEP = "|"  # enum values never contain it
+# tuple.__new__(Cls, row) builds a NamedTuple in C, ~8x faster than Cls(*row)
+_new_orderrequest = partial(tuple.__new__, OrderRequest)
+_new_orderevent = partial(tuple.__new__, OrderEvent)
+_new_fill = partial(tuple.__new__, Fill)
+_new_orderdenied = partial(tuple.__new__, OrderDenied)
 
 Payload = dict[str, Any]
 
@@ -28,8 +34,16 @@ def _enums(values: Sequence[Any]) -> str:
     return _SEP.join(values)
 
 
+_MEMBERS: dict[Any, dict[str, Any]] = {
+    kind: {m.value: m for m in kind}
+    for kind in (Side, OrderType, TimeInForce, OrderStatus, DenyReason)
+}
+
+
 def _unenums(text: str, kind: Any, n: int) -> list[Any]:
-    return [kind(v) for v in text.split(_SEP)] if n else []
+    # a dict lookup per value: calling the Enum class (kind(v)) costs ~10x more
+    members = _MEMBERS[kind]
+    return [members[v] for v in text.split(_SEP)] if n else []
 
 
 def _floats_or_none(arr: np.ndarray) -> list[float | None]:
@@ -87,45 +101,36 @@ def decode_batch(payload: Payload) -> WriteBatch:
 
 def _requests(cols: tuple[Any, ...]) -> list[OrderRequest]:
     n = len(cols[0])
-    return [
-        OrderRequest(*row)
-        for row in zip(
-            cols[0], cols[1].tolist(), cols[2], _unenums(cols[3], Side, n), cols[4].tolist(),
-            _unenums(cols[5], OrderType, n), _floats_or_none(cols[6]),
-            _floats_or_none(cols[7]), _unenums(cols[8], TimeInForce, n), cols[9].tolist(),
-            cols[10], strict=True,
-        )
-    ]  # fmt: skip
+    rows = zip(
+        cols[0], cols[1].tolist(), cols[2], _unenums(cols[3], Side, n), cols[4].tolist(),
+        _unenums(cols[5], OrderType, n), _floats_or_none(cols[6]), _floats_or_none(cols[7]),
+        _unenums(cols[8], TimeInForce, n), cols[9].tolist(), cols[10], strict=True,
+    )  # fmt: skip
+    return list(map(_new_orderrequest, rows))
 
 
 def _events(cols: tuple[Any, ...]) -> list[OrderEvent]:
     n = len(cols[1])
-    return [
-        OrderEvent(*row)
-        for row in zip(
-            cols[0].tolist(), cols[1], cols[2], _unenums(cols[3], OrderStatus, n),
-            cols[4].tolist(), cols[5], strict=True,
-        )
-    ]  # fmt: skip
+    rows = zip(
+        cols[0].tolist(), cols[1], cols[2], _unenums(cols[3], OrderStatus, n),
+        cols[4].tolist(), cols[5], strict=True,
+    )  # fmt: skip
+    return list(map(_new_orderevent, rows))
 
 
 def _fills(cols: tuple[Any, ...]) -> list[Fill]:
     n = len(cols[1])
-    return [
-        Fill(*row)
-        for row in zip(
-            cols[0].tolist(), cols[1], cols[2], cols[3], _unenums(cols[4], Side, n),
-            cols[5].tolist(), cols[6].tolist(), cols[7].tolist(), cols[8].tolist(), strict=True,
-        )
-    ]  # fmt: skip
+    rows = zip(
+        cols[0].tolist(), cols[1], cols[2], cols[3], _unenums(cols[4], Side, n),
+        cols[5].tolist(), cols[6].tolist(), cols[7].tolist(), cols[8].tolist(), strict=True,
+    )  # fmt: skip
+    return list(map(_new_fill, rows))
 
 
 def _denials(cols: tuple[Any, ...]) -> list[OrderDenied]:
     n = len(cols[1])
-    return [
-        OrderDenied(*row)
-        for row in zip(
-            cols[0].tolist(), cols[1], cols[2], _unenums(cols[3], DenyReason, n), cols[4],
-            strict=True,
-        )
-    ]  # fmt: skip
+    rows = zip(
+        cols[0].tolist(), cols[1], cols[2], _unenums(cols[3], DenyReason, n), cols[4],
+        strict=True,
+    )  # fmt: skip
+    return list(map(_new_orderdenied, rows))

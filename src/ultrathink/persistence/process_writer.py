@@ -188,16 +188,16 @@ class ProcessStoreWriter:
 def _serve(path: str, inbox: Connection, outbox: Connection) -> None:
     """Child process: open the store, then write each batch in one transaction."""
     from ultrathink.persistence.apply import write_batch
-    from ultrathink.persistence.db import connect, migrate
+    from ultrathink.persistence.writer import checkpoint, open_for_writing
 
     try:
-        db = connect(path)
-        migrate(db)
+        db = open_for_writing(path)
     except BaseException as exc:  # report, then exit: the parent raises PersistenceError
         outbox.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     outbox.send(("ready", None))
     failed: str | None = None
+    n_unchecked = 0  # batches committed since the last checkpoint
     try:
         while True:
             kind, payload = inbox.recv()
@@ -206,9 +206,13 @@ def _serve(path: str, inbox: Connection, outbox: Connection) -> None:
             if kind == "batch" and failed is None:
                 try:
                     write_batch(db, decode_batch(payload))
+                    n_unchecked += 1
                 except BaseException as exc:  # sticky: later batches are discarded
                     failed = f"{type(exc).__name__}: {exc}"
             outbox.send(("error", failed) if failed else ("ok", None))
+            if n_unchecked and not inbox.poll():
+                n_unchecked = 0
+                checkpoint(db)
     except (EOFError, OSError):
         return  # parent went away
     finally:

@@ -12,10 +12,9 @@ import json
 import sqlite3
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from ultrathink.core.enums import Side
 from ultrathink.core.events import Fill
@@ -23,6 +22,9 @@ from ultrathink.errors import ConfigError, PersistenceError
 from ultrathink.persistence.audit import AuditReport, read_head, verify_audit
 from ultrathink.persistence.db import connect, migrate
 from ultrathink.persistence.records import RUN_KINDS, RUN_STATUSES, PositionRecord, RunRecord
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ORDER_COLUMNS = (
     "client_order_id", "ts_ns", "symbol", "side", "order_type", "quantity", "limit_price",
@@ -148,6 +150,8 @@ class Store:
             "ORDER BY ts_ns, client_order_id",
             (run_id,),
         ).fetchall()
+        import pandas as pd  # lazy: the writer process and the engine never load pandas
+
         frame = pd.DataFrame.from_records(rows, columns=list(ORDER_COLUMNS))
         return frame.astype(_ORDER_DTYPES)
 
@@ -196,6 +200,8 @@ class Store:
             "ORDER BY seq",
             (run_id,),
         ).fetchall()
+        import pandas as pd
+
         return pd.DataFrame.from_records(rows, columns=list(ORDER_EVENT_COLUMNS))
 
     def order_status_counts(self, run_id: int) -> dict[str, int]:

@@ -173,14 +173,7 @@ class StoreWriter:
             conn.close()
 
     def _open(self) -> sqlite3.Connection:
-        conn = connect(self.path)
-        try:
-            migrate(conn)
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return open_for_writing(self.path)
 
     def _consume(self, conn: sqlite3.Connection) -> None:
         get, is_idle = self._queue.get, self._queue.empty
@@ -201,10 +194,23 @@ class StoreWriter:
                     self._error = exc
             if n_unchecked and is_idle():
                 n_unchecked = 0
-                _checkpoint(conn)
+                checkpoint(conn)
 
 
-def _checkpoint(conn: sqlite3.Connection) -> None:
+def open_for_writing(path: str | Path) -> sqlite3.Connection:
+    """Open and migrate the store for a writer (large WAL, checkpointed when idle)."""
+    conn = connect(path)
+    try:
+        migrate(conn)
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Passive WAL checkpoint, called by a writer when it has nothing queued."""
     # Best effort: a busy reader only delays the checkpoint to the next idle moment.
     with contextlib.suppress(sqlite3.Error):
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

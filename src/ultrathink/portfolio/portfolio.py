@@ -138,9 +138,13 @@ class Portfolio:
         """Mark ``symbol`` at ``price`` (the bar's close); return the new equity."""
         self._last_price[symbol] = price
         open_positions = self._open_positions
+        if not open_positions:
+            return self.cash
         pos = open_positions.get(symbol)
         if pos is not None:
             pos.last_price = price
+            if len(open_positions) == 1:  # same arithmetic as the loop below, one call less
+                return self.cash + pos.quantity * price
         eq = self.cash
         for p in open_positions.values():
             eq += p.quantity * p.last_price
