@@ -82,11 +82,29 @@ def print_summary(result: RunResult, report: Path | None) -> None:
     ]
     if result.denial_reasons:
         rows.append(("denials", ", ".join(f"{k} {v}" for k, v in result.denial_reasons.items())))
+    rows += _strategy_rows(result)
     if report is not None:
         rows.append(("report", str(report)))
     for key, value in rows:
         table.add_row(key, _fmt(value))
     _console().print(table)
+
+
+def _strategy_rows(result: RunResult) -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    stats = result.strategy_stats
+    if stats.get("model_version"):
+        rows.append(("model", stats["model_version"]))
+        rows.append(("predictions", stats.get("n_predictions", 0)))
+        holds = stats.get("holds") or {}
+        rows.append(("holds", ", ".join(f"{k} {v}" for k, v in holds.items()) or "none"))
+        in_sample = stats.get("in_sample_bars", 0)
+        rows.append(("IN-SAMPLE bars" if in_sample else "in-sample bars", in_sample))
+    lat = result.latency_us
+    if lat:
+        rows.append(("decision latency p50 / p99 (µs)", f"{lat['p50']:.1f} / {lat['p99']:.1f}"))
+        rows.append(("decision latency p99.9 / max (µs)", f"{lat['p99.9']:.1f} / {lat['max']:.1f}"))
+    return rows
 
 
 def print_frame(frame: pd.DataFrame, title: str) -> None:
@@ -149,4 +167,61 @@ def print_run(info: dict[str, Any], *, as_json: bool) -> None:
         ("positions", ", ".join(f"{p.symbol} {p.quantity:g}" for p in info["positions"]) or "flat"),
     ):  # fmt: skip
         table.add_row(key, _fmt(value))
+    _console().print(table)
+
+
+def print_walk_forward(result: Any, file: Any = None) -> None:
+    """The out-of-sample walk-forward table of a training run."""
+    report = result.report
+    table = Table(title=f"walk-forward (purged), model {result.version}, out-of-sample only")
+    cols = ("fold", "train", "test", "AUC", "log loss", "accuracy", "majority acc",
+            "majority logloss", "Sharpe", "buy&hold Sharpe")  # fmt: skip
+    for col in cols:
+        table.add_column(col, justify="right")
+    for fold in [*report.folds, report.overall]:
+        table.add_row(
+            fold.name, _fmt(fold.n_train), _fmt(fold.n_test), f"{fold.auc:.3f}",
+            f"{fold.log_loss:.4f}", f"{fold.accuracy:.3f}", f"{fold.baseline_accuracy:.3f}",
+            f"{fold.baseline_log_loss:.4f}", f"{fold.sharpe:.2f}", f"{fold.buy_hold_sharpe:.2f}",
+        )  # fmt: skip
+    console = Console(file=file, soft_wrap=True, width=140) if file is not None else _console()
+    console.print(table)
+
+
+def print_models(infos: list[Any], production: str | None, *, as_json: bool) -> None:
+    """The model registry's versions."""
+    if as_json:
+        rows = [{**asdict(i), "production": i.version == production} for i in infos]
+        print(json.dumps(rows, indent=1, default=str))
+        return
+    table = Table(title="model registry")
+    for col in ("version", "prod", "created", "symbol", "train period", "rows", "OOS AUC"):
+        table.add_column(col)
+    for info in infos:
+        overall = (info.metrics or {}).get("overall", {})
+        start, end = (iso_ns(t)[:10] for t in info.train_period)
+        table.add_row(
+            info.version, "*" if info.version == production else "", info.created[:19],
+            str((info.extra or {}).get("symbol", "")), f"{start}..{end}",
+            _fmt((info.extra or {}).get("n_rows", "")), f"{overall.get('auc', float('nan')):.3f}",
+        )  # fmt: skip
+    _console().print(table)
+
+
+def print_model(info: Any, *, as_json: bool) -> None:
+    """One model version's metadata."""
+    data = asdict(info)
+    if as_json:
+        print(json.dumps(data, indent=1, default=str))
+        return
+    extra = dict(data.pop("extra") or {})
+    for key in ("low", "high"):
+        extra.pop(key, None)  # per-feature training ranges: in --json
+    table = Table(title=f"model {info.version}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    data["train_period"] = " .. ".join(iso_ns(t) for t in info.train_period)
+    data["metrics"] = (info.metrics or {}).get("overall", info.metrics)
+    for key, value in {**data, **extra}.items():
+        table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
     _console().print(table)

@@ -4,6 +4,7 @@
 
     UltrathinkError                 base: catch this at the CLI boundary
     ├── ConfigError                 bad configuration or parameters; fix the input, cannot start
+    │   └── ModelInputError         (models.ensemble) labels or inputs a model cannot take
     ├── DataError                   market data cannot be used
     │   ├── DataSourceError         missing/unreadable file, unknown dataset, bad data spec
     │   └── DataValidationError     data read but breaks a rule (names file, row and rule)
@@ -12,7 +13,10 @@
     │   └── InvalidTransition       order state machine forbids the transition
     ├── BrokerError                 the broker failed (retryable or not: see ``retryable``)
     └── PersistenceError            the store cannot be opened, migrated or written
-        └── AuditError              the audit chain is broken
+        ├── AuditError              the audit chain is broken
+        ├── ModelIntegrityError     (models.artifacts) a registry file's hash does not match:
+        │                           refused before anything is unpickled
+        └── ModelNotFoundError      (models.registry) unknown version or empty registry
 
 Risk denials are *not* exceptions: they are ``OrderDenied`` events with a reason code.
 Every message names the thing, the rule, the value and, where possible, the fix.

@@ -164,3 +164,77 @@ def generate_data(spec: str, out: Path) -> MarketData:
     else:
         raise ConfigError(f"--out must end in .csv, .csv.gz or .parquet, was {out}")
     return data
+
+
+# -- ML: training, registry, the ml strategy ----------------------------------------------------
+
+
+def registry_root(path: str | Path | None, db: str | Path | None = None) -> Path:
+    """The model registry: explicit, else ``models/`` next to the store (``db`` or default)."""
+    if path:
+        return Path(path)
+    return (Path(db) if db else default_db_path()).parent / "models"
+
+
+_TRAIN_OPTIONS = {
+    "n_folds": "--folds", "horizon": "--horizon", "dead_zone_bps": "--dead-zone-bps",
+    "embargo": "--embargo", "features": "--features", "members": "--members",
+}  # fmt: skip
+
+
+def train_model(
+    data: MarketData, config: dict[str, Any], registry: Path, report_dir: Path | None = None
+) -> tuple[Any, tuple[Path, Path]]:
+    """Train, register and report a model; returns (TrainResult, (html, md) report paths)."""
+    from pydantic import ValidationError
+
+    from ultrathink.models.pipeline import TrainConfig, train, write_reports
+    from ultrathink.models.registry import ModelRegistry
+
+    try:
+        cfg = TrainConfig(**config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        option = _TRAIN_OPTIONS.get(key, key)
+        raise ConfigError(
+            f"training option {option}: {err['msg'].lower()}, was {err.get('input')!r}"
+        ) from None
+    result = train(data, cfg, ModelRegistry(registry))
+    paths = write_reports(result, report_dir or registry / "reports")
+    return result, paths
+
+
+def model_registry(path: Path) -> Any:
+    """The ``ModelRegistry`` at ``path``."""
+    from ultrathink.models.registry import ModelRegistry
+
+    return ModelRegistry(path)
+
+
+def load_model_bundle(registry: Path, version: str | None) -> Any:
+    """Verify, load and compile a registered model for the ``ml`` strategy."""
+    import numpy as np
+
+    from ultrathink.decision.ml import ModelBundle
+    from ultrathink.features.spec import FEATURE_NAMES
+    from ultrathink.models.compiled import CompiledEnsemble
+    from ultrathink.models.registry import ModelRegistry
+
+    loaded = ModelRegistry(registry).load(version)
+    info = loaded.info
+    compiled = CompiledEnsemble.from_ensemble(loaded.model)
+    compiled.warmup()
+    extra = info.extra or {}
+    return ModelBundle(
+        version=info.version,
+        predict_row=compiled.predict_row,
+        feature_index=np.array([FEATURE_NAMES.index(n) for n in info.feature_names]),
+        feature_names=list(info.feature_names),
+        low=np.asarray(extra["low"], dtype=np.float64),
+        high=np.asarray(extra["high"], dtype=np.float64),
+        train_start_ns=int(info.train_period[0]),
+        train_end_ns=int(info.train_period[1]),
+        periods_per_year=float(extra.get("periods_per_year", 252.0)),
+        extra=extra,
+    )

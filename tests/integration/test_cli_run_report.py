@@ -34,7 +34,9 @@ def test_run_prints_the_summary_and_writes_the_report(cli_subprocess, tmp_path: 
     result = cli_subprocess("run", "--db", str(db))
 
     assert result.code == 0, result.err
-    assert "run: sma_cross on embedded:sp500" in result.out
+    assert "training the default ensemble" in result.out
+    assert "run: ml on embedded:sp500" in result.out
+    assert "decision latency p50" in result.out
     for row in ("final equity", "total return", "max drawdown", "closed trades", "fees", "report"):
         assert row in result.out
     report = db.parent / "reports" / "run.html"
@@ -43,7 +45,7 @@ def test_run_prints_the_summary_and_writes_the_report(cli_subprocess, tmp_path: 
     with Store(db) as store:
         [run] = store.list_runs()
     assert (run.kind, run.strategy, run.data_name, run.status) == (
-        "run", "sma_cross", "embedded:sp500", "completed",
+        "run", "ml", "embedded:sp500", "completed",
     )  # fmt: skip
     assert run.config["broker"]["commission_bps"] > 0, "the main job uses realistic costs"
 
@@ -60,6 +62,8 @@ def test_run_json_with_explicit_report_path(cli, tmp_path: Path) -> None:
     assert summary["report"] == str(report)
     assert summary["data"] == "embedded:sp500"
     assert summary["metrics"]["total_fees"] > 0
+    assert summary["strategy_stats"]["in_sample_bars"] == 0, "trades after the training period"
+    assert summary["decision_latency_us"]["p99"] > 0
     html = assert_report(report)
     assert html.count("<td>long</td>") == min(summary["n_trades"], 200)
 

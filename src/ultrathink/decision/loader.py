@@ -23,10 +23,14 @@ def resolve_strategy(spec: str) -> type[Strategy]:
     """
     if spec in BUILTIN_STRATEGIES:
         return BUILTIN_STRATEGIES[spec]
+    if spec == "ml":  # imported on demand: it brings the feature kernels and numba
+        from ultrathink.decision.ml import MLStrategy
+
+        return MLStrategy
     path_part, _, class_name = spec.partition(":") if ".py:" in spec else (spec, "", "")
     if not path_part.endswith(".py"):
         raise StrategyError(
-            f"unknown strategy {spec!r}; use one of {sorted(BUILTIN_STRATEGIES)} "
+            f"unknown strategy {spec!r}; use one of {[*sorted(BUILTIN_STRATEGIES), 'ml']} "
             "or a path to a Python file (my_strategy.py[:ClassName])"
         )
     return _load_from_file(Path(path_part), class_name or None)

@@ -51,6 +51,8 @@ class StrategyContext(Protocol):
 
     def cancel(self, client_order_id: str) -> bool: ...
 
+    def audit(self, kind: str, detail: str) -> None: ...
+
     def cancel_all(self, symbol: str | None) -> int: ...
 
     def position(self, symbol: str) -> float: ...
@@ -102,6 +104,8 @@ class Strategy:
     """Base class of every strategy. Subclass it and override the ``on_*`` hooks."""
 
     name: ClassVar[str] = "strategy"
+    #: bars per symbol before decisions start (excluded from decision-latency percentiles)
+    warmup_bars: ClassVar[int] = 0
 
     class Params(BaseModel):
         """Parameters of the strategy; subclasses extend this model."""
@@ -161,6 +165,10 @@ class Strategy:
 
     def on_stop(self) -> None:
         """Called once after the last bar."""
+
+    def stats(self) -> dict[str, Any]:
+        """Strategy-specific statistics added to the run summary (none by default)."""
+        return {}
 
     # -- indicators -------------------------------------------------------------------------
     def indicator(self, factory: Any) -> IndicatorSet:
@@ -241,6 +249,10 @@ class Strategy:
     def cancel(self, client_order_id: str) -> bool:
         """Cancel one working order."""
         return self.ctx.cancel(client_order_id)
+
+    def log_decision(self, kind: str, detail: str) -> None:
+        """Write a decision record (e.g. a hold and its reason) to the audit trail."""
+        self.ctx.audit(kind, detail)
 
     def cancel_all(self, symbol: str | None = None) -> int:
         """Cancel every working order (of ``symbol``, if given); return how many."""

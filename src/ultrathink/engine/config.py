@@ -41,6 +41,9 @@ class EngineConfig(BaseModel):
     broker: PaperBrokerConfig = PaperBrokerConfig()
     risk: RiskConfig = RiskConfig()
     chunk_size: int = Field(default=65_536, ge=1, le=10_000_000)
+    measure_latency: bool = Field(
+        default=False, description="record every on_bar duration (decision latency)"
+    )
     speed: float | None = Field(
         default=None, gt=0, description="paper pacing: x real time; None = as fast as possible"
     )

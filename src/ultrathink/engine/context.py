@@ -102,6 +102,10 @@ class TradingContext:
     def cancel(self, client_order_id: str) -> bool:
         return self.broker.cancel(client_order_id, "cancelled by strategy")
 
+    def audit(self, kind: str, detail: str) -> None:
+        """Append a free-form row (e.g. ``decision.hold``) to the run's audit trail."""
+        self._recorder.audit((self._clock.now_ns(), kind, detail))
+
     def cancel_all(self, symbol: str | None) -> int:
         n = 0
         for order in self.broker.open_orders(symbol):

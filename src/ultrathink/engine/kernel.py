@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import time
+from array import array
 from collections.abc import Callable, Iterator
 
 from ultrathink.core.clock import LiveClock, TestClock
@@ -68,6 +69,7 @@ class Kernel:
         recorder: Recorder,
         chunk_size: int = 65_536,
         pacer: Pacer | None = None,
+        latency_ns: array[int] | None = None,
     ) -> None:
         self.clock = clock
         self.ctx = ctx
@@ -78,6 +80,8 @@ class Kernel:
         self.recorder = recorder
         self.chunk_size = chunk_size
         self.pacer = pacer
+        #: when given, every ``on_bar`` duration in ns is appended (decision latency)
+        self.latency_ns = latency_ns
         self.n_bars = 0
         self.elapsed_s = 0.0
         self._buf: tuple[list[int], list[float]] = ([], [])
@@ -116,7 +120,7 @@ class Kernel:
         # the hot loop: everything it touches is bound to a local first
         ts_buf, eq_buf = self._buf
         portfolio, risk, broker = self.portfolio, self.risk, self.broker
-        mark, on_equity, on_bar = portfolio.mark, risk.on_equity, self.strategy.on_bar
+        mark, on_equity, on_bar = portfolio.mark, risk.on_equity, self._on_bar()
         broker_on_bar, set_clock = broker.on_bar, self.clock.set_ns
         pace = self.pacer.wait if self.pacer is not None else None
         updaters = self._updaters
@@ -154,6 +158,21 @@ class Kernel:
                 raise self._strategy_error(exc, n, bar) from exc
             n += 1
         self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
+
+    def _on_bar(self) -> Callable[[Bar], None]:
+        # decision latency = on_bar entry to return: features, model, decision, risk checks
+        # and broker submit; only wrapped (one extra frame) when someone asked for it
+        on_bar, latency = self.strategy.on_bar, self.latency_ns
+        if latency is None:
+            return on_bar
+        clock, record = time.perf_counter_ns, latency.append
+
+        def timed(bar: Bar) -> None:
+            t0 = clock()
+            on_bar(bar)
+            record(clock() - t0)
+
+        return timed
 
     def _hook(self, name: str) -> None:
         try:

@@ -22,6 +22,7 @@ class Recorder:
 
     __slots__ = (
         "_approvals",
+        "_audit",
         "_denials",
         "_events",
         "_fills",
@@ -32,6 +33,7 @@ class Recorder:
         "_state_ts",
         "all_fills",
         "approved",
+        "audit",
         "denial_reasons",
         "eq_cash",
         "eq_exposed",
@@ -53,6 +55,8 @@ class Recorder:
         self._denials: list[OrderDenied] = []
         self._events: list[OrderEvent] = []
         self._fills: list[Fill] = []
+        self._audit: list[tuple[int, str, str]] = []
+        self.audit = self._audit.append  # (ts_ns, kind, detail), e.g. a decision hold
         # hot-path recorders are the lists' own ``append`` (no Python frame per record);
         # ``flush`` therefore hands off copies and clears the lists in place
         self.request = self._requests.append  # a strategy asked for an order (before risk)
@@ -109,10 +113,12 @@ class Recorder:
                     "fills": list(self._fills),
                     "equity": (ts_arr, self.eq_value[-1], cash) if ts_arr.size else None,
                     "positions": positions or [],
+                    "audit_extra": list(self._audit),
                 }
             )
         for buf in (self._requests, self._approvals, self._denials, self._events, self._fills):
             buf.clear()
+        self._audit.clear()
 
     def equity_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ts_ns, equity, cash, exposed) over the whole run so far."""

@@ -38,6 +38,9 @@ class RunResult:
     denial_reasons: dict[str, int] = field(default_factory=dict)
     #: (seq, hash) of the audit chain's last row after this run: publish it to anchor the log
     audit_head: tuple[int, str] | None = None
+    strategy_stats: dict[str, Any] = field(default_factory=dict)
+    #: decision latency (on_bar entry to return) percentiles in µs, when measured
+    latency_us: dict[str, float] | None = None
 
     @property
     def bars_per_s(self) -> float:
@@ -68,6 +71,8 @@ class RunResult:
             "n_denied": self.n_denied,
             "denial_reasons": self.denial_reasons,
             "final_positions": self.final_positions,
+            "strategy_stats": self.strategy_stats,
+            "decision_latency_us": self.latency_us,
             "audit_head": (
                 {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None
             ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,6 +19,7 @@ from typing import Any
 from ultrathink import __version__
 from ultrathink.core.clock import TestClock
 from ultrathink.core.enums import OrderStatus
+from ultrathink.core.latency import percentiles_us
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
@@ -135,7 +137,10 @@ def build_kernel(spec: RunSpec, recorder: Recorder) -> Kernel:
     # a paced session hands every bar's records to the store at once: a crash loses nothing
     # that already happened; an unpaced run batches ``chunk_size`` points for throughput
     chunk = 1 if pacer is not None else cfg.chunk_size
-    return Kernel(clock, ctx, spec.strategy, broker, risk, portfolio, recorder, chunk, pacer)
+    latency = array("q") if cfg.measure_latency else None
+    return Kernel(
+        clock, ctx, spec.strategy, broker, risk, portfolio, recorder, chunk, pacer, latency
+    )
 
 
 def _result(
@@ -171,4 +176,14 @@ def _result(
         n_denied=kernel.ctx.status_counts.get(OrderStatus.DENIED, 0),
         final_positions={s: p.quantity for s, p in pf.positions().items() if p.quantity},
         denial_reasons=dict(kernel.recorder.denial_reasons),
+        strategy_stats=spec.strategy.stats(),
+        latency_us=_latency(kernel, spec),
     )
+
+
+def _latency(kernel: Kernel, spec: RunSpec) -> dict[str, float] | None:
+    # decision latency after warm-up: the first bars of each symbol only feed indicators
+    if kernel.latency_ns is None:
+        return None
+    skip = spec.strategy.warmup_bars * spec.data.n_symbols
+    return percentiles_us(kernel.latency_ns[skip:])

@@ -1,0 +1,247 @@
+"""The ML strategy: ensemble probabilities -> target positions, with reasons to hold.
+
+Per bar and symbol: streaming features (O(1)) -> the compiled ensemble's probability of an
+up move -> a position state with hysteresis (enter long at ``p >= entry_threshold``, leave
+below ``exit_threshold``; shorts mirror when allowed) -> a size by volatility targeting,
+capped by the run's sizing policy and ``max_leverage``. It holds instead of trading, and
+writes a ``decision.hold`` audit row with the reason, when it should not trust the model:
+
+* ``nan_input`` — a feature is NaN or infinite (bad data);
+* ``out_of_range`` — a feature lies outside its training range widened by
+  ``range_tolerance`` × that range;
+* ``model_expired`` — the bar is more than ``max_model_age_days`` after the end of the
+  model's training data.
+
+A hold changes nothing: the position stays as it is and no order is sent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ultrathink.core.events import Bar, OrderDenied
+from ultrathink.decision.strategy import Strategy
+from ultrathink.errors import StrategyError
+from ultrathink.features.spec import WARMUP_BARS
+from ultrathink.features.streaming import StreamingFeatures
+
+_NS_PER_DAY = 86_400_000_000_000
+_VOL_DECAY = 0.94  # RiskMetrics-style EWMA of squared log returns for volatility targeting
+
+
+@dataclass
+class ModelBundle:
+    """Everything the strategy needs from a trained model, decoupled from the registry.
+
+    Attributes
+    ----------
+    version : str
+        Registry version of the model.
+    predict_row : callable
+        Probability of class 1 for one float64 feature row (the compiled ensemble).
+    feature_index : np.ndarray
+        Indices of the model's features within ``StreamingFeatures``' output row.
+    feature_names : list of str
+        Names of the model's features, in model column order.
+    low, high : np.ndarray
+        Per-feature minimum and maximum seen in training.
+    train_start_ns, train_end_ns : int
+        Period of the training data.
+    periods_per_year : float
+        Bar rate of the training data, for annualising volatility.
+    """
+
+    version: str
+    predict_row: Callable[[np.ndarray], float]
+    feature_index: np.ndarray
+    feature_names: list[str]
+    low: np.ndarray
+    high: np.ndarray
+    train_start_ns: int
+    train_end_ns: int
+    periods_per_year: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _SymbolState:
+    __slots__ = ("features", "last_close", "state", "var")
+
+    def __init__(self) -> None:
+        self.features = StreamingFeatures()
+        self.state = 0  # -1 short, 0 flat, 1 long
+        self.var = math.nan
+        self.last_close = math.nan
+
+
+class MLStrategy(Strategy):
+    """Trades the ensemble's probabilities; see the module docstring."""
+
+    name = "ml"
+    warmup_bars = WARMUP_BARS
+
+    class Params(Strategy.Params):
+        model: str | None = None  # registry version; default: production, else latest
+        entry_threshold: float = Field(default=0.55, gt=0, lt=1)
+        exit_threshold: float = Field(default=0.50, gt=0, lt=1)
+        allow_short: bool = False
+        short_entry_threshold: float = Field(default=0.45, gt=0, lt=1)
+        short_exit_threshold: float = Field(default=0.50, gt=0, lt=1)
+        target_vol_annual: float = Field(default=0.15, gt=0, le=5)
+        max_leverage: float = Field(default=1.0, gt=0, le=10)
+        rebalance_band: float = Field(default=0.25, ge=0, le=10)
+        range_tolerance: float = Field(default=0.5, ge=0)
+        max_model_age_days: float | None = Field(default=365.0, gt=0)
+
+        @model_validator(mode="after")
+        def _hysteresis(self) -> MLStrategy.Params:
+            if self.exit_threshold > self.entry_threshold:
+                raise ValueError(
+                    f"exit_threshold must be <= entry_threshold, was {self.exit_threshold} > "
+                    f"{self.entry_threshold}"
+                )
+            if self.short_exit_threshold < self.short_entry_threshold:
+                raise ValueError(
+                    "short_exit_threshold must be >= short_entry_threshold, was "
+                    f"{self.short_exit_threshold} < {self.short_entry_threshold}"
+                )
+            return self
+
+    params: Params
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.bundle: ModelBundle | None = None
+        self.hold_counts: dict[str, int] = {}
+        self.n_predictions = 0
+        self.n_in_sample_bars = 0
+        self.n_bars = 0
+
+    def attach_model(self, bundle: ModelBundle) -> MLStrategy:
+        """Give the strategy its model (done by the service that builds the run)."""
+        self.bundle = bundle
+        return self
+
+    def on_start(self) -> None:
+        if self.bundle is None:
+            raise StrategyError(
+                "strategy 'ml' has no model: train one with `ultrathink train` "
+                "(or pass --model VERSION)"
+            )
+        self._symbols: dict[str, _SymbolState] = {}
+        self._x = np.empty(len(self.bundle.feature_index))
+        width = self.bundle.high - self.bundle.low
+        self._lo = self.bundle.low - self.params.range_tolerance * width
+        self._hi = self.bundle.high + self.params.range_tolerance * width
+        age = self.params.max_model_age_days
+        self._expiry_ns = (
+            self.bundle.train_end_ns + int(age * _NS_PER_DAY) if age is not None else 2**62
+        )
+
+    def on_bar(self, bar: Bar) -> None:
+        st = self._symbols.get(bar.symbol)
+        if st is None:
+            st = self._symbols[bar.symbol] = _SymbolState()
+        self._update_vol(st, bar.close)
+        row = st.features.update(bar.ts_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        self.n_bars += 1
+        if not st.features.ready:
+            return
+        bundle = self.bundle
+        assert bundle is not None
+        if bundle.train_start_ns <= bar.ts_ns <= bundle.train_end_ns:
+            self.n_in_sample_bars += 1
+        x = self._x
+        np.take(row, bundle.feature_index, out=x)
+        reason = self._distrust(x, bar.ts_ns)
+        if reason:
+            self._hold(bar, reason)
+            return
+        p = bundle.predict_row(x)
+        self.n_predictions += 1
+        self._act(bar, st, p)
+
+    def _distrust(self, x: np.ndarray, ts_ns: int) -> str:
+        if not np.isfinite(x).all():
+            bad = [n for n, v in zip(self._names(), x, strict=True) if not math.isfinite(v)]
+            return f"nan_input: {', '.join(bad)}"
+        if ts_ns > self._expiry_ns:
+            days = self.params.max_model_age_days
+            return f"model_expired: bar is more than {days} days after the training data"
+        outside = (x < self._lo) | (x > self._hi)
+        if outside.any():
+            names = [n for n, o in zip(self._names(), outside, strict=True) if o]
+            return f"out_of_range: {', '.join(names)}"
+        return ""
+
+    def _names(self) -> list[str]:
+        assert self.bundle is not None
+        return self.bundle.feature_names
+
+    def _hold(self, bar: Bar, reason: str) -> None:
+        code = reason.split(":", 1)[0]
+        self.hold_counts[code] = self.hold_counts.get(code, 0) + 1
+        self.log_decision("decision.hold", f"{bar.symbol} {reason}")
+
+    def _next_state(self, state: int, p: float) -> int:
+        prm = self.params
+        short_ok = prm.allow_short
+        if (state == 1 and p < prm.exit_threshold) or (state == -1 and p > prm.short_exit_threshold):
+            state = 0
+        if state == 0:
+            if p >= prm.entry_threshold:
+                return 1
+            if short_ok and p <= prm.short_entry_threshold:
+                return -1
+        return state
+
+    def _act(self, bar: Bar, st: _SymbolState, p: float) -> None:
+        new_state = self._next_state(st.state, p)
+        target = new_state * self._size(bar, st)
+        current = self.position(bar.symbol) + self.ctx.pending_qty(bar.symbol)
+        changed = new_state != st.state
+        st.state = new_state
+        drift = abs(target - current) > self.params.rebalance_band * abs(current)
+        if changed or (new_state != 0 and current != 0 and drift):
+            self.target_position(bar.symbol, target, tag=f"p={p:.3f}")
+
+    def _size(self, bar: Bar, st: _SymbolState) -> float:
+        full = self.order_size(bar.symbol, bar.close)
+        assert self.bundle is not None
+        vol = math.sqrt(st.var * self.bundle.periods_per_year) if st.var > 0 else math.nan
+        scale = self.params.max_leverage
+        if vol == vol and vol > 0:
+            scale = min(scale, self.params.target_vol_annual / vol)
+        return float(math.floor(full * scale))
+
+    def on_order_denied(self, denied: OrderDenied) -> None:
+        # keep the state machine on the position actually held: a denied entry is retried
+        # when the model next signals it, not on every bar
+        st = self._symbols.get(denied.symbol)
+        if st is not None:
+            held = self.position(denied.symbol) + self.ctx.pending_qty(denied.symbol)
+            st.state = (held > 0) - (held < 0)
+
+    @staticmethod
+    def _update_vol(st: _SymbolState, close: float) -> None:
+        last = st.last_close
+        st.last_close = close
+        if last == last and last > 0 and close > 0:
+            r2 = math.log(close / last) ** 2
+            st.var = r2 if st.var != st.var else _VOL_DECAY * st.var + (1 - _VOL_DECAY) * r2
+
+    def stats(self) -> dict[str, Any]:
+        """Decision statistics for the run summary."""
+        bundle = self.bundle
+        return {
+            "model_version": bundle.version if bundle else None,
+            "n_predictions": self.n_predictions,
+            "holds": dict(self.hold_counts),
+            "in_sample_bars": self.n_in_sample_bars,
+            "in_sample": self.n_in_sample_bars > 0,
+        }

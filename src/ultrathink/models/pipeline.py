@@ -1,0 +1,173 @@
+"""Training pipeline: bars -> features and labels -> purged walk-forward -> registry.
+
+One symbol per model. A row is kept when every selected feature is finite and its label is
+valid (inside the data and outside the dead zone). The walk-forward report is computed
+before the final fit on all kept rows, so every figure in it is out-of-sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ultrathink.data.frame import MarketData
+from ultrathink.errors import ConfigError
+from ultrathink.features.labels import forward_return_labels
+from ultrathink.features.spec import FEATURE_NAMES
+from ultrathink.features.validation import purged_walk_forward
+from ultrathink.features.vectorised import compute_features
+from ultrathink.models.ensemble import EnsembleClassifier
+from ultrathink.models.registry import ModelRegistry
+from ultrathink.models.training import WalkForwardReport, fit_final, walk_forward_report
+
+_NS_PER_YEAR = 365.25 * 86_400e9
+MEMBERS = ("gbm", "forest", "linear")
+
+
+class TrainConfig(BaseModel):
+    """What ``ultrathink train`` trains.
+
+    Attributes
+    ----------
+    horizon : int
+        Label horizon in bars (return from the next open to the open ``horizon`` bars later).
+    dead_zone_bps : float
+        Rows whose forward return is within ± this many bps are not labelled.
+    n_folds : int
+        Walk-forward folds.
+    embargo : int
+        Rows dropped after each test block from later training sets.
+    features : tuple of str or None
+        Feature subset (None: all of ``FEATURE_NAMES``).
+    members : tuple of str
+        Ensemble members that vote; the others get weight 0.
+    model_params : dict
+        ``EnsembleClassifier`` parameters.
+    long_threshold : float
+        Probability above which the walk-forward strategy is long.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    horizon: int = Field(default=5, ge=1, le=250)
+    dead_zone_bps: float = Field(default=0.0, ge=0, le=10_000)
+    n_folds: int = Field(default=5, ge=2, le=50)
+    embargo: int = Field(default=0, ge=0)
+    features: tuple[str, ...] | None = None
+    members: tuple[str, ...] = MEMBERS
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    long_threshold: float = Field(default=0.55, gt=0, lt=1)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained and registered model with its out-of-sample report."""
+
+    version: str
+    report: WalkForwardReport
+    n_rows: int
+    feature_names: list[str]
+    train_start_ns: int
+    train_end_ns: int
+    seconds: float
+
+
+def _feature_index(names: tuple[str, ...] | None) -> np.ndarray:
+    if names is None:
+        return np.arange(len(FEATURE_NAMES))
+    unknown = [n for n in names if n not in FEATURE_NAMES]
+    if unknown:
+        raise ConfigError(f"unknown features {unknown}; known features: {list(FEATURE_NAMES)}")
+    return np.array([FEATURE_NAMES.index(n) for n in names])
+
+
+def _weights(members: tuple[str, ...], params: dict[str, Any]) -> dict[str, Any]:
+    unknown = [m for m in members if m not in MEMBERS]
+    if unknown or not members:
+        raise ConfigError(f"members must be a non-empty subset of {list(MEMBERS)}, was {members}")
+    if "weights" in params:
+        return params
+    return {**params, "weights": tuple(1.0 if m in members else 0.0 for m in MEMBERS)}
+
+
+def training_rows(
+    data: MarketData, cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, forward returns, ts_ns, feature index) of the kept rows of one symbol."""
+    if data.n_symbols != 1:
+        raise ConfigError(
+            f"training takes one symbol, data has {list(data.symbols)}; pick one with --symbol"
+        )
+    index = _feature_index(cfg.features)
+    features = compute_features(
+        data.ts_ns, data.open, data.high, data.low, data.close, data.volume
+    )[:, index]
+    y, valid, fwd = forward_return_labels(data.open, cfg.horizon, cfg.dead_zone_bps)
+    keep = valid & np.isfinite(features).all(axis=1)
+    if keep.sum() < 50 * cfg.n_folds:
+        raise ConfigError(
+            f"only {int(keep.sum())} usable rows for {cfg.n_folds} folds; fix: use more data, "
+            "fewer folds or a smaller dead zone"
+        )
+    return features[keep], y[keep].astype(np.int64), fwd[keep], data.ts_ns[keep], index
+
+
+def train(data: MarketData, cfg: TrainConfig, registry: ModelRegistry) -> TrainResult:
+    """Walk-forward evaluate, fit on all rows, and save a new registry version."""
+    import time
+
+    t0 = time.perf_counter()
+    X, y, fwd, ts, index = training_rows(data, cfg)
+    params = _weights(cfg.members, dict(cfg.model_params))
+    known = EnsembleClassifier().get_params()
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown ensemble parameters {unknown}; known: {sorted(known)}")
+    EnsembleClassifier(**params)._check_params()  # bad values surface before any fitting
+
+    def make_model() -> EnsembleClassifier:
+        return EnsembleClassifier(**params)
+
+    years = float(data.ts_ns[-1] - data.ts_ns[0]) / _NS_PER_YEAR
+    ppy = (len(data) - 1) / years if years > 0 else 252.0
+    splits = purged_walk_forward(len(X), cfg.n_folds, cfg.horizon, cfg.embargo)
+    report = walk_forward_report(
+        X, y, fwd, splits, make_model, long_threshold=cfg.long_threshold,
+        periods_per_year=ppy, horizon=cfg.horizon,
+    )  # fmt: skip
+    model = fit_final(X, y, make_model)
+    names = [FEATURE_NAMES[i] for i in index]
+    version = registry.save(
+        model,
+        feature_names=names,
+        params=params,
+        data_hash=data.sha256(),
+        metrics=report.to_dict(),
+        train_period=(int(ts[0]), int(ts[-1])),
+        extra={
+            "train_config": cfg.model_dump(mode="json"),
+            "data": data.name,
+            "symbol": data.symbols[0],
+            "n_rows": len(X),
+            "low": X.min(axis=0).tolist(),
+            "high": X.max(axis=0).tolist(),
+            "periods_per_year": ppy,
+        },
+    )
+    return TrainResult(
+        version, report, len(X), names, int(ts[0]), int(ts[-1]), time.perf_counter() - t0
+    )
+
+
+def write_reports(result: TrainResult, directory: Path) -> tuple[Path, Path]:
+    """Write the walk-forward report as HTML and Markdown next to the registry."""
+    directory.mkdir(parents=True, exist_ok=True)
+    html_path = directory / f"{result.version}.html"
+    md_path = directory / f"{result.version}.md"
+    html_path.write_text(result.report.to_html(), encoding="utf-8")
+    md_path.write_text(result.report.to_markdown(), encoding="utf-8")
+    return html_path, md_path
