@@ -191,7 +191,8 @@ class MLStrategy(Strategy):
     def _next_state(self, state: int, p: float) -> int:
         prm = self.params
         short_ok = prm.allow_short
-        if (state == 1 and p < prm.exit_threshold) or (state == -1 and p > prm.short_exit_threshold):
+        leave_long = state == 1 and p < prm.exit_threshold
+        if leave_long or (state == -1 and p > prm.short_exit_threshold):
             state = 0
         if state == 0:
             if p >= prm.entry_threshold:

@@ -3,7 +3,7 @@
 Tables (built by ``compiled_flatten``):
 
 - ``node_i`` int32 ``(4, n_nodes)``: rows of feature indices, left children, right children
-  and flags (one contiguous row per field: a batch step reads four rows, not one record);
+  and flags (one contiguous row per field: measured faster than one record per node);
 - ``node_f`` float64 ``(2, n_nodes)``: thresholds (row 0), leaf values (row 1);
 - ``tree_i`` int32 ``(2, n_trees)``: root node, depth; gradient-boosted trees first;
 - ``params`` float64 ``(P_COEF + n_features,)``: see the ``P_*`` indices below.
@@ -56,6 +56,13 @@ BLOCK_ROWS = 64  # rows that walk each tree together in batch mode (their inputs
 PLAIN, GBM_RULES, FOREST_RULES = 0, 1, 2  # how a walk compares: plain, or a library's NaN rules
 LOCKSTEP = 8  # trees a single row walks at once
 _U0 = np.uint64(0)
+
+
+@njit(cache=True, nogil=True)
+def _check_width(n_feat: Int, params: np.ndarray) -> None:
+    # Feature indices are trusted (checked at construction); the row width is checked here.
+    if n_feat != params.shape[0] - P_COEF:
+        raise ValueError("row length must equal the ensemble's n_features")
 
 
 @njit(cache=True, nogil=True)
@@ -243,6 +250,7 @@ def predict_row(
     x: np.ndarray, node_i: np.ndarray, node_f: np.ndarray, tree_i: np.ndarray, params: np.ndarray
 ) -> float:
     """Return the ensemble's positive-class probability for one float64 row."""
+    _check_width(x.shape[0], params)
     gbm_raw, forest_sum = _row_sums(x, node_i, node_f, tree_i, params)
     return _combine(x, 0, x.shape[0], gbm_raw, forest_sum, params)
 
@@ -314,6 +322,7 @@ def predict_batch(
 ) -> np.ndarray:
     """Write the positive-class probability of every row of C-contiguous ``X`` into ``out``."""
     n_rows, n_feat = X.shape
+    _check_width(n_feat, params)
     xf = X.reshape(n_rows * n_feat)
     stride = np.uint64(n_feat)
     n_gbm = np.int64(params[P_N_GBM])
@@ -351,6 +360,7 @@ def predict_members(
 ) -> np.ndarray:
     """Write each member's positive-class probability (gbm, forest, linear) into ``out``."""
     n_feat = X.shape[1]
+    _check_width(n_feat, params)
     n_forest = params[P_N_FOREST]
     for r in range(X.shape[0]):
         gbm_raw, forest_sum = _row_sums(X[r], node_i, node_f, tree_i, params)

@@ -190,9 +190,7 @@ def test_forest_rows_at_thresholds_match_float32_semantics(
         (0.1, {"zero_as_missing": True}),
     ],
 )
-def test_nan_and_zero_inputs_match_lightgbm_and_sklearn(
-    train_nan: float, gbm_params: dict
-) -> None:
+def test_nan_and_zero_inputs_match_lightgbm_and_sklearn(train_nan: float, gbm_params: dict) -> None:
     X, y = make_data(7, nan_fraction=train_nan)
     X[::7, 2] = 0.0
     members = fit_members(X, y, **gbm_params)
