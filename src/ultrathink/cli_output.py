@@ -60,7 +60,7 @@ def print_summary(result: RunResult, report: Path | None) -> None:
     table.add_column("value", justify="right")
     rows: list[tuple[str, Any]] = [
         ("run id", result.run_id if result.run_id is not None else "not stored"),
-        ("params", ", ".join(f"{k}={v}" for k, v in result.params.items())),
+        ("params", _params_text(result.params)),
         ("bars", result.n_bars),
         ("bars/s (full path)", round(result.bars_per_s)),
         ("start equity", m.start_equity),
@@ -88,6 +88,12 @@ def print_summary(result: RunResult, report: Path | None) -> None:
     for key, value in rows:
         table.add_row(key, _fmt(value))
     _console().print(table)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    items = [f"{k}={v}" for k, v in params.items()]
+    text = ", ".join(items)
+    return text if len(text) <= 60 else "\n".join(items)  # one per line when long
 
 
 def _strategy_rows(result: RunResult) -> list[tuple[str, Any]]:
