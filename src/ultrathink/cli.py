@@ -125,6 +125,7 @@ def run_command(args: argparse.Namespace, mode: str = "backtest") -> int:
         config = config.model_copy(update={"measure_latency": True})
     data = services.slice_data(services.load(args.data), args.start, args.end)
     db = None if args.no_store else services.resolve_db(args.db)
+    _announce_pacing(data.end_ns - data.start_ns, len(data), config.speed)
     with progress_bar(len(data), enabled=not args.json) as progress:
         result = services.run_strategy(strategy, data, config, mode=mode, db_path=db,
                                        progress=progress)  # fmt: skip
@@ -141,6 +142,20 @@ def run_command(args: argparse.Namespace, mode: str = "backtest") -> int:
     else:
         print_summary(result, report)
     return 0
+
+
+def _announce_pacing(span_ns: int, n_bars: int, speed: float | None) -> None:
+    # a paced replay of years of daily bars takes a long time: say so up front (stderr)
+    if speed is None or n_bars < 2:
+        return
+    seconds = span_ns / 1e9 / speed
+    if seconds >= 60:
+        print(
+            f"paper: replaying {n_bars:,} bars at {speed:g}x real time takes about "
+            f"{seconds / 3600:,.1f} h; Ctrl-C stops and keeps everything so far "
+            "(--speed max replays as fast as possible)",
+            file=sys.stderr,
+        )
 
 
 def _cmd_paper(args: argparse.Namespace) -> int:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -146,3 +150,31 @@ def test_paper_in_a_real_subprocess(cli_subprocess) -> None:
 
     assert result.code == 0, result.err
     assert result.json()["mode"] == "paper"
+
+
+def test_ctrl_c_stops_a_paced_session_and_keeps_what_happened(tmp_path: Path) -> None:
+    from ultrathink.persistence import Store
+
+    db = tmp_path / "u.db"
+    script = Path(sys.executable).with_name("ultrathink")
+    proc = subprocess.Popen(
+        [str(script), "paper", "--speed", "86400", "--db", str(db), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a background child may inherit SIGINT ignored: restore the default for the test
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(4.0)  # ~4 trading days at one day per second, after start-up
+
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["n_bars"] >= 1
+    with Store(db) as store:
+        [run] = store.list_runs()
+        ts, _equity, _cash = store.load_equity(run.run_id)
+    assert run.status == "interrupted"
+    assert len(ts) == summary["n_bars"], "one close-marked point per processed bar, no extra"

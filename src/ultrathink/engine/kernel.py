@@ -107,12 +107,14 @@ class Kernel:
         self._eq = self.portfolio.equity()
         self._room = self.chunk_size  # points left before the next flush
         self._updaters: dict[str, tuple[Callable[[float], object], ...]] = {}
-        for bars in data.iter_chunks():
-            self._run_chunk(bars, progress)
-        if self._n:
-            self._buf[0].append(self._prev_ts)
-            self._buf[1].append(self._eq)
-        self.n_bars = self._n
+        try:
+            for bars in data.iter_chunks():
+                self._run_chunk(bars, progress)
+        finally:  # also on Ctrl-C or a strategy error: keep the last close-marked point
+            if self._n:
+                self._buf[0].append(self._prev_ts)
+                self._buf[1].append(self._eq)
+            self.n_bars = self._n
         if progress is not None:
             progress(self._n)
 
@@ -125,39 +127,41 @@ class Kernel:
         pace = self.pacer.wait if self.pacer is not None else None
         updaters = self._updaters
         n, prev_ts, eq, room = self._n, self._prev_ts, self._eq, self._room
-        for bar in bars:
-            ts = bar[0]
-            if ts != prev_ts:
-                if n:
-                    ts_buf.append(prev_ts)
-                    eq_buf.append(eq)
-                    room -= 1
-                    if not room:
-                        room = self.chunk_size
-                        self._flush()
-                        if progress is not None:
-                            progress(n)
-                prev_ts = ts
-                set_clock(ts)
-                if pace is not None:
-                    pace(ts)
-            if broker.wants_bars:
-                broker_on_bar(bar)
-            symbol, close = bar[1], bar[5]
-            eq = mark(symbol, close)
-            if risk.needs_equity:
-                on_equity(ts, eq)
-            ups = updaters.get(symbol)
-            if ups is None:
-                ups = updaters[symbol] = self._indicator_updaters(symbol)
-            for update in ups:
-                update(close)
-            try:
-                on_bar(bar)
-            except Exception as exc:
-                raise self._strategy_error(exc, n, bar) from exc
-            n += 1
-        self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
+        try:
+            for bar in bars:
+                ts = bar[0]
+                if ts != prev_ts:
+                    if pace is not None:  # first: an interrupt here leaves no half-step
+                        pace(ts)
+                    if n:
+                        ts_buf.append(prev_ts)
+                        eq_buf.append(eq)
+                        room -= 1
+                        if not room:
+                            room = self.chunk_size
+                            self._flush()
+                            if progress is not None:
+                                progress(n)
+                    prev_ts = ts
+                    set_clock(ts)
+                if broker.wants_bars:
+                    broker_on_bar(bar)
+                symbol, close = bar[1], bar[5]
+                eq = mark(symbol, close)
+                if risk.needs_equity:
+                    on_equity(ts, eq)
+                ups = updaters.get(symbol)
+                if ups is None:
+                    ups = updaters[symbol] = self._indicator_updaters(symbol)
+                for update in ups:
+                    update(close)
+                try:
+                    on_bar(bar)
+                except Exception as exc:
+                    raise self._strategy_error(exc, n, bar) from exc
+                n += 1
+        finally:  # written back even when the loop is interrupted
+            self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
 
     def _on_bar(self) -> Callable[[Bar], None]:
         # decision latency = on_bar entry to return: features, model, decision, risk checks
