@@ -82,6 +82,8 @@ def print_summary(result: RunResult, report: Path | None) -> None:
     ]
     if result.denial_reasons:
         rows.append(("denials", ", ".join(f"{k} {v}" for k, v in result.denial_reasons.items())))
+    if result.trading_state != "ACTIVE":
+        rows.append(("trading state", f"{result.trading_state}: {result.trading_state_reason}"))
     rows += _strategy_rows(result)
     if report is not None:
         rows.append(("report", str(report)))

@@ -57,6 +57,8 @@ def realistic_defaults() -> dict[str, Any]:
     return {
         "broker": REALISTIC_COSTS.model_dump(),
         "risk": PRODUCTION_LIMITS.model_dump(),
+        "kill_switch": {"on_limit_breach": True, "flatten": True},
+        "rate_limits": {},  # RateLimitConfig defaults: 100 orders/s, cancels 1,000/s
     }
 
 

@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ultrathink.execution.costs import PaperBrokerConfig
+from ultrathink.hardening.crash import CrashConfig
+from ultrathink.hardening.rate_limit import RateLimitConfig
 from ultrathink.risk.config import RiskConfig
 
 
@@ -31,6 +33,26 @@ class SizingConfig(BaseModel):
         return self
 
 
+class KillSwitchConfig(BaseModel):
+    """When the kill switch fires by itself.
+
+    Attributes
+    ----------
+    on_limit_breach : bool
+        Fire on a breach of ``max_daily_loss_pct`` or ``max_drawdown_pct`` (mark-to-market).
+    flatten : bool
+        Close every position with reduce-only market orders when it fires.
+    crash : CrashConfig or None
+        Fire when a symbol falls ``pct`` % within ``n_bars`` bars.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    on_limit_breach: bool = False
+    flatten: bool = True
+    crash: CrashConfig | None = None
+
+
 class EngineConfig(BaseModel):
     """Everything one run needs besides data and strategy."""
 
@@ -40,6 +62,10 @@ class EngineConfig(BaseModel):
     sizing: SizingConfig = SizingConfig()
     broker: PaperBrokerConfig = PaperBrokerConfig()
     risk: RiskConfig = RiskConfig()
+    kill_switch: KillSwitchConfig = KillSwitchConfig()
+    rate_limits: RateLimitConfig | None = Field(
+        default=None, description="order rate limits; None = unlimited (backtest default)"
+    )
     chunk_size: int = Field(default=65_536, ge=1, le=10_000_000)
     measure_latency: bool = Field(
         default=False, description="record every on_bar duration (decision latency)"

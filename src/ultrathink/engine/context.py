@@ -12,8 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 from ultrathink.core.clock import Clock
-from ultrathink.core.enums import TERMINAL_STATUSES, OrderStatus, OrderType, Side, TimeInForce
-from ultrathink.core.events import Fill, OrderEvent, OrderRequest
+from ultrathink.core.enums import (
+    TERMINAL_STATUSES,
+    DenyReason,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    TradingState,
+)
+from ultrathink.core.events import Fill, OrderDenied, OrderEvent, OrderRequest
 from ultrathink.core.ids import IdGenerator
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import SizingConfig
@@ -21,8 +29,12 @@ from ultrathink.engine.recorder import Recorder
 from ultrathink.errors import StrategyError
 from ultrathink.execution.broker import Broker
 from ultrathink.execution.orders import Order
+from ultrathink.hardening.rate_limit import OrderRateLimiter
 from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
+
+_HALTED = DenyReason.TRADING_HALTED
+_LIMITED = DenyReason.RATE_LIMITED
 
 
 class TradingContext:
@@ -46,6 +58,10 @@ class TradingContext:
         self._pending: dict[str, float] = {}
         self._n_open = 0
         self.status_counts: dict[OrderStatus, int] = {}
+        #: optional order rate limits (denials carry RATE_LIMITED); None = unlimited
+        self.rate_limiter: OrderRateLimiter | None = None
+        #: called when the risk check itself fails (the kill switch); default: HALTED
+        self.on_risk_failure: Callable[[str], None] | None = None
         # late-bound collaborators (they need this object to be built first)
         self.broker: Broker
         self.risk: RiskEngine
@@ -83,7 +99,7 @@ class TradingContext:
             limit_price, stop_price, tif, reduce_only, tag,
         )  # fmt: skip
         self._recorder.request(req)
-        denied = self.risk.check(req)
+        denied = self._pre_trade(req)
         if denied is not None:
             self._count(OrderStatus.DENIED)
             self._recorder.denied(denied)
@@ -93,10 +109,49 @@ class TradingContext:
                 raise hook_error(self.strategy, "on_order_denied", exc) from exc
             return coid
         self._recorder.approved(coid)
-        signed = req.quantity if side is Side.BUY else -req.quantity
-        self._pending[symbol] = self._pending.get(symbol, 0.0) + signed
+        self._send(req)
+        return coid
+
+    def _pre_trade(self, req: OrderRequest) -> OrderDenied | None:
+        try:
+            denied = self.risk.check(req)
+        except Exception as exc:  # a failing risk component must stop trading, not the run
+            detail = f"risk check failed: {exc!r}"
+            if self.on_risk_failure is not None:
+                self.on_risk_failure(detail)
+            else:
+                self.risk.set_state(TradingState.HALTED, detail)
+            return OrderDenied(req.ts_ns, req.client_order_id, req.symbol, _HALTED, detail)
+        if denied is None and self.rate_limiter is not None:
+            limited = self.rate_limiter.check_order(req.symbol)
+            if limited is not None:
+                return OrderDenied(req.ts_ns, req.client_order_id, req.symbol, _LIMITED, limited)
+        return denied
+
+    def _send(self, req: OrderRequest) -> None:
+        signed = req.quantity if req.side is Side.BUY else -req.quantity
+        self._pending[req.symbol] = self._pending.get(req.symbol, 0.0) + signed
         self._n_open += 1
         self.broker.submit(req)
+
+    def submit_flatten(self, symbol: str, signed_qty: float, reason: str) -> str:
+        """Send a reduce-only market order that bypasses risk: the kill switch's flatten.
+
+        It is recorded like any order, with an audit row naming the kill switch instead of
+        a risk approval. Nothing else may bypass risk.
+        """
+        coid = self._ids.next()
+        side = Side.BUY if signed_qty > 0 else Side.SELL
+        req = OrderRequest(
+            coid, self._clock.now_ns(), symbol, side, abs(float(signed_qty)), OrderType.MARKET,
+            None, None, TimeInForce.GTC, True, "kill_switch",
+        )  # fmt: skip
+        self._recorder.request(req)
+        self.audit(
+            "killswitch.flatten", f"{coid} {side.value} {abs(signed_qty):g} {symbol}: {reason}"
+        )
+        self._recorder.approved(coid)
+        self._send(req)
         return coid
 
     def cancel(self, client_order_id: str) -> bool:

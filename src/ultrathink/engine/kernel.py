@@ -27,9 +27,11 @@ from ultrathink.core.events import Bar
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.context import TradingContext, hook_error
+from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
 from ultrathink.errors import StrategyError
 from ultrathink.execution.broker import Broker
+from ultrathink.hardening.crash import CrashDetector
 from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
 
@@ -82,6 +84,9 @@ class Kernel:
         self.pacer = pacer
         #: when given, every ``on_bar`` duration in ns is appended (decision latency)
         self.latency_ns = latency_ns
+        #: set by the wiring: the kill switch, and the crash detector that may fire it
+        self.kill_switch: KillSwitch | None = None
+        self.crash: CrashDetector | None = None
         self.n_bars = 0
         self.elapsed_s = 0.0
         self._buf: tuple[list[int], list[float]] = ([], [])
@@ -126,6 +131,7 @@ class Kernel:
         broker_on_bar, set_clock = broker.on_bar, self.clock.set_ns
         pace = self.pacer.wait if self.pacer is not None else None
         updaters = self._updaters
+        crash = self.crash.update if self.crash is not None else None
         n, prev_ts, eq, room = self._n, self._prev_ts, self._eq, self._room
         try:
             for bar in bars:
@@ -150,6 +156,8 @@ class Kernel:
                 eq = mark(symbol, close)
                 if risk.needs_equity:
                     on_equity(ts, eq)
+                if crash is not None:
+                    self._check_crash(crash(symbol, close))
                 ups = updaters.get(symbol)
                 if ups is None:
                     ups = updaters[symbol] = self._indicator_updaters(symbol)
@@ -162,6 +170,11 @@ class Kernel:
                 n += 1
         finally:  # written back even when the loop is interrupted
             self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
+
+    def _check_crash(self, reason: str | None) -> None:
+        kill = self.kill_switch
+        if reason is not None and kill is not None and not kill.is_engaged:
+            kill.trigger(reason, source="crash_detector", flatten=kill.auto_flatten)
 
     def _on_bar(self) -> Callable[[Bar], None]:
         # decision latency = on_bar entry to return: features, model, decision, risk checks

@@ -39,6 +39,9 @@ class RunResult:
     #: (seq, hash) of the audit chain's last row after this run: publish it to anchor the log
     audit_head: tuple[int, str] | None = None
     strategy_stats: dict[str, Any] = field(default_factory=dict)
+    #: trading state at the end and why (e.g. HALTED by the kill switch)
+    trading_state: str = "ACTIVE"
+    trading_state_reason: str = ""
     #: decision latency (on_bar entry to return) percentiles in µs, when measured
     latency_us: dict[str, float] | None = None
 
@@ -72,6 +75,8 @@ class RunResult:
             "denial_reasons": self.denial_reasons,
             "final_positions": self.final_positions,
             "strategy_stats": self.strategy_stats,
+            "trading_state": self.trading_state,
+            "trading_state_reason": self.trading_state_reason,
             "decision_latency_us": self.latency_us,
             "audit_head": (
                 {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None

@@ -18,16 +18,19 @@ from typing import Any
 
 from ultrathink import __version__
 from ultrathink.core.clock import TestClock
-from ultrathink.core.enums import OrderStatus
+from ultrathink.core.enums import DenyReason, OrderStatus
 from ultrathink.core.latency import percentiles_us
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
 from ultrathink.engine.context import TradingContext
 from ultrathink.engine.kernel import Kernel, Pacer, ProgressFn
+from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.results import RunResult
 from ultrathink.execution.paper import PaperBroker
+from ultrathink.hardening.crash import CrashDetector
+from ultrathink.hardening.rate_limit import OrderRateLimiter
 from ultrathink.persistence import Store, WriteBatch
 from ultrathink.persistence.process_writer import ProcessStoreWriter
 from ultrathink.portfolio.metrics import compute_metrics
@@ -133,14 +136,39 @@ def build_kernel(spec: RunSpec, recorder: Recorder) -> Kernel:
     risk = RiskEngine(cfg.risk, portfolio, ctx)
     broker = PaperBroker(cfg.broker, clock, ctx)
     ctx.attach(broker, risk, spec.strategy)
+    kill = KillSwitch(ctx, risk, broker, portfolio)
+    _wire_hardening(cfg, clock, ctx, risk, kill)
     pacer = Pacer(cfg.speed) if cfg.speed is not None else None
     # a paced session hands every bar's records to the store at once: a crash loses nothing
     # that already happened; an unpaced run batches ``chunk_size`` points for throughput
     chunk = 1 if pacer is not None else cfg.chunk_size
     latency = array("q") if cfg.measure_latency else None
-    return Kernel(
+    kernel = Kernel(
         clock, ctx, spec.strategy, broker, risk, portfolio, recorder, chunk, pacer, latency
     )
+    kernel.kill_switch = kill
+    if cfg.kill_switch.crash is not None:
+        kernel.crash = CrashDetector(cfg.kill_switch.crash)
+    return kernel
+
+
+def _wire_hardening(
+    cfg: EngineConfig, clock: TestClock, ctx: TradingContext, risk: RiskEngine, kill: KillSwitch
+) -> None:
+    # rate limits on orders; the kill switch on a failing risk check and on limit breaches
+    kill.auto_flatten = cfg.kill_switch.flatten
+    if cfg.rate_limits is not None:
+        ctx.rate_limiter = OrderRateLimiter(cfg.rate_limits, clock)
+
+    def on_risk_failure(detail: str) -> None:
+        kill.trigger(detail, source="risk_failure", flatten=kill.auto_flatten)
+
+    def on_breach(code: DenyReason, detail: str) -> None:
+        kill.trigger(detail, source=code.value, flatten=kill.auto_flatten)
+
+    ctx.on_risk_failure = on_risk_failure
+    if cfg.kill_switch.on_limit_breach:
+        risk.breach_listener = on_breach
 
 
 def _result(
@@ -178,6 +206,8 @@ def _result(
         denial_reasons=dict(kernel.recorder.denial_reasons),
         strategy_stats=spec.strategy.stats(),
         latency_us=_latency(kernel, spec),
+        trading_state=kernel.risk.state.value,
+        trading_state_reason=kernel.risk.state_reason,
     )
 
 

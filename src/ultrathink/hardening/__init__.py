@@ -1,10 +1,9 @@
-"""Production hardening primitives: circuit breakers and order rate limits.
+"""Production hardening primitives: breakers, rate limits, crash detector, degraded mode.
 
 ``hardening`` wraps components through small interfaces and imports only ``core`` (and the
-shared exception tree in ``ultrathink.errors``). These primitives are tested on their own;
-wiring them around the decision, market-data, execution and risk components, the kill
-switch, degraded mode, operator overrides and crash-safe restart are issue #4's remaining
-work.
+shared exception tree in ``ultrathink.errors``). The engine wires the rate limiter, the crash
+detector and the kill switch (``engine/killswitch.py``); the circuit breakers and the
+degraded-mode monitor are tested on their own and not yet wired (issue #4).
 """
 
 from ultrathink.hardening.breaker import (
@@ -13,6 +12,13 @@ from ultrathink.hardening.breaker import (
     BreakerTransition,
     CircuitBreaker,
     CircuitOpenError,
+)
+from ultrathink.hardening.crash import CrashConfig, CrashDetector
+from ultrathink.hardening.degraded import (
+    DegradedConfig,
+    DegradedModeMonitor,
+    DegradedTransition,
+    OsProcessSampler,
 )
 from ultrathink.hardening.rate_limit import (
     RATE_LIMITED,
@@ -29,7 +35,13 @@ __all__ = [
     "BreakerTransition",
     "CircuitBreaker",
     "CircuitOpenError",
+    "CrashConfig",
+    "CrashDetector",
+    "DegradedConfig",
+    "DegradedModeMonitor",
+    "DegradedTransition",
     "OrderRateLimiter",
+    "OsProcessSampler",
     "RateLimitConfig",
     "RateWindow",
     "TokenBucket",

@@ -10,6 +10,7 @@ strategy cannot slip past a limit by splitting orders.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 from ultrathink.core.enums import DenyReason, OrderType, Side, TradingState
@@ -73,6 +74,8 @@ class RiskEngine:
         self._daily_keep = 1.0 - daily / 100.0 if daily is not None else -_INF
         self._last_equity = 0.0
         self._reducing_code = DenyReason.REDUCE_ONLY
+        #: called once per breach of the daily-loss or drawdown limit (e.g. the kill switch)
+        self.breach_listener: Callable[[DenyReason, str], None] | None = None
         #: False when no equity-based limit is set: the kernel then skips ``on_equity``
         self.needs_equity = dd is not None or daily is not None
         self.n_approved = 0
@@ -111,8 +114,17 @@ class RiskEngine:
             self._breach_drawdown(equity)
         if ts_ns >= self._next_day_ns:
             self._roll_day(ts_ns, equity)
-        elif equity < self.day_start_equity * self._daily_keep and self.day_start_equity > 0:
+        elif (
+            equity < self.day_start_equity * self._daily_keep
+            and self.day_start_equity > 0
+            and not self.daily_loss_breached
+        ):
             self.daily_loss_breached = True
+            loss_pct = (1.0 - equity / self.day_start_equity) * 100.0
+            self._notify(
+                DenyReason.MAX_DAILY_LOSS,
+                f"daily loss {loss_pct:.2f}% > max_daily_loss_pct {self.config.max_daily_loss_pct}",
+            )
 
     def _roll_day(self, ts_ns: int, equity: float) -> None:
         self._next_day_ns = (ts_ns // _NS_PER_DAY + 1) * _NS_PER_DAY
@@ -122,11 +134,13 @@ class RiskEngine:
     def _breach_drawdown(self, equity: float) -> None:
         if self.state is TradingState.ACTIVE:
             dd_pct = (1.0 - equity / self.peak_equity) * 100.0
-            self.set_state(
-                TradingState.REDUCING,
-                f"drawdown {dd_pct:.2f}% > max_drawdown_pct {self.config.max_drawdown_pct}",
-                DenyReason.MAX_DRAWDOWN,
-            )
+            detail = f"drawdown {dd_pct:.2f}% > max_drawdown_pct {self.config.max_drawdown_pct}"
+            self.set_state(TradingState.REDUCING, detail, DenyReason.MAX_DRAWDOWN)
+            self._notify(DenyReason.MAX_DRAWDOWN, detail)
+
+    def _notify(self, code: DenyReason, detail: str) -> None:
+        if self.breach_listener is not None:
+            self.breach_listener(code, detail)
 
     # -- checks -----------------------------------------------------------------------------
     def check(self, req: OrderRequest) -> OrderDenied | None:

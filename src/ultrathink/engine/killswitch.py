@@ -1,0 +1,75 @@
+"""The kill switch: one action that stops all trading, and only an audited resume undoes it.
+
+``trigger`` sets the trading state to HALTED first (from then on risk denies every new order
+with TRADING_HALTED, so no strategy, model or fallback can re-open exposure), then cancels
+every working order directly at the broker (never rate-limited: cancels do not go through the
+order limits), then, if asked, sends a reduce-only market order per open position that
+bypasses risk. ``verify_flat`` reports what is still held once those orders have filled
+(at the next bar of each symbol). ``resume`` is the only way back to ACTIVE and writes who
+and why to the audit trail.
+
+Triggers wired by the engine: the operator (``Kernel.kill_switch.trigger`` from Python), a
+breach of the daily-loss or drawdown limit on mark-to-market equity, a failing risk check,
+and the crash detector (a fall of X % within N bars).
+"""
+
+from __future__ import annotations
+
+from ultrathink.core.enums import TradingState
+from ultrathink.engine.context import TradingContext
+from ultrathink.execution.broker import Broker
+from ultrathink.portfolio.portfolio import Portfolio
+from ultrathink.risk.engine import RiskEngine
+
+
+class KillSwitch:
+    """Halt, cancel everything, optionally flatten; resume only explicitly."""
+
+    def __init__(
+        self, ctx: TradingContext, risk: RiskEngine, broker: Broker, portfolio: Portfolio
+    ) -> None:
+        self._ctx = ctx
+        self._risk = risk
+        self._broker = broker
+        self._portfolio = portfolio
+        self.n_triggers = 0
+        self.last_reason = ""
+        #: whether automatic triggers (limits, crash, risk failure) also flatten
+        self.auto_flatten = True
+
+    @property
+    def is_engaged(self) -> bool:
+        """True while trading is HALTED."""
+        return self._risk.state is TradingState.HALTED
+
+    def trigger(self, reason: str, *, source: str = "operator", flatten: bool = True) -> int:
+        """Halt trading, cancel every working order and (optionally) flatten.
+
+        Returns the number of flatten orders sent. Calling it again while engaged cancels
+        and flattens again (e.g. a position that appeared from a late fill).
+        """
+        self.n_triggers += 1
+        self.last_reason = f"{source}: {reason}"
+        self._risk.set_state(TradingState.HALTED, f"kill switch ({self.last_reason})")
+        self._ctx.audit("killswitch.triggered", f"{self.last_reason}; flatten={flatten}")
+        for order in self._broker.open_orders():
+            self._broker.cancel(order.client_order_id, f"kill switch: {reason}")
+        if not flatten:
+            return 0
+        n = 0
+        for symbol, position in sorted(self._portfolio.positions().items()):
+            if position.quantity:
+                self._ctx.submit_flatten(symbol, -position.quantity, reason)
+                n += 1
+        return n
+
+    def verify_flat(self) -> dict[str, float]:
+        """Positions still held (symbol -> quantity); empty once flat."""
+        return {s: p.quantity for s, p in self._portfolio.positions().items() if p.quantity}
+
+    def resume(self, operator: str, reason: str) -> None:
+        """Return to ACTIVE: the only way out of HALTED, written to the audit trail."""
+        if not operator.strip() or not reason.strip():
+            raise ValueError("resume needs the operator's name and a reason, for the audit trail")
+        self._ctx.audit("operator.resume", f"{operator}: {reason}")
+        self._risk.set_state(TradingState.ACTIVE, f"resumed by {operator}: {reason}")
