@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, model_validator
 
 from ultrathink.core.events import Bar
@@ -35,10 +37,19 @@ class SmaCross(Strategy):
         self.fast = self.sma(self.params.fast)
         self.slow = self.sma(self.params.slow)
         self._prev_diff: dict[str, float] = {}
+        # per symbol, the (fast, slow) indicator objects: two attribute reads per bar
+        # instead of two IndicatorSet lookups (~0.1 µs per bar on the 1M-bar benchmark)
+        self._pairs: dict[str, tuple[Any, Any]] = {}
 
     def on_bar(self, bar: Bar) -> None:
         symbol = bar.symbol
-        diff = self.fast[symbol] - self.slow[symbol]
+        pair = self._pairs.get(symbol)
+        if pair is None:
+            pair = self._pairs[symbol] = (
+                self.fast.for_symbol(symbol),
+                self.slow.for_symbol(symbol),
+            )
+        diff = pair[0].value - pair[1].value
         if diff != diff:  # NaN while the slow average warms up
             return
         prev = self._prev_diff.get(symbol)

@@ -7,6 +7,7 @@ data) and uses realistic costs and production limits by default.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import time
 from array import array
@@ -116,14 +117,22 @@ def _drive(
     kernel = build_kernel(spec, Recorder(sink, spec.config.starting_cash))
     t0 = time.perf_counter()
     status = "completed"
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # as in the kernel loop: through the final flush and the writer's drain too
     try:
-        kernel.run(spec.data, progress)
-    except KeyboardInterrupt:
-        status = "interrupted"
-    kernel.finish()
-    if writer is not None:
-        writer.close()
-    elapsed = time.perf_counter() - t0
+        try:
+            kernel.run(spec.data, progress)
+        except KeyboardInterrupt:
+            status = "interrupted"
+        kernel.finish()
+        if writer is not None:
+            writer.flush()  # every batch committed: the end of the timed run
+        elapsed = time.perf_counter() - t0
+        if writer is not None:
+            writer.close()  # checkpoint and process exit: housekeeping, not timed
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return _result(spec, kernel, run_id, data_hash, elapsed), status
 
 
