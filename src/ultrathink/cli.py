@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ultrathink import __version__
-from ultrathink.cli_ml import add_models_parser, add_train_parser, cmd_run
+from ultrathink.cli_ml import add_group_flags, add_models_parser, add_train_parser, cmd_run
 from ultrathink.errors import UltrathinkError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -261,23 +261,20 @@ def _add_data_parser(sub: Any) -> None:
         q.set_defaults(func=_cmd_data)
 
 
+_DB_HELP = "SQLite store (default .ultrathink/ultrathink.db)"
+
+
 def _add_runs_parser(sub: Any) -> None:
     p = sub.add_parser("runs", help="past runs from the store")
-    _add_store_flags(p, argparse.SUPPRESS)
+    add_group_flags(p, "--db", _DB_HELP)
     rsub = p.add_subparsers(dest="runs_cmd", metavar="ACTION")
     lst = rsub.add_parser("list", help="newest runs first (default)")
     lst.add_argument("--limit", type=int, default=20)
     show = rsub.add_parser("show", help="one run in detail")
     show.add_argument("run_id", type=int)
     for leaf in (lst, show):
-        _add_store_flags(leaf, argparse.SUPPRESS)
+        add_group_flags(leaf, "--db", _DB_HELP)
     p.set_defaults(func=_cmd_runs, runs_cmd="list", limit=20, db=None, json=False)
-
-
-def _add_store_flags(p: argparse.ArgumentParser, default: Any) -> None:
-    # given on the group or on the action (``runs --json show 3`` or ``runs show 3 --json``)
-    p.add_argument("--db", default=default, help="SQLite store (default .ultrathink/ultrathink.db)")
-    p.add_argument("--json", action="store_true", default=default, help="machine-readable output")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

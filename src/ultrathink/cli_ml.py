@@ -143,9 +143,12 @@ def add_train_parser(sub: Any) -> None:
     p.set_defaults(func=_cmd_train)
 
 
+_REGISTRY_HELP = "model registry directory (default .ultrathink/models)"
+
+
 def add_models_parser(sub: Any) -> None:
     p = sub.add_parser("models", help="the model registry: list, show, promote, rollback")
-    _add_registry_flags(p)
+    add_group_flags(p, "--registry", _REGISTRY_HELP)
     msub = p.add_subparsers(dest="models_cmd", metavar="ACTION")
     leaves = [msub.add_parser("list", help="every version (default)")]
     show = msub.add_parser("show", help="one version's metadata and metrics")
@@ -154,11 +157,15 @@ def add_models_parser(sub: Any) -> None:
     promote.add_argument("version")
     leaves += [show, promote, msub.add_parser("rollback", help="back to the previous production")]
     for leaf in leaves:
-        _add_registry_flags(leaf)
+        add_group_flags(leaf, "--registry", _REGISTRY_HELP)
     p.set_defaults(func=_cmd_models, models_cmd="list", registry=None, json=False)
 
 
-def _add_registry_flags(p: argparse.ArgumentParser) -> None:
-    # accepted on the group or on the action: ``models --json show v1`` or ``models show v1 --json``
-    p.add_argument("--registry", default=argparse.SUPPRESS, help="model registry directory")
+def add_group_flags(p: argparse.ArgumentParser, path_flag: str, path_help: str) -> None:
+    """Add ``path_flag`` and ``--json`` so they work on a command group or on its action.
+
+    ``models --json show v1`` and ``models show v1 --json`` (likewise ``runs``) both work:
+    SUPPRESS keeps an action's parser from overwriting what the group already parsed.
+    """
+    p.add_argument(path_flag, default=argparse.SUPPRESS, help=path_help)
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON output")

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 _PROGRESS_MIN_BARS = 100_000
 
 
-def _console() -> Console:
+def _console(file: Any = None) -> Console:
     # piped output (files, CI logs) gets a fixed, wide layout instead of 80 columns
-    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else 140)
+    stream = file if file is not None else sys.stdout
+    return Console(file=file, soft_wrap=True, width=None if stream.isatty() else 140)
 
 
 @contextmanager
@@ -192,8 +193,7 @@ def print_walk_forward(result: Any, file: Any = None) -> None:
             f"{fold.log_loss:.4f}", f"{fold.accuracy:.3f}", f"{fold.baseline_accuracy:.3f}",
             f"{fold.baseline_log_loss:.4f}", f"{fold.sharpe:.2f}", f"{fold.buy_hold_sharpe:.2f}",
         )  # fmt: skip
-    console = Console(file=file, soft_wrap=True, width=140) if file is not None else _console()
-    console.print(table)
+    _console(file).print(table)
 
 
 def print_models(infos: list[Any], production: str | None, *, as_json: bool) -> None:

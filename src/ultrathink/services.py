@@ -108,7 +108,7 @@ def show_run(db_path: Path, run_id: int) -> dict[str, Any]:
             "run": record,
             "orders": store.order_status_counts(run_id),
             "positions": store.load_positions(run_id),
-            "n_fills": len(store.load_fills(run_id)),
+            "n_fills": store.count_fills(run_id),
             "n_equity_points": int(ts.size),
             "final_equity": float(equity[-1]) if equity.size else None,
         }

@@ -9,13 +9,12 @@ appended to ``.bench/results.jsonl`` with the git commit and machine description
 from __future__ import annotations
 
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,36 +26,6 @@ REPEATS = 3
 BUDGET_BARS_PER_S = 500_000
 BUDGET_PEAK_MB = 300
 SPEC = f"synthetic:n_bars={N_BARS}"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
-
-
-def _record(name: str, payload: dict[str, object]) -> None:
-    out = ROOT / ".bench" / "results.jsonl"
-    out.parent.mkdir(exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    row = {
-        "name": name,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": commit,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpu, {_cpu_model()}",
-        "python": platform.python_version(),
-        **payload,
-    }
-    with out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    print(json.dumps(row, indent=1))
 
 
 _PEAK_WRAPPER = """
@@ -103,7 +72,9 @@ def _reference_bars_per_s() -> float:
     return float(out.stdout)
 
 
-def test_sma_cross_one_million_bars_full_path(tmp_path: Path) -> None:
+def test_sma_cross_one_million_bars_full_path(
+    tmp_path: Path, record: Callable[[str, dict[str, Any]], None]
+) -> None:
     """sma_cross over 1,000,000 synthetic bars, persisted: >= 500k bars/s, <= 300 MB."""
     rates, peaks, refs = [], [], []
     summary: dict[str, object] = {}
@@ -114,7 +85,7 @@ def test_sma_cross_one_million_bars_full_path(tmp_path: Path) -> None:
         rates.append(float(summary["bars_per_s"]))  # type: ignore[arg-type]
         peaks.append(peak_mb)
     median = statistics.median(rates)
-    _record(
+    record(
         "backtest_sma_cross_1m_bars",
         {
             "bars_per_s_median": median,

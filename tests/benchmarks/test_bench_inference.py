@@ -21,9 +21,7 @@ Run: ``.venv/bin/python -m pytest -m bench tests/benchmarks/test_bench_inference
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -109,45 +107,6 @@ def _rows_per_s(fn: Callable[[], object], n_rows: int) -> list[float]:
     return rates
 
 
-def _commit() -> str:
-    # read, not run, git: the HEAD commit if the checkout has one
-    try:
-        head = (ROOT / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            return (ROOT / ".git" / head[5:]).read_text().strip()[:10]
-        return head[:10]
-    except OSError:
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
-
-
-def _record(name: str, payload: dict[str, Any]) -> None:
-    row = {
-        "name": name,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpu, {_cpu_model()}",
-        "python": platform.python_version(),
-        "load_avg_1m": os.getloadavg()[0],
-        **payload,
-    }
-    out = ROOT / ".bench" / "results.jsonl"
-    out.parent.mkdir(exist_ok=True)
-    with out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    print(json.dumps(row))
-
-
 @pytest.fixture(scope="module")
 def fitted() -> tuple[EnsembleClassifier, CompiledEnsemble]:
     X, y = _data(N_TRAIN, seed=0)
@@ -157,7 +116,10 @@ def fitted() -> tuple[EnsembleClassifier, CompiledEnsemble]:
     return model, compiled
 
 
-def test_single_row_latency(fitted: tuple[EnsembleClassifier, CompiledEnsemble]) -> None:
+def test_single_row_latency(
+    fitted: tuple[EnsembleClassifier, CompiledEnsemble],
+    record: Callable[[str, dict[str, Any]], None],
+) -> None:
     """Compiled p99 <= 20 us and >= 50x faster (p50) than the members' own predict_proba."""
     model, compiled = fitted
     rows, _ = _data(1_024, seed=1)
@@ -172,7 +134,7 @@ def test_single_row_latency(fitted: tuple[EnsembleClassifier, CompiledEnsemble])
     figures.update({name: _summary_us(hist) for name, hist in reference.items()})
     ratio_p50 = figures["reference"]["p50"] / figures["compiled"]["p50"]
     ratio_p99 = figures["reference"]["p99"] / figures["compiled"]["p99"]
-    _record(
+    record(
         "inference_single_row_latency_us",
         {**figures, "ratio_p50": ratio_p50, "ratio_p99": ratio_p99, "tick_ns": TICK_NS},
     )
@@ -180,7 +142,10 @@ def test_single_row_latency(fitted: tuple[EnsembleClassifier, CompiledEnsemble])
     assert ratio_p50 >= BUDGET_RATIO
 
 
-def test_batch_throughput(fitted: tuple[EnsembleClassifier, CompiledEnsemble]) -> None:
+def test_batch_throughput(
+    fitted: tuple[EnsembleClassifier, CompiledEnsemble],
+    record: Callable[[str, dict[str, Any]], None],
+) -> None:
     """predict_batch on 1,000,000 rows: >= 1,000,000 rows/s (median of 3, all cores)."""
     model, compiled = fitted
     X, _ = _data(N_BATCH, seed=2)
@@ -194,7 +159,7 @@ def test_batch_throughput(fitted: tuple[EnsembleClassifier, CompiledEnsemble]) -
         compiled.predict_batch(X_ref), model.predict_proba(X_ref)[:, 1], rtol=0.0, atol=1e-12
     )
     median = statistics.median(parallel)
-    _record(
+    record(
         "inference_batch_rows_per_s",
         {
             "rows": N_BATCH,
@@ -209,7 +174,10 @@ def test_batch_throughput(fitted: tuple[EnsembleClassifier, CompiledEnsemble]) -
     assert median >= BUDGET_ROWS_PER_S
 
 
-def test_build_time(fitted: tuple[EnsembleClassifier, CompiledEnsemble]) -> None:
+def test_build_time(
+    fitted: tuple[EnsembleClassifier, CompiledEnsemble],
+    record: Callable[[str, dict[str, Any]], None],
+) -> None:
     """from_ensemble on 200 + 200 trees takes well under a second (median of 3)."""
     model, _ = fitted
     times = []
@@ -217,5 +185,5 @@ def test_build_time(fitted: tuple[EnsembleClassifier, CompiledEnsemble]) -> None
         t0 = time.perf_counter()
         CompiledEnsemble.from_ensemble(model)
         times.append(time.perf_counter() - t0)
-    _record("inference_build_s", {"median_s": statistics.median(times), "all_s": times})
+    record("inference_build_s", {"median_s": statistics.median(times), "all_s": times})
     assert statistics.median(times) < 1.0

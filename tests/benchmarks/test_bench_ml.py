@@ -8,9 +8,10 @@ p50 <= 40 µs and p99 <= 100 µs over >= 100,000 events after warm-up, from an H
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,23 +24,15 @@ pytestmark = pytest.mark.bench
 N_EVENTS = 200_000
 
 
-def _record(name: str, payload: dict[str, object]) -> None:
-    root = Path(__file__).resolve().parents[2]
-    out = root / ".bench" / "results.jsonl"
-    out.parent.mkdir(exist_ok=True)
-    row = {"name": name, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
-    with out.open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    print(json.dumps(row, indent=1))
-
-
-def test_train_default_ensemble_on_embedded_data(tmp_path: Path) -> None:
+def test_train_default_ensemble_on_embedded_data(
+    tmp_path: Path, record: Callable[[str, dict[str, Any]], None]
+) -> None:
     data = services.load("sp500")
     t0 = time.perf_counter()
     result, _ = services.train_model(data, {}, tmp_path / "models")
     seconds = time.perf_counter() - t0
     overall = result.report.overall
-    _record(
+    record(
         "train_default_ensemble_sp500",
         {"seconds": seconds, "rows": result.n_rows, "oos_auc": overall.auc,
          "oos_sharpe": overall.sharpe, "buy_hold_sharpe": overall.buy_hold_sharpe},
@@ -47,7 +40,9 @@ def test_train_default_ensemble_on_embedded_data(tmp_path: Path) -> None:
     assert seconds <= 60.0
 
 
-def test_ml_backtest_throughput_and_decision_latency(tmp_path: Path) -> None:
+def test_ml_backtest_throughput_and_decision_latency(
+    tmp_path: Path, record: Callable[[str, dict[str, Any]], None]
+) -> None:
     registry = tmp_path / "models"
     train_data = services.load("synthetic:n_bars=20000,seed=1,freq=1min")
     result, _ = services.train_model(train_data, {}, registry)
@@ -58,7 +53,7 @@ def test_ml_backtest_throughput_and_decision_latency(tmp_path: Path) -> None:
     run = services.run_strategy(strategy, data, config, db_path=tmp_path / "bench.db")
     lat = run.latency_us
     assert lat is not None
-    _record(
+    record(
         "ml_backtest_200k_bars",
         {"bars_per_s": run.bars_per_s, "n_fills": len(run.fills),
          "predictions": run.strategy_stats["n_predictions"], "holds": run.strategy_stats["holds"],

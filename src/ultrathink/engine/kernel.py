@@ -21,6 +21,7 @@ import gc
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from ultrathink.core.clock import LiveClock, TestClock
 from ultrathink.core.events import Bar
@@ -36,6 +37,18 @@ from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
 
 ProgressFn = Callable[[int], None]
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block (nests: the outermost resumes it)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class Pacer:
@@ -88,23 +101,15 @@ class Kernel:
         self.kill_switch: KillSwitch | None = None
         self.crash: CrashDetector | None = None
         self.n_bars = 0
-        self.elapsed_s = 0.0
         self._buf: tuple[list[int], list[float]] = ([], [])
 
     def run(self, data: MarketData, progress: ProgressFn | None = None) -> None:
         """Replay ``data`` to the end (or until the strategy raises)."""
         self.strategy.bind(self.ctx)
-        t0 = time.perf_counter()
-        gc_was_enabled = gc.isenabled()
-        gc.disable()  # see the module docstring
-        try:
+        with paused_gc():  # see the module docstring
             self._hook("on_start")
             self._loop(data, progress)
             self._hook("on_stop")
-        finally:
-            if gc_was_enabled:
-                gc.enable()
-            self.elapsed_s = time.perf_counter() - t0
 
     def _loop(self, data: MarketData, progress: ProgressFn | None) -> None:
         self._n = 0

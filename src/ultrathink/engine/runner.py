@@ -7,7 +7,6 @@ data) and uses realistic costs and production limits by default.
 
 from __future__ import annotations
 
-import gc
 import subprocess
 import time
 from array import array
@@ -25,7 +24,7 @@ from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
 from ultrathink.engine.context import TradingContext
-from ultrathink.engine.kernel import Kernel, Pacer, ProgressFn
+from ultrathink.engine.kernel import Kernel, Pacer, ProgressFn, paused_gc
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.results import RunResult
@@ -117,9 +116,7 @@ def _drive(
     kernel = build_kernel(spec, Recorder(sink, spec.config.starting_cash))
     t0 = time.perf_counter()
     status = "completed"
-    gc_was_enabled = gc.isenabled()
-    gc.disable()  # as in the kernel loop: through the final flush and the writer's drain too
-    try:
+    with paused_gc():  # as in the kernel loop: through the final flush and drain too
         try:
             kernel.run(spec.data, progress)
         except KeyboardInterrupt:
@@ -130,9 +127,6 @@ def _drive(
         elapsed = time.perf_counter() - t0
         if writer is not None:
             writer.close()  # checkpoint and process exit: housekeeping, not timed
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     return _result(spec, kernel, run_id, data_hash, elapsed), status
 
 

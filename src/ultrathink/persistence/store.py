@@ -165,6 +165,12 @@ class Store:
         )
         return [Fill(r[0], r[1], r[2], r[3], Side(r[4]), *r[5:]) for r in rows]
 
+    def count_fills(self, run_id: int) -> int:
+        """Return how many fills a run has (without loading them)."""
+        self._require_run(run_id)
+        row = self._conn.execute("SELECT COUNT(*) FROM fills WHERE run_id = ?", (run_id,))
+        return int(row.fetchone()[0])
+
     def load_equity(self, run_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return a run's equity curve ``(ts_ns int64, equity float64, cash float64)``."""
         self._require_run(run_id)

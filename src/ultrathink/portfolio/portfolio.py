@@ -143,12 +143,9 @@ class Portfolio:
         pos = open_positions.get(symbol)
         if pos is not None:
             pos.last_price = price
-            if len(open_positions) == 1:  # same arithmetic as the loop below, one call less
+            if len(open_positions) == 1:  # same arithmetic as equity(), one call less
                 return self.cash + pos.quantity * price
-        eq = self.cash
-        for p in open_positions.values():
-            eq += p.quantity * p.last_price
-        return eq
+        return self.equity()
 
     def apply_fill(self, fill: Fill) -> None:
         """Book a fill: cash, position, fees, and round-trip bookkeeping."""

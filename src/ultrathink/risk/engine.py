@@ -81,7 +81,7 @@ class RiskEngine:
         self.n_approved = 0
         self.n_denied = 0
         # limits as plain floats (inf = off): the checks run on every order
-        self._max_open = config.max_open_orders if config.max_open_orders is not None else _INF
+        self._max_open = _or_inf(config.max_open_orders)
         self._band_pct = _or_inf(config.price_band_pct)
         self._max_order_notional = _or_inf(config.max_order_notional)
         self._max_pos_qty = _or_inf(config.max_position_qty)
@@ -168,7 +168,9 @@ class RiskEngine:
                             or self.daily_loss_breached):  # fmt: skip
             return self._deny_increase(req)
         if self._orders.n_open_orders() >= self._max_open:
-            return DenyReason.MAX_OPEN_ORDERS, f"{self._max_open} orders already working"
+            return DenyReason.MAX_OPEN_ORDERS, (
+                f"{self.config.max_open_orders} orders already working"
+            )
         ref = last
         if req.order_type is not OrderType.MARKET:
             ref = _reference_price(req, last)

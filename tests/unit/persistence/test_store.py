@@ -72,7 +72,7 @@ def test_a_run_is_visible_to_another_store_on_the_same_file(db_path: Path) -> No
 
 @pytest.mark.parametrize(
     "method",
-    ["get_run", "load_orders", "load_fills", "load_equity", "load_positions",
+    ["get_run", "load_orders", "load_fills", "count_fills", "load_equity", "load_positions",
      "load_order_events", "order_status_counts"],
 )  # fmt: skip
 def test_unknown_run_is_a_clean_error(store: Store, method: str) -> None:
@@ -108,6 +108,7 @@ def test_empty_run_loads_empty_results(store: Store) -> None:
     assert ts_ns.size == equity.size == cash.size == 0
     assert orders.empty and "client_order_id" in orders.columns
     assert store.load_fills(run_id) == []
+    assert store.count_fills(run_id) == 0
     assert store.load_positions(run_id) == []
     assert store.order_status_counts(run_id) == {}
     assert store.load_order_events(run_id).empty

@@ -63,10 +63,13 @@ def test_round_trip_of_every_record_kind(db_path: Path, new_run) -> None:
     with Store(db_path) as store:
         orders = store.load_orders(run_id).set_index("client_order_id")
         fills = store.load_fills(run_id)
+        n_fills = store.count_fills(run_id)
         ts_ns, equity, cash = store.load_equity(run_id)
         positions = store.load_positions(run_id)
         counts = store.order_status_counts(run_id)
         events = store.load_order_events(run_id)
+
+    assert n_fills == len(fills)
 
     assert orders.loc["A", ["status", "filled_qty", "limit_price", "tag"]].tolist() == [
         "FILLED", 10.0, 99.5, "entry",
