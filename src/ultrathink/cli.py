@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ultrathink import __version__
+from ultrathink.cli_ctl import add_ctl_parser
 from ultrathink.cli_ml import add_group_flags, add_models_parser, add_train_parser, cmd_run
 from ultrathink.errors import UltrathinkError
 
@@ -66,6 +67,11 @@ def _add_run_options(p: argparse.ArgumentParser, *, paper: bool = False) -> None
     p.add_argument("--report", metavar="PATH.html", help="write an HTML report")
     if paper:
         p.add_argument(
+            "--no-control",
+            action="store_true",
+            help="no operator endpoint (default: `ultrathink ctl` can steer the session)",
+        )
+        p.add_argument(
             "--speed",
             default="60",
             help="replay pace: a multiple of real time (1, 60, 86400) or 'max'",
@@ -111,8 +117,11 @@ def run_command(args: argparse.Namespace, mode: str = "backtest") -> int:
     from ultrathink.cli_output import print_summary, progress_bar
 
     realistic = mode != "backtest"
+    overrides = _overrides(args)
+    if mode == "paper" and not args.no_control:
+        overrides["control"] = {"enabled": True}
     config = services.engine_config(
-        realistic=realistic, config_path=args.config, overrides=_overrides(args)
+        realistic=realistic, config_path=args.config, overrides=overrides
     )
     params: dict[str, Any] = services.parse_params(args.param)
     if args.model:
@@ -237,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runs_parser(sub)
     add_train_parser(sub)
     add_models_parser(sub)
+    add_ctl_parser(sub)
     p = sub.add_parser("audit", help="audit log tools")
     asub = p.add_subparsers(dest="audit_cmd", required=True, metavar="ACTION")
     v = asub.add_parser("verify", help="verify the hash chain; exit 1 if any row was tampered")

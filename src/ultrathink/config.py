@@ -59,6 +59,7 @@ def realistic_defaults() -> dict[str, Any]:
         "risk": PRODUCTION_LIMITS.model_dump(),
         "kill_switch": {"on_limit_breach": True, "flatten": True},
         "rate_limits": {},  # RateLimitConfig defaults: 100 orders/s, cancels 1,000/s
+        "hardening": {"enabled": True},  # breakers, fallbacks, degraded mode
     }
 
 

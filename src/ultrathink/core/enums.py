@@ -95,3 +95,7 @@ class DenyReason(StrEnum):
     MAX_DRAWDOWN = "MAX_DRAWDOWN"
     NO_MARKET_DATA = "NO_MARKET_DATA"
     RATE_LIMITED = "RATE_LIMITED"
+    SYMBOL_DISABLED = "SYMBOL_DISABLED"  # an operator disabled new exposure in the symbol
+    DEGRADED_MODE = "DEGRADED_MODE"  # overloaded process: only reducing orders pass
+    DATA_STALE = "DATA_STALE"  # market-data breaker open: only reducing orders pass
+    BROKER_UNAVAILABLE = "BROKER_UNAVAILABLE"  # execution breaker open: order not sent

@@ -7,7 +7,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ultrathink.execution.costs import PaperBrokerConfig
+from ultrathink.hardening.breaker import BreakerConfig
 from ultrathink.hardening.crash import CrashConfig
+from ultrathink.hardening.degraded import DegradedConfig
 from ultrathink.hardening.rate_limit import RateLimitConfig
 from ultrathink.risk.config import RiskConfig
 
@@ -53,6 +55,68 @@ class KillSwitchConfig(BaseModel):
     crash: CrashConfig | None = None
 
 
+class HardeningConfig(BaseModel):
+    """Circuit breakers, fallbacks and degraded mode around the kernel's components.
+
+    Off in ``backtest`` (a strategy bug should stop a research run), on in ``paper`` and
+    ``run``. Breaker timers run on the run's clock: bar time in replays, wall time for the
+    market-data staleness of a paced paper session.
+
+    Attributes
+    ----------
+    decision : BreakerConfig
+        Around the strategy/model per bar; fallback: hold (no new orders).
+    execution : BreakerConfig
+        Around broker calls; fallback: the order is denied BROKER_UNAVAILABLE.
+    market_data : BreakerConfig
+        Trips on bad bars (and, paced, on no bar for ``stale_bar_multiple`` bar intervals);
+        fallback: the bad bar is dropped, prices stay at the last good bar and trading is
+        REDUCING until the breaker closes again.
+    risk : BreakerConfig
+        Around the pre-trade check; opening it fires the kill switch (HALTED).
+    stale_bar_multiple : float
+        N in "no update for N x the bar interval" (weekends and holidays: keep it >= 5 for
+        daily bars).
+    min_stale_s : float
+        Floor of that wall-clock delay in a paced session (a fast replay would otherwise
+        call a feed stale over scheduling jitter).
+    degraded : DegradedConfig or None
+        Degraded mode thresholds; None switches it off. CPU is only watched when paced.
+    degraded_sample_bars : int
+        Bars between two degraded-mode samples in an unpaced run (paced: every idle tick).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    decision: BreakerConfig = BreakerConfig(
+        name="decision", failure_threshold=3, recovery_timeout_s=30.0
+    )
+    execution: BreakerConfig = BreakerConfig(
+        name="execution", failure_threshold=2, recovery_timeout_s=120.0
+    )
+    market_data: BreakerConfig = BreakerConfig(
+        name="market_data", failure_threshold=1, recovery_timeout_s=60.0
+    )
+    risk: BreakerConfig = BreakerConfig(name="risk", failure_threshold=1, recovery_timeout_s=60.0)
+    stale_bar_multiple: float = Field(default=5.0, gt=1)
+    min_stale_s: float = Field(default=0.5, gt=0)
+    degraded: DegradedConfig | None = DegradedConfig()
+    degraded_sample_bars: int = Field(default=4096, ge=1)
+
+
+class ControlConfig(BaseModel):
+    """The operator control endpoint of a paper session (HTTP on 127.0.0.1 with a token)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = False
+    port: int = Field(default=0, ge=0, le=65535, description="0: any free port")
+    session_file: str | None = Field(
+        default=None, description="where url + token are written (mode 0600); default next to db"
+    )
+
+
 class EngineConfig(BaseModel):
     """Everything one run needs besides data and strategy."""
 
@@ -66,6 +130,8 @@ class EngineConfig(BaseModel):
     rate_limits: RateLimitConfig | None = Field(
         default=None, description="order rate limits; None = unlimited (backtest default)"
     )
+    hardening: HardeningConfig = HardeningConfig()
+    control: ControlConfig = ControlConfig()
     chunk_size: int = Field(default=65_536, ge=1, le=10_000_000)
     measure_latency: bool = Field(
         default=False, description="record every on_bar duration (decision latency)"

@@ -29,12 +29,14 @@ from ultrathink.engine.recorder import Recorder
 from ultrathink.errors import StrategyError
 from ultrathink.execution.broker import Broker
 from ultrathink.execution.orders import Order
+from ultrathink.hardening.breaker import CircuitBreaker
 from ultrathink.hardening.rate_limit import OrderRateLimiter
 from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
 
 _HALTED = DenyReason.TRADING_HALTED
 _LIMITED = DenyReason.RATE_LIMITED
+_UNAVAILABLE = DenyReason.BROKER_UNAVAILABLE
 
 
 class TradingContext:
@@ -62,6 +64,12 @@ class TradingContext:
         self.rate_limiter: OrderRateLimiter | None = None
         #: called when the risk check itself fails (the kill switch); default: HALTED
         self.on_risk_failure: Callable[[str], None] | None = None
+        #: hardening (None = off): breakers around the risk check and the broker calls
+        self.risk_breaker: CircuitBreaker | None = None
+        self.execution_breaker: CircuitBreaker | None = None
+        #: orders whose submit raised and whose fate the broker could not tell yet
+        self._unknown: dict[str, OrderRequest] = {}
+        self.has_unknown_orders = False
         # late-bound collaborators (they need this object to be built first)
         self.broker: Broker
         self.risk: RiskEngine
@@ -113,26 +121,86 @@ class TradingContext:
         return coid
 
     def _pre_trade(self, req: OrderRequest) -> OrderDenied | None:
+        rb = self.risk_breaker
+        if rb is not None and not rb.allow():
+            detail = f"risk breaker is {rb.state.value}: no order passes unchecked"
+            return OrderDenied(req.ts_ns, req.client_order_id, req.symbol, _HALTED, detail)
         try:
             denied = self.risk.check(req)
         except Exception as exc:  # a failing risk component must stop trading, not the run
             detail = f"risk check failed: {exc!r}"
-            if self.on_risk_failure is not None:
+            if rb is not None:
+                rb.record_failure(detail)  # its OPEN transition fires the kill switch
+            elif self.on_risk_failure is not None:
                 self.on_risk_failure(detail)
             else:
                 self.risk.set_state(TradingState.HALTED, detail)
             return OrderDenied(req.ts_ns, req.client_order_id, req.symbol, _HALTED, detail)
+        if rb is not None:
+            rb.record_success()
         if denied is None and self.rate_limiter is not None:
             limited = self.rate_limiter.check_order(req.symbol)
             if limited is not None:
                 return OrderDenied(req.ts_ns, req.client_order_id, req.symbol, _LIMITED, limited)
+        eb = self.execution_breaker
+        if denied is None and eb is not None and not eb.allow():
+            detail = f"execution breaker is {eb.state.value}: the broker is failing; not sent"
+            return OrderDenied(req.ts_ns, req.client_order_id, req.symbol, _UNAVAILABLE, detail)
         return denied
 
     def _send(self, req: OrderRequest) -> None:
         signed = req.quantity if req.side is Side.BUY else -req.quantity
         self._pending[req.symbol] = self._pending.get(req.symbol, 0.0) + signed
         self._n_open += 1
-        self.broker.submit(req)
+        eb = self.execution_breaker
+        if eb is None:
+            self.broker.submit(req)
+            return
+        try:
+            self.broker.submit(req)
+        except Exception as exc:  # the outcome is unknown: ask the broker, never resubmit
+            eb.record_failure(f"submit {req.client_order_id}: {exc!r}")
+            self.audit("execution.submit_failed", f"{req.client_order_id}: {exc!r}; querying")
+            self._unknown[req.client_order_id] = req
+            self.has_unknown_orders = True
+            self.resolve_unknown_orders()
+            return
+        eb.record_success()
+
+    def resolve_unknown_orders(self) -> None:
+        """Ask the broker about orders whose submit raised: adopt them or reject them.
+
+        An order the broker has is kept as the broker reports it; one it has never seen ends
+        REJECTED with the reason. A query that fails is asked again at the next bar.
+        """
+        for coid, req in list(self._unknown.items()):
+            try:
+                order = self.broker.get_order(coid)
+            except Exception as exc:
+                self.audit("execution.query_failed", f"{coid}: {exc!r}; asking again next bar")
+                continue
+            del self._unknown[coid]
+            if order is not None:
+                self.audit("execution.adopted", f"{coid}: the broker has it ({order.status})")
+            else:
+                self._reject_unsent(req, "the broker never received it (submit failed)")
+        self.has_unknown_orders = bool(self._unknown)
+
+    def _reject_unsent(self, req: OrderRequest, reason: str) -> None:
+        signed = req.quantity if req.side is Side.BUY else -req.quantity
+        self._pending[req.symbol] -= signed
+        self._n_open -= 1
+        event = OrderEvent(
+            self._clock.now_ns(), req.client_order_id, req.symbol, OrderStatus.REJECTED, 0.0,
+            reason,
+        )  # fmt: skip
+        self._count(OrderStatus.REJECTED)
+        self._recorder.event(event)
+        if self._strategy_event is not None:
+            try:
+                self._strategy_event(event)
+            except Exception as exc:
+                raise hook_error(self.strategy, "on_order_event", exc) from exc
 
     def submit_flatten(self, symbol: str, signed_qty: float, reason: str) -> str:
         """Send a reduce-only market order that bypasses risk: the kill switch's flatten.
@@ -155,7 +223,20 @@ class TradingContext:
         return coid
 
     def cancel(self, client_order_id: str) -> bool:
-        return self.broker.cancel(client_order_id, "cancelled by strategy")
+        return self._cancel(client_order_id, "cancelled by strategy")
+
+    def _cancel(self, client_order_id: str, reason: str) -> bool:
+        eb = self.execution_breaker
+        if eb is None:
+            return self.broker.cancel(client_order_id, reason)
+        try:
+            done = self.broker.cancel(client_order_id, reason)
+        except Exception as exc:  # the order keeps working; the caller may try again
+            eb.record_failure(f"cancel {client_order_id}: {exc!r}")
+            self.audit("execution.cancel_failed", f"{client_order_id}: {exc!r}")
+            return False
+        eb.record_success()
+        return done
 
     def audit(self, kind: str, detail: str) -> None:
         """Append a free-form row (e.g. ``decision.hold``) to the run's audit trail."""
@@ -164,7 +245,7 @@ class TradingContext:
     def cancel_all(self, symbol: str | None) -> int:
         n = 0
         for order in self.broker.open_orders(symbol):
-            n += self.broker.cancel(order.client_order_id, "cancel_all by strategy")
+            n += self._cancel(order.client_order_id, "cancel_all by strategy")
         return n
 
     def position(self, symbol: str) -> float:

@@ -22,12 +22,17 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ultrathink.core.clock import LiveClock, TestClock
 from ultrathink.core.events import Bar
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.context import TradingContext, hook_error
+from ultrathink.engine.guards import Guards
+
+if TYPE_CHECKING:
+    from ultrathink.engine.control import SessionControl
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
 from ultrathink.errors import StrategyError
@@ -52,13 +57,25 @@ def paused_gc() -> Iterator[None]:
 
 
 class Pacer:
-    """Paces a replay at ``speed`` × real time on the live clock (paper mode)."""
+    """Paces a replay at ``speed`` × real time on the live clock (paper mode).
 
-    def __init__(self, speed: float, clock: LiveClock | None = None) -> None:
+    While it waits it calls ``idle()`` every ``idle_every_ms`` at most (operator commands,
+    the market-data staleness watchdog, degraded-mode sampling), on the kernel thread.
+    """
+
+    def __init__(
+        self,
+        speed: float,
+        clock: LiveClock | None = None,
+        idle: Callable[[], None] | None = None,
+        idle_every_ms: float = 20.0,
+    ) -> None:
         self._speed = speed
         self._clock = clock or LiveClock()
         self._first_ts: int | None = None
         self._start_mono = 0
+        self.idle = idle
+        self._slice_ns = int(idle_every_ms * 1e6)
 
     def wait(self, ts_ns: int) -> None:
         """Block until the wall-clock moment that corresponds to ``ts_ns``."""
@@ -66,8 +83,17 @@ class Pacer:
             self._first_ts = ts_ns
             self._start_mono = self._clock.monotonic_ns()
             return
-        offset = (ts_ns - self._first_ts) / self._speed
-        self._clock.sleep_until_monotonic_ns(self._start_mono + int(offset))
+        deadline = self._start_mono + int((ts_ns - self._first_ts) / self._speed)
+        clock, idle = self._clock, self.idle
+        if idle is None:
+            clock.sleep_until_monotonic_ns(deadline)
+            return
+        while True:
+            idle()
+            now = clock.monotonic_ns()
+            if now >= deadline:
+                return
+            clock.sleep_until_monotonic_ns(min(deadline, now + self._slice_ns))
 
 
 class Kernel:
@@ -100,7 +126,15 @@ class Kernel:
         #: set by the wiring: the kill switch, and the crash detector that may fire it
         self.kill_switch: KillSwitch | None = None
         self.crash: CrashDetector | None = None
+        #: the hardening layer (breakers, fallbacks, degraded mode); None = off
+        self.guards: Guards | None = None
+        #: called at every new timestamp on the kernel thread (e.g. operator commands)
+        self.on_tick: Callable[[], None] | None = None
+        #: operator commands (``engine/control.py``), set by the wiring
+        self.control: SessionControl
         self.n_bars = 0
+        #: bars processed, updated at every tick (for status while running)
+        self.n_bars_seen = 0
         self._buf: tuple[list[int], list[float]] = ([], [])
 
     def run(self, data: MarketData, progress: ProgressFn | None = None) -> None:
@@ -137,9 +171,13 @@ class Kernel:
         pace = self.pacer.wait if self.pacer is not None else None
         updaters = self._updaters
         crash = self.crash.update if self.crash is not None else None
+        guards, tick = self.guards, self.on_tick
+        bad_bar = guards.bad_bar if guards is not None else None
         n, prev_ts, eq, room = self._n, self._prev_ts, self._eq, self._room
         try:
             for bar in bars:
+                if bad_bar is not None and bad_bar(bar):
+                    continue  # dropped: prices stay at the last good bar
                 ts = bar[0]
                 if ts != prev_ts:
                     if pace is not None:  # first: an interrupt here leaves no half-step
@@ -157,6 +195,9 @@ class Kernel:
                     # the kernel owns this TestClock and feeds it time-sorted bars, so the
                     # monotonic check of set_ns() is redundant here (one call less per bar)
                     clock._now_ns = ts
+                    if tick is not None:
+                        self.n_bars_seen = n
+                        tick()
                 if broker.wants_bars:
                     broker_on_bar(bar)
                 symbol, close = bar[1], bar[5]
@@ -186,14 +227,17 @@ class Kernel:
     def _on_bar(self) -> Callable[[Bar], None]:
         # decision latency = on_bar entry to return: features, model, decision, risk checks
         # and broker submit; only wrapped (one extra frame) when someone asked for it
-        on_bar, latency = self.strategy.on_bar, self.latency_ns
+        on_bar: Callable[[Bar], None] = self.strategy.on_bar
+        latency = self.latency_ns
+        if self.guards is not None:  # inside the timing: the guard's cost is latency too
+            on_bar = self.guards.guard_decision(on_bar)
         if latency is None:
             return on_bar
-        clock, record = time.perf_counter_ns, latency.append
+        clock, record, inner = time.perf_counter_ns, latency.append, on_bar
 
         def timed(bar: Bar) -> None:
             t0 = clock()
-            on_bar(bar)
+            inner(bar)
             record(clock() - t0)
 
         return timed

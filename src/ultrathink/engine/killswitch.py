@@ -15,6 +15,8 @@ and the crash detector (a fall of X % within N bars).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ultrathink.core.enums import TradingState
 from ultrathink.engine.context import TradingContext
 from ultrathink.execution.broker import Broker
@@ -36,6 +38,9 @@ class KillSwitch:
         self.last_reason = ""
         #: whether automatic triggers (limits, crash, risk failure) also flatten
         self.auto_flatten = True
+        self._flatten_wanted = False
+        #: called with (source, reason) after every trigger (metrics, events)
+        self.listeners: list[Callable[[str, str], None]] = []
 
     @property
     def is_engaged(self) -> bool:
@@ -52,16 +57,47 @@ class KillSwitch:
         self.last_reason = f"{source}: {reason}"
         self._risk.set_state(TradingState.HALTED, f"kill switch ({self.last_reason})")
         self._ctx.audit("killswitch.triggered", f"{self.last_reason}; flatten={flatten}")
-        for order in self._broker.open_orders():
-            self._broker.cancel(order.client_order_id, f"kill switch: {reason}")
-        if not flatten:
-            return 0
+        self.sweep(reason, keep_flatten=False)  # a re-trigger sends fresh flatten orders
+        self._flatten_wanted = flatten
+        n = self._flatten(reason, set()) if flatten else 0
+        for listener in self.listeners:
+            listener(source, reason)
+        return n
+
+    def _flatten(self, reason: str, skip: set[str]) -> int:
         n = 0
         for symbol, position in sorted(self._portfolio.positions().items()):
-            if position.quantity:
+            if position.quantity and symbol not in skip:
                 self._ctx.submit_flatten(symbol, -position.quantity, reason)
                 n += 1
         return n
+
+    def maintain(self) -> None:
+        """While engaged: retry failed cancels, and re-send a flatten order that was lost."""
+        self.sweep()
+        if self._flatten_wanted:
+            working = {o.symbol for o in self._broker.open_orders() if o.tag == "kill_switch"}
+            self._flatten(f"retry: {self.last_reason}", working)
+
+    def sweep(self, reason: str = "", *, keep_flatten: bool = True) -> int:
+        """Cancel every working order (but the flatten orders); return how many failed.
+
+        A cancel the broker fails (raises) is written to the audit trail and tried again at
+        the next bar while the switch stays engaged: nothing blocks the kill switch.
+        """
+        n_failed = 0
+        why = f"kill switch: {reason or self.last_reason}"
+        for order in self._broker.open_orders():
+            if keep_flatten and order.tag == "kill_switch":
+                continue
+            try:
+                self._broker.cancel(order.client_order_id, why)
+            except Exception as exc:  # a failing venue must not stop the kill switch
+                n_failed += 1
+                self._ctx.audit(
+                    "killswitch.cancel_failed", f"{order.client_order_id}: {exc!r}; retrying"
+                )
+        return n_failed
 
     def verify_flat(self) -> dict[str, float]:
         """Positions still held (symbol -> quantity); empty once flat."""
@@ -72,4 +108,5 @@ class KillSwitch:
         if not operator.strip() or not reason.strip():
             raise ValueError("resume needs the operator's name and a reason, for the audit trail")
         self._ctx.audit("operator.resume", f"{operator}: {reason}")
+        self._flatten_wanted = False
         self._risk.set_state(TradingState.ACTIVE, f"resumed by {operator}: {reason}")

@@ -24,8 +24,11 @@ from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
 from ultrathink.engine.context import TradingContext
+from ultrathink.engine.control import SessionControl
+from ultrathink.engine.guards import Guards
 from ultrathink.engine.kernel import Kernel, Pacer, ProgressFn, paused_gc
 from ultrathink.engine.killswitch import KillSwitch
+from ultrathink.engine.metrics import RunMetrics
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.results import RunResult
 from ultrathink.execution.paper import PaperBroker
@@ -114,6 +117,7 @@ def _drive(
         w, rid = writer, run_id
         sink = lambda batch: w.put(WriteBatch(run_id=rid, **batch))  # noqa: E731
     kernel = build_kernel(spec, Recorder(sink, spec.config.starting_cash))
+    server = _control_server(spec, kernel, run_id)
     t0 = time.perf_counter()
     status = "completed"
     with paused_gc():  # as in the kernel loop: through the final flush and drain too
@@ -121,6 +125,9 @@ def _drive(
             kernel.run(spec.data, progress)
         except KeyboardInterrupt:
             status = "interrupted"
+        finally:
+            if server is not None:
+                server.stop()
         kernel.finish()
         if writer is not None:
             writer.flush()  # every batch committed: the end of the timed run
@@ -128,6 +135,25 @@ def _drive(
         if writer is not None:
             writer.close()  # checkpoint and process exit: housekeeping, not timed
     return _result(spec, kernel, run_id, data_hash, elapsed), status
+
+
+def _control_server(spec: RunSpec, kernel: Kernel, run_id: int | None) -> Any:
+    # the operator endpoint on 127.0.0.1 (token in the 0600 session file) while it runs
+    cfg = spec.config.control
+    if not cfg.enabled:
+        return None
+    from ultrathink.web import SESSION_FILE_NAME, default_session_file
+    from ultrathink.web.control_api import ControlServer
+
+    if cfg.session_file:
+        path = Path(cfg.session_file)
+    elif spec.db_path is not None:  # next to the store, so sessions on two stores coexist
+        path = spec.db_path.parent / SESSION_FILE_NAME
+    else:
+        path = default_session_file()
+    server = ControlServer(kernel.control, port=cfg.port, session_file=path)
+    server.start(extra={"run_id": run_id, "mode": spec.mode, "strategy": spec.strategy.name})
+    return server
 
 
 def build_kernel(spec: RunSpec, recorder: Recorder) -> Kernel:
@@ -152,7 +178,54 @@ def build_kernel(spec: RunSpec, recorder: Recorder) -> Kernel:
     kernel.kill_switch = kill
     if cfg.kill_switch.crash is not None:
         kernel.crash = CrashDetector(cfg.kill_switch.crash)
+    metrics = RunMetrics()
+    if cfg.hardening.enabled:
+        kernel.guards = _guards(spec, clock, ctx, risk, kill, metrics)
+    kernel.control = SessionControl(kernel, spec.data.symbols, metrics, time.time_ns)
+    _wire_ticks(kernel, drain=cfg.control.enabled)
     return kernel
+
+
+def _guards(
+    spec: RunSpec,
+    clock: TestClock,
+    ctx: TradingContext,
+    risk: RiskEngine,
+    kill: KillSwitch,
+    metrics: RunMetrics,
+) -> Guards:
+    cfg = spec.config
+    stale_s = None
+    interval_s = spec.data.median_interval_ns() / 1e9
+    if cfg.speed is not None and interval_s > 0:  # paced: the feed must keep up in wall time
+        stale_s = max(cfg.hardening.stale_bar_multiple * interval_s / cfg.speed,
+                      cfg.hardening.min_stale_s)  # fmt: skip
+    guards = Guards(cfg.hardening, clock, ctx, risk, kill, paced_stale_s=stale_s, metrics=metrics)
+    ctx.risk_breaker = guards.risk
+    ctx.execution_breaker = guards.execution
+    return guards
+
+
+def _wire_ticks(kernel: Kernel, *, drain: bool) -> None:
+    # per new timestamp: guards' periodic work and queued operator commands; while a paced
+    # session waits: the same commands plus the staleness watchdog and degraded sampling
+    guards, control = kernel.guards, kernel.control
+    ticks = [f for f in (guards.tick if guards else None, control.drain if drain else None) if f]
+    idles = [f for f in (guards.idle if guards else None, control.drain if drain else None) if f]
+    kernel.on_tick = _chain(ticks)
+    if kernel.pacer is not None:
+        kernel.pacer.idle = _chain(idles)
+
+
+def _chain(calls: list[Callable[[], None]]) -> Callable[[], None] | None:
+    if len(calls) <= 1:
+        return calls[0] if calls else None
+
+    def chained() -> None:
+        for call in calls:
+            call()
+
+    return chained
 
 
 def _wire_hardening(

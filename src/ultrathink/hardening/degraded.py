@@ -66,7 +66,9 @@ class DegradedConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    cpu_enter_pct: float = Field(default=90.0, gt=0, description="enter at CPU >= this (1 core)")
+    cpu_enter_pct: float | None = Field(
+        default=90.0, gt=0, description="enter at CPU >= this (1 core); None: not watched"
+    )
     cpu_exit_pct: float = Field(default=70.0, ge=0, description="CPU must fall below this")
     cpu_window_s: float = Field(default=10.0, gt=0, description="CPU averaged over this window")
     memory_enter_mb: float | None = Field(default=None, gt=0, description="None: not watched")
@@ -170,9 +172,10 @@ def _thresholds(cfg: DegradedConfig) -> tuple[_Threshold, ...]:
     # The signals watched, in the order their reasons are judged and named in details.
     cpu, memory, latency = _PAIRS
     found = [
-        _Threshold(REASON_CPU, 0, cfg.cpu_enter_pct, cfg.cpu_exit_pct, " %", *cpu),
         _Threshold(REASON_LATENCY, 2, cfg.latency_enter_ms, cfg.latency_exit_ms, " ms", *latency),
     ]
+    if cfg.cpu_enter_pct is not None:  # off for unpaced runs: they are meant to use a core
+        found.insert(0, _Threshold(REASON_CPU, 0, cfg.cpu_enter_pct, cfg.cpu_exit_pct, " %", *cpu))
     if cfg.memory_enter_mb is not None:
         enter_mb = cfg.memory_enter_mb
         exit_mb = cfg.memory_exit_mb or enter_mb * DEFAULT_MEMORY_EXIT_FRACTION

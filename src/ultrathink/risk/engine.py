@@ -59,7 +59,6 @@ class RiskEngine:
     """Applies ``RiskConfig`` to requests and owns the ``TradingState``."""
 
     def __init__(self, config: RiskConfig, account: AccountView, orders: OrdersView) -> None:
-        self.config = config
         self._account = account
         self._orders = orders
         self.state = TradingState.ACTIVE
@@ -68,18 +67,25 @@ class RiskEngine:
         self._next_day_ns = -(2**62)
         self.day_start_equity = 0.0
         self.daily_loss_breached = False
-        # breach thresholds as "equity below reference × keep"; -inf disables the check
-        dd, daily = config.max_drawdown_pct, config.max_daily_loss_pct
-        self._dd_keep = 1.0 - dd / 100.0 if dd is not None else -_INF
-        self._daily_keep = 1.0 - daily / 100.0 if daily is not None else -_INF
         self._last_equity = 0.0
         self._reducing_code = DenyReason.REDUCE_ONLY
         #: called once per breach of the daily-loss or drawdown limit (e.g. the kill switch)
         self.breach_listener: Callable[[DenyReason, str], None] | None = None
-        #: False when no equity-based limit is set: the kernel then skips ``on_equity``
-        self.needs_equity = dd is not None or daily is not None
+        #: symbols an operator disabled: only reducing orders pass in them
+        self.disabled_symbols: set[str] = set()
         self.n_approved = 0
         self.n_denied = 0
+        self.reconfigure(config)
+
+    def reconfigure(self, config: RiskConfig) -> None:
+        """Apply new limits from the next order on (an operator override at runtime)."""
+        self.config = config
+        # breach thresholds as "equity below reference × keep"; -inf disables the check
+        dd, daily = config.max_drawdown_pct, config.max_daily_loss_pct
+        self._dd_keep = 1.0 - dd / 100.0 if dd is not None else -_INF
+        self._daily_keep = 1.0 - daily / 100.0 if daily is not None else -_INF
+        #: False when no equity-based limit is set: the kernel then skips ``on_equity``
+        self.needs_equity = dd is not None or daily is not None
         # limits as plain floats (inf = off): the checks run on every order
         self._max_open = _or_inf(config.max_open_orders)
         self._band_pct = _or_inf(config.price_band_pct)
@@ -167,6 +173,10 @@ class RiskEngine:
         if not reduces and (req.reduce_only or self.state is not TradingState.ACTIVE
                             or self.daily_loss_breached):  # fmt: skip
             return self._deny_increase(req)
+        if not reduces and self.disabled_symbols and req.symbol in self.disabled_symbols:
+            return DenyReason.SYMBOL_DISABLED, (
+                f"{req.symbol} is disabled by an operator; only reducing orders pass"
+            )
         if self._orders.n_open_orders() >= self._max_open:
             return DenyReason.MAX_OPEN_ORDERS, (
                 f"{self.config.max_open_orders} orders already working"

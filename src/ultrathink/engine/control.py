@@ -1,0 +1,264 @@
+"""Operator control of a running session: commands queued by any thread, run by the kernel.
+
+The HTTP endpoint (``web/control_api.py``) and Python callers hand a validated command
+(``hardening/overrides.py``) to ``SessionControl.execute``, which queues it and waits; the
+kernel thread runs queued commands at every new timestamp and, in a paced session, while it
+waits for the next bar (every 20 ms). A command that has not started when its caller gives
+up is cancelled, never run late. ``apply`` runs a command directly on the kernel thread
+(from a strategy, a test, or before/after the run).
+
+Every command that changes something writes an ``operator.<action>`` audit row with who,
+when (wall clock, UTC), what, the reason, and the fields it changed before and after; a
+refused command writes ``operator.refused``. ``status`` only reads and is not audited.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+from collections.abc import Callable, Sequence
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from ultrathink.core.enums import DenyReason, TradingState
+from ultrathink.core.times import iso_ns
+from ultrathink.engine.metrics import RunMetrics
+from ultrathink.hardening.overrides import (
+    MUTABLE_LIMITS,
+    Command,
+    Flatten,
+    ForceBreaker,
+    Halt,
+    OverrideError,
+    Reduce,
+    Resume,
+    SetLimit,
+    Status,
+    SymbolSwitch,
+)
+from ultrathink.risk.config import RiskConfig
+
+if TYPE_CHECKING:
+    from ultrathink.engine.kernel import Kernel
+
+_Item = tuple[Command, "Future[dict[str, Any]]"]
+
+
+class SessionControl:
+    """Runs operator commands against one kernel; see the module docstring."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        symbols: Sequence[str],
+        metrics: RunMetrics,
+        wall_ns: Callable[[], int],
+    ) -> None:
+        self._kernel = kernel
+        self._symbols = tuple(symbols)
+        self.metrics = metrics
+        self._wall_ns = wall_ns
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._handlers: dict[type, Callable[[Any], str]] = {
+            Halt: self._halt,
+            Resume: self._resume,
+            Reduce: self._reduce,
+            Flatten: self._flatten,
+            SetLimit: self._set_limit,
+            SymbolSwitch: self._symbol_switch,
+            ForceBreaker: self._force_breaker,
+            Status: lambda cmd: "",
+        }
+
+    # -- any thread -------------------------------------------------------------------------
+    def execute(self, command: Command, timeout_s: float) -> dict[str, Any]:
+        """Queue ``command`` for the kernel thread and wait for its result.
+
+        Raises ``OverrideError`` if it cannot apply and ``TimeoutError`` if the session did
+        not run it within ``timeout_s`` (it is then cancelled and never runs).
+        """
+        future: Future[dict[str, Any]] = Future()
+        self._queue.put((command, future))
+        try:
+            return future.result(timeout_s)
+        except (FutureTimeout, CancelledError):
+            if future.cancel():
+                raise TimeoutError(
+                    f"the session did not run {command.action!r} within {timeout_s:g} s "
+                    "(is it still running?); the command was cancelled"
+                ) from None
+            return future.result()  # it started meanwhile: wait for the outcome
+
+    def metrics_text(self) -> bytes:
+        """The session's metrics in the Prometheus text format."""
+        k = self._kernel
+        self.metrics.bars.set(k.n_bars_seen)
+        self.metrics.equity.set(k.portfolio.equity())
+        return self.metrics.exposition()
+
+    # -- kernel thread ----------------------------------------------------------------------
+    def drain(self) -> None:
+        """Run every queued command (called by the kernel between bars)."""
+        q = self._queue
+        while not q.empty():
+            command, future = q.get_nowait()
+            if not future.set_running_or_notify_cancel():
+                continue  # its caller gave up: never run late
+            try:
+                future.set_result(self.apply(command))
+            except Exception as exc:
+                future.set_exception(exc)
+
+    def apply(self, command: Command) -> dict[str, Any]:
+        """Run ``command`` now, on the kernel thread; return action, before, after, message."""
+        handler = self._handlers[type(command)]
+        before = self.snapshot()
+        try:
+            message = handler(command)
+        except OverrideError as exc:
+            self.metrics.operator_commands.labels(command.action, "refused").inc()
+            self._audit("operator.refused", command, {"error": str(exc)})
+            raise
+        after = self.snapshot()
+        self.metrics.operator_commands.labels(command.action, "ok").inc()
+        changed = [k for k in after if after[k] != before[k]]
+        result = {
+            "action": command.action,
+            "ok": True,
+            "message": message,
+            "before": {k: before[k] for k in changed},
+            "after": {k: after[k] for k in changed},
+        }
+        if isinstance(command, Status):  # the whole state, not a difference
+            result["before"], result["after"] = {}, after
+        else:
+            self._audit(f"operator.{command.action}", command, result)
+        return result
+
+    def snapshot(self) -> dict[str, Any]:
+        """The session state an operator sees and that commands change."""
+        k = self._kernel
+        risk, pf = k.risk, k.portfolio
+        snap: dict[str, Any] = {
+            "trading_state": risk.state.value,
+            "state_reason": risk.state_reason,
+            "disabled_symbols": sorted(risk.disabled_symbols),
+            "limits": {name: getattr(risk.config, name) for name in MUTABLE_LIMITS},
+            "positions": {s: p.quantity for s, p in sorted(pf.positions().items()) if p.quantity},
+            "open_orders": len(k.broker.open_orders()),
+            "equity": round(pf.equity(), 2),
+            "bars_processed": k.n_bars_seen,
+            "clock": iso_ns(k.clock.now_ns()),
+        }
+        if k.guards is not None:
+            snap.update(k.guards.snapshot())
+        return snap
+
+    # -- handlers: each returns a message or raises OverrideError ---------------------------
+    def _halt(self, cmd: Halt) -> str:
+        kill = self._kill()
+        n = kill.trigger(cmd.reason or "operator halt", source=f"operator {cmd.operator}",
+                         flatten=cmd.flatten)  # fmt: skip
+        return f"HALTED; working orders cancelled; {n} flatten orders sent"
+
+    def _resume(self, cmd: Resume) -> str:
+        risk, guards = self._kernel.risk, self._kernel.guards
+        if risk.state is TradingState.ACTIVE:
+            raise OverrideError("trading is already ACTIVE: nothing to resume")
+        if risk.state is TradingState.HALTED:
+            self._kill().resume(cmd.operator, cmd.reason)
+        else:
+            risk.set_state(TradingState.ACTIVE, f"resumed by {cmd.operator}: {cmd.reason}")
+        if guards is not None:  # automatic REDUCING (stale data, degraded) still applies
+            guards.arbiter.clear_operator()
+            guards.arbiter.apply()
+        return f"trading is {risk.state.value}"
+
+    def _reduce(self, cmd: Reduce) -> str:
+        risk, guards = self._kernel.risk, self._kernel.guards
+        if risk.state is TradingState.HALTED:
+            raise OverrideError("trading is HALTED: resume first, then set REDUCING")
+        detail = f"{cmd.operator}: {cmd.reason or 'operator order'}"
+        if guards is not None:
+            guards.arbiter.reduce("operator", DenyReason.REDUCE_ONLY, detail)
+        else:
+            risk.set_state(TradingState.REDUCING, f"operator: {detail}")
+        return "REDUCING: only exposure-reducing orders pass"
+
+    def _flatten(self, cmd: Flatten) -> str:
+        k = self._kernel
+        symbols = [cmd.symbol] if cmd.symbol is not None else self._symbols
+        if cmd.symbol is not None:
+            self._known(cmd.symbol)
+        why = f"operator {cmd.operator}: {cmd.reason or 'flatten'}"
+        n = 0
+        for symbol in symbols:
+            for order in k.broker.open_orders(symbol):
+                k.ctx._cancel(order.client_order_id, why)
+            qty = k.portfolio.position(symbol)
+            if qty:
+                k.ctx.submit_flatten(symbol, -qty, why)
+                n += 1
+        return f"{n} flatten orders sent (they fill at the next bar of each symbol)"
+
+    def _set_limit(self, cmd: SetLimit) -> str:
+        risk = self._kernel.risk
+        values = risk.config.model_dump()
+        values[cmd.limit] = cmd.value
+        try:
+            new = RiskConfig(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise OverrideError(f"{cmd.limit} {err['msg'].lower()}, was {cmd.value!r}") from None
+        risk.reconfigure(new)
+        return f"{cmd.limit} = {cmd.value}"
+
+    def _symbol_switch(self, cmd: SymbolSwitch) -> str:
+        self._known(cmd.symbol)
+        disabled = self._kernel.risk.disabled_symbols
+        if cmd.action == "disable_symbol":
+            disabled.add(cmd.symbol)
+            return f"{cmd.symbol} disabled: only reducing orders pass"
+        disabled.discard(cmd.symbol)
+        return f"{cmd.symbol} enabled"
+
+    def _force_breaker(self, cmd: ForceBreaker) -> str:
+        guards = self._kernel.guards
+        if guards is None:
+            raise OverrideError(
+                "circuit breakers are off in this run (hardening.enabled = false); "
+                "start the session with hardening on"
+            )
+        breaker = guards.breakers[cmd.breaker]
+        why = f"{cmd.operator}: {cmd.reason or 'operator order'}"
+        if cmd.state == "open":
+            breaker.force_open(why)
+        else:
+            breaker.force_closed(why)
+        return f"breaker {cmd.breaker} is {breaker.state.value}"
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _kill(self) -> Any:
+        kill = self._kernel.kill_switch
+        if kill is None:
+            raise OverrideError("this session has no kill switch wired")
+        return kill
+
+    def _known(self, symbol: str) -> None:
+        if symbol not in self._symbols:
+            raise OverrideError(
+                f"unknown symbol {symbol!r}; this session trades {', '.join(self._symbols)}"
+            )
+
+    def _audit(self, kind: str, command: Command, result: dict[str, Any]) -> None:
+        record = {
+            "who": command.operator,
+            "when": iso_ns(self._wall_ns()),
+            "what": command.model_dump(exclude={"operator", "reason"}),
+            "reason": command.reason,
+            **{k: v for k, v in result.items() if k in ("before", "after", "message", "error")},
+        }
+        self._kernel.ctx.audit(kind, json.dumps(record, sort_keys=True, default=str))

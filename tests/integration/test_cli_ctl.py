@@ -1,0 +1,304 @@
+"""``ultrathink ctl`` end to end: the real client against a real ControlServer on localhost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ultrathink.cli_ctl import TOKEN_ENV, add_ctl_parser
+from ultrathink.hardening.overrides import (
+    Command,
+    Flatten,
+    ForceBreaker,
+    Halt,
+    OverrideError,
+    Reduce,
+    Resume,
+    SetLimit,
+    Status,
+    SymbolSwitch,
+)
+from ultrathink.web import default_session_file
+from ultrathink.web.control_api import ControlServer
+
+
+class FakeChannel:
+    """The engine's stand-in: records commands, flips the trading state, knows SPY only."""
+
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+        self.state: dict[str, Any] = {"trading_state": "ACTIVE", "limits": {"max_dd": 20.0}}
+
+    def execute(self, command: Command, timeout_s: float) -> dict[str, Any]:
+        self.commands.append(command)
+        symbol = getattr(command, "symbol", None)
+        if symbol not in (None, "SPY"):
+            raise OverrideError(f"symbol must be one of SPY, was {symbol!r}")
+        before = json.loads(json.dumps(self.state))
+        states = {"halt": "HALTED", "resume": "ACTIVE", "reduce": "REDUCING"}
+        self.state["trading_state"] = states.get(command.action, self.state["trading_state"])
+        if isinstance(command, SetLimit):
+            self.state["limits"]["max_dd"] = command.value
+        message = "positions flattened" if isinstance(command, Halt) and command.flatten else ""
+        after = self.state
+        return {
+            "action": command.action,
+            "ok": True,
+            "before": before,
+            "after": after,
+            "message": message,
+        }
+
+    def metrics_text(self) -> bytes:
+        return b""
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Ctl = Callable[..., Result]
+
+
+@pytest.fixture
+def session() -> Iterator[tuple[ControlServer, FakeChannel]]:
+    channel = FakeChannel()
+    server = ControlServer(channel, session_file=default_session_file())
+    server.start(extra={"run_id": "run-1"})
+    yield server, channel
+    server.stop()
+
+
+@pytest.fixture
+def ctl(capsys: pytest.CaptureFixture[str]) -> Ctl:
+    """``ultrathink ctl ...`` through a parser built with ``add_ctl_parser`` only."""
+    parser = argparse.ArgumentParser(prog="ultrathink")
+    add_ctl_parser(parser.add_subparsers(dest="command", required=True))
+
+    def invoke(*argv: str) -> Result:
+        capsys.readouterr()
+        try:
+            args = parser.parse_args(["ctl", *argv])
+            code = args.func(args)
+        except SystemExit as exc:  # argparse: --help and usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return invoke
+
+
+def test_status_prints_the_session_state(session: Any, ctl: Ctl) -> None:
+    _, channel = session
+
+    result = ctl("status", "--operator", "alice")
+
+    assert (result.code, result.err) == (0, "")
+    assert result.out == "status:\n  trading_state: ACTIVE\n  limits.max_dd: 20.0\n"
+    assert channel.commands == [Status(operator="alice")]
+
+
+def test_halt_prints_what_changed(session: Any, ctl: Ctl) -> None:
+    _, channel = session
+
+    result = ctl("halt", "--operator", "alice", "--reason", "feed stale")
+
+    assert result.code == 0
+    assert result.out == "halt: trading_state ACTIVE → HALTED (positions flattened)\n"
+    assert channel.commands == [Halt(operator="alice", reason="feed stale")]
+
+
+def test_json_prints_the_raw_result(session: Any, ctl: Ctl) -> None:
+    result = ctl("halt", "--no-flatten", "--operator", "alice", "--json")
+
+    answer = json.loads(result.out)
+    assert answer["after"]["trading_state"] == "HALTED"
+    assert answer["action"] == "halt"
+
+
+def limit(name: str, value: float | None) -> SetLimit:
+    return SetLimit(operator="op", limit=name, value=value)
+
+
+ARGV_TO_COMMAND = [
+    (("halt", "--no-flatten"), Halt(operator="op", flatten=False)),
+    (("resume", "--reason", "fixed"), Resume(operator="op", reason="fixed")),
+    (("reduce",), Reduce(operator="op")),
+    (("flatten", "SPY"), Flatten(operator="op", symbol="SPY")),
+    (("flatten", "--all"), Flatten(operator="op", symbol=None)),
+    (("set-limit", "max_drawdown_pct", "15"), limit("max_drawdown_pct", 15.0)),
+    (("set-limit", "max_open_orders", "off"), limit("max_open_orders", None)),
+    (("set-limit", "price_band_pct", "None"), limit("price_band_pct", None)),
+    (("disable", "SPY"), SymbolSwitch(action="disable_symbol", operator="op", symbol="SPY")),
+    (("enable", "SPY"), SymbolSwitch(action="enable_symbol", operator="op", symbol="SPY")),
+    (
+        ("breaker", "execution", "open"),
+        ForceBreaker(operator="op", breaker="execution", state="open"),
+    ),
+    (("status",), Status(operator="op")),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"), ARGV_TO_COMMAND, ids=[" ".join(argv) for argv, _ in ARGV_TO_COMMAND]
+)
+def test_each_subcommand_sends_its_command(
+    session: Any, ctl: Ctl, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...], expected: Any
+) -> None:
+    monkeypatch.setenv("USER", "op")  # the default operator
+    _, channel = session
+
+    result = ctl(*argv)
+
+    assert (result.code, result.err) == (0, "")
+    assert channel.commands == [expected]
+
+
+def test_set_limit_with_a_bad_value_exits_2_with_the_session_message(
+    session: Any, ctl: Ctl
+) -> None:
+    result = ctl("set-limit", "max_drawdown_pct", "lots", "--operator", "alice")
+
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith("error: invalid set_limit command: value:")
+    assert "'lots'" in result.err
+    assert "(HTTP 422)" in result.err
+    assert "Traceback" not in result.err
+
+
+def test_resume_without_reason_exits_2_naming_reason(session: Any, ctl: Ctl) -> None:
+    result = ctl("resume", "--operator", "alice")
+
+    assert result.code == 2
+    assert "reason" in result.err
+
+
+def test_command_the_session_refuses_exits_2(session: Any, ctl: Ctl) -> None:
+    result = ctl("disable", "TSLA", "--operator", "alice")
+
+    assert result.code == 2
+    assert result.err == "error: symbol must be one of SPY, was 'TSLA' (HTTP 409)\n"
+
+
+def test_flatten_needs_a_symbol_or_all(session: Any, ctl: Ctl) -> None:
+    assert ctl("flatten").code == 2
+    assert ctl("flatten", "SPY", "--all").code == 2
+
+
+def test_no_session_file_exits_2_saying_how_to_start_one(ctl: Ctl, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "control.json"
+
+    result = ctl("status", "--session", str(missing))
+
+    assert result.code == 2
+    assert result.err == (
+        f"error: no running paper session found at {missing} (start one with "
+        "`ultrathink paper`, or pass --url and --token)\n"
+    )
+
+
+def test_default_session_file_missing_exits_2(ctl: Ctl) -> None:
+    result = ctl("halt")
+
+    assert result.code == 2
+    assert f"no running paper session found at {default_session_file()}" in result.err
+
+
+def test_wrong_token_exits_2_with_the_server_message(session: Any, ctl: Ctl) -> None:
+    server, channel = session
+
+    result = ctl("halt", "--url", server.url, "--token", "guess")
+
+    assert result.code == 2
+    assert "wrong bearer token" in result.err
+    assert "(HTTP 401)" in result.err
+    assert channel.commands == []
+
+
+def test_url_and_token_from_the_environment(
+    session: Any, ctl: Ctl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, channel = session
+    monkeypatch.setenv(TOKEN_ENV, server.token)
+
+    result = ctl("reduce", "--url", server.url + "/", "--operator", "alice")
+
+    assert result.code == 0
+    assert channel.commands == [Reduce(operator="alice")]
+
+
+def test_url_without_token_exits_2(ctl: Ctl) -> None:
+    result = ctl("status", "--url", "http://127.0.0.1:9")
+
+    assert result.code == 2
+    assert TOKEN_ENV in result.err
+
+
+def test_stale_session_file_exits_2_connection_refused(ctl: Ctl, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({"url": f"http://127.0.0.1:{port}", "token": "t", "pid": 1}))
+
+    result = ctl("status", "--session", str(stale))
+
+    assert result.code == 2
+    assert "connection refused" in result.err
+
+
+def test_session_file_without_url_exits_2(ctl: Ctl, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+
+    result = ctl("status", "--session", str(bad))
+
+    assert result.code == 2
+    assert "not a control session file" in result.err
+
+
+def test_session_file_is_removed_when_the_session_stops(ctl: Ctl) -> None:
+    with ControlServer(FakeChannel(), session_file=default_session_file()):
+        running = ctl("status", "--operator", "alice")
+
+    stopped = ctl("status", "--operator", "alice")
+
+    assert running.code == 0
+    assert stopped.code == 2
+    assert "no running paper session" in stopped.err
+
+
+HELP = {
+    (): ("status", "halt", "resume", "reduce", "flatten", "set-limit", "disable", "enable",
+         "breaker"),
+    ("status",): ("--operator", "--reason", "--session", "--url", "--token", "--json"),
+    ("halt",): ("--no-flatten", "--session"),
+    ("resume",): ("--reason",),
+    ("reduce",): ("--operator",),
+    ("flatten",): ("SYMBOL", "--all"),
+    ("set-limit",): ("NAME", "VALUE", "off"),
+    ("disable",): ("SYMBOL",),
+    ("enable",): ("SYMBOL",),
+    ("breaker",): ("NAME", "open", "closed"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", list(HELP), ids=lambda c: " ".join(c) or "ctl")
+def test_help_exits_0_and_lists_options(ctl: Ctl, command: tuple[str, ...]) -> None:
+    result = ctl(*command, "--help")
+
+    assert result.code == 0
+    assert result.out.startswith(f"usage: ultrathink ctl {' '.join(command)}".rstrip())
+    for option in HELP[command]:
+        assert option in result.out
