@@ -24,8 +24,7 @@ Handler = Callable[[argparse.Namespace], int]
 def _add_run_options(p: argparse.ArgumentParser, *, paper: bool = False) -> None:
     p.add_argument(
         "--strategy",
-        default="sma_cross",
-        help="built-in name (sma_cross, buy_and_hold, ml) or FILE.py[:Class]",
+        help="built-in name (sma_cross (default), buy_and_hold, ml) or FILE.py[:Class]",
     )
     p.add_argument(
         "--param",
@@ -36,8 +35,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, paper: bool = False) -> None
     )
     p.add_argument(
         "--data",
-        default="sp500",
-        help="sp500 | nasdaq | PATH.csv | PATH.parquet | synthetic[:k=v,...]",
+        help="sp500 (default) | nasdaq | PATH.csv | PATH.parquet | synthetic[:k=v,...]",
     )
     p.add_argument("--start", help="first date to use (UTC, e.g. 2005-01-01)")
     p.add_argument("--end", help="last date to use (inclusive)")
@@ -66,6 +64,12 @@ def _add_run_options(p: argparse.ArgumentParser, *, paper: bool = False) -> None
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.add_argument("--report", metavar="PATH.html", help="write an HTML report")
     if paper:
+        p.add_argument(
+            "--resume",
+            type=int,
+            metavar="RUN_ID",
+            help="continue a paper run after a crash: reconcile with the venue, then trade on",
+        )
         p.add_argument(
             "--no-control",
             action="store_true",
@@ -114,30 +118,56 @@ def _positive(text: str, name: str) -> float:
 def run_command(args: argparse.Namespace, mode: str = "backtest") -> int:
     """Backtest, paper and run share this path: config, strategy, data, run, output."""
     from ultrathink import services
-    from ultrathink.cli_output import print_summary, progress_bar
+    from ultrathink.cli_output import progress_bar
 
     realistic = mode != "backtest"
     overrides = _overrides(args)
     if mode == "paper" and not args.no_control:
         overrides["control"] = {"enabled": True}
+    resume = getattr(args, "resume", None)
+    if resume is not None:  # the stored run's strategy, data and config, unless given again
+        return _resume(args, resume, overrides)
     config = services.engine_config(
         realistic=realistic, config_path=args.config, overrides=overrides
     )
     params: dict[str, Any] = services.parse_params(args.param)
     if args.model:
         params["model"] = args.model
-    strategy = services.make_strategy(args.strategy, params)
+    strategy = services.make_strategy(args.strategy or "sma_cross", params)
     if hasattr(strategy, "attach_model"):  # the ml strategy: verified, compiled model
         registry = services.registry_root(args.registry, args.db)
         version = getattr(strategy.params, "model", None)
         strategy.attach_model(services.load_model_bundle(registry, version))
         config = config.model_copy(update={"measure_latency": True})
-    data = services.slice_data(services.load(args.data), args.start, args.end)
+    data = services.slice_data(services.load(args.data or "sp500"), args.start, args.end)
     db = None if args.no_store else services.resolve_db(args.db)
     _announce_pacing(data.end_ns - data.start_ns, len(data), config.speed)
     with progress_bar(len(data), enabled=not args.json) as progress:
         result = services.run_strategy(strategy, data, config, mode=mode, db_path=db,
                                        progress=progress)  # fmt: skip
+    return _output(args, result)
+
+
+def _resume(args: argparse.Namespace, run_id: int, overrides: dict[str, Any]) -> int:
+    from ultrathink import services
+    from ultrathink.cli_output import progress_bar
+
+    if args.no_store:
+        raise UltrathinkError("--resume needs the store the run was written to (drop --no-store)")
+    db = services.resolve_db(args.db)
+    strategy, data, config = services.resumable_run(
+        db, run_id, strategy_spec=args.strategy, data_spec=args.data, start=args.start,
+        end=args.end, control=overrides.get("control"), registry=args.registry,
+    )  # fmt: skip
+    with progress_bar(len(data), enabled=not args.json) as progress:
+        result = services.run_strategy(strategy, data, config, mode="paper", db_path=db,
+                                       progress=progress, resume_run_id=run_id)  # fmt: skip
+    return _output(args, result)
+
+
+def _output(args: argparse.Namespace, result: Any) -> int:
+    from ultrathink.cli_output import print_summary
+
     report = None
     if args.report:
         from ultrathink.engine.report import write_report

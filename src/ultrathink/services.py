@@ -81,11 +81,47 @@ def run_strategy(
     mode: str = "backtest",
     db_path: Path | None = None,
     progress: ProgressFn | None = None,
+    resume_run_id: int | None = None,
 ) -> RunResult:
-    """Run ``strategy`` over ``data`` (backtest or paper) and persist it when ``db_path``."""
+    """Run ``strategy`` over ``data`` (backtest or paper) and persist it when ``db_path``.
+
+    ``resume_run_id`` continues that stored paper run after a crash (same data).
+    """
     if len(data) == 0:
         raise DataSourceError(f"data {data.name!r} has no bars")
-    return run(RunSpec(strategy, data, config, mode, db_path), progress)
+    return run(RunSpec(strategy, data, config, mode, db_path, resume_run_id), progress)
+
+
+def resumable_run(
+    db_path: Path,
+    run_id: int,
+    *,
+    strategy_spec: str | None = None,
+    data_spec: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    control: dict[str, Any] | None = None,
+    registry: str | None = None,
+) -> tuple[Strategy, MarketData, EngineConfig]:
+    """Strategy, data and config of a stored paper run, to resume it after a crash.
+
+    The stored strategy name, parameters, data name and configuration are used unless a
+    strategy file or data spec is given again (a user strategy from a file, sliced data).
+    """
+    if not db_path.exists():
+        raise ConfigError(f"store {db_path} does not exist; pass the --db the run used")
+    with Store(db_path) as store:
+        record = store.get_run(run_id)
+    values = dict(record.config)
+    if control is not None:
+        values["control"] = control
+    config = EngineConfig(**values)
+    strategy = make_strategy(strategy_spec or record.strategy, dict(record.params))
+    if hasattr(strategy, "attach_model"):
+        version = getattr(strategy.params, "model", None)
+        strategy.attach_model(load_model_bundle(registry_root(registry, str(db_path)), version))
+    name = data_spec or record.data_name.removeprefix("embedded:")
+    return strategy, slice_data(load(name), start, end), config
 
 
 def resolve_db(path: str | Path | None) -> Path:

@@ -56,7 +56,11 @@ class TradingContext:
         self._sizing = sizing
         self._weight = sizing.fraction / max(n_symbols, 1)
         self._recorder = recorder
+        self._ids_prefix = id_prefix
         self._ids = IdGenerator(id_prefix)
+        self._reissue: dict[str, Order] = {}
+        #: True while a restart replays history: orders and audit rows are suppressed
+        self.shadow = False
         self._pending: dict[str, float] = {}
         self._n_open = 0
         self.status_counts: dict[OrderStatus, int] = {}
@@ -74,6 +78,37 @@ class TradingContext:
         self.broker: Broker
         self.risk: RiskEngine
         self.strategy: Strategy
+
+    # -- restarts (engine/recovery.py) -----------------------------------------------------
+    def resume_ids(self, last_seq: int) -> None:
+        """Continue client order ids after ``last_seq`` (the store's last)."""
+        self._ids = IdGenerator(self._ids_prefix, last_seq)
+
+    def id_seq(self, client_order_id: str) -> int:
+        """The sequence number in one of this context's client order ids (0 if foreign)."""
+        head, _, seq = client_order_id.rpartition("-")
+        return int(seq) if head == self._ids_prefix and seq.isdigit() else 0
+
+    def expect_reissue(self, orders: dict[str, Order]) -> None:
+        """Venue orders placed after the store's last bar: a re-issued id is adopted."""
+        self._reissue = dict(orders)
+
+    def adopt_working_order(self, order: Order) -> None:
+        """Count a working order restored from the venue as pending."""
+        self._pending[order.symbol] = self._pending.get(order.symbol, 0.0) + order.signed_remaining
+        self._n_open += 1
+
+    def _adopted(self, req: OrderRequest) -> bool:
+        # the same decision as before the crash: the venue already has this order
+        order = self._reissue.pop(req.client_order_id, None)
+        if order is None:
+            return False
+        same = (order.symbol, order.side, order.quantity, order.order_type, order.tag) == (
+            req.symbol, req.side, req.quantity, req.order_type, req.tag
+        )  # fmt: skip
+        if not same:
+            self.audit("recovery.id_clash", f"{req.client_order_id} differs from the venue's")
+        return same
 
     def attach(self, broker: Broker, risk: RiskEngine, strategy: Strategy) -> None:
         """Connect the collaborators that are built with this context."""
@@ -101,11 +136,19 @@ class TradingContext:
         tag: str,
     ) -> str:
         """Build the request, run risk, and send it to the broker if approved."""
+        if self.shadow:
+            return ""
         coid = self._ids.next()
         req = OrderRequest(
             coid, self._clock.now_ns(), symbol, side, float(quantity), order_type,
             limit_price, stop_price, tif, reduce_only, tag,
         )  # fmt: skip
+        if self._reissue:
+            if self._adopted(req):
+                return coid
+            while coid in self._reissue or self.broker.get_order(coid) is not None:
+                coid = self._ids.next()  # a clash: never reuse an id the venue knows
+            req = req._replace(client_order_id=coid)
         self._recorder.request(req)
         denied = self._pre_trade(req)
         if denied is not None:
@@ -223,6 +266,8 @@ class TradingContext:
         return coid
 
     def cancel(self, client_order_id: str) -> bool:
+        if self.shadow:
+            return False
         return self._cancel(client_order_id, "cancelled by strategy")
 
     def _cancel(self, client_order_id: str, reason: str) -> bool:
@@ -240,9 +285,12 @@ class TradingContext:
 
     def audit(self, kind: str, detail: str) -> None:
         """Append a free-form row (e.g. ``decision.hold``) to the run's audit trail."""
-        self._recorder.audit((self._clock.now_ns(), kind, detail))
+        if not self.shadow:
+            self._recorder.audit((self._clock.now_ns(), kind, detail))
 
     def cancel_all(self, symbol: str | None) -> int:
+        if self.shadow:
+            return 0
         n = 0
         for order in self.broker.open_orders(symbol):
             n += self._cancel(order.client_order_id, "cancel_all by strategy")

@@ -21,7 +21,7 @@ import gc
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 from ultrathink.core.clock import LiveClock, TestClock
@@ -33,6 +33,7 @@ from ultrathink.engine.guards import Guards
 
 if TYPE_CHECKING:
     from ultrathink.engine.control import SessionControl
+    from ultrathink.engine.recovery import RecoveryReport
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
 from ultrathink.errors import StrategyError
@@ -132,18 +133,55 @@ class Kernel:
         self.on_tick: Callable[[], None] | None = None
         #: operator commands (``engine/control.py``), set by the wiring
         self.control: SessionControl
+        #: what a restart reconciled (``engine/recovery.py``); None for a fresh run
+        self.recovery: RecoveryReport | None = None
         self.n_bars = 0
+        #: bars replayed to warm up after a restart (not traded)
+        self.n_warm = 0
         #: bars processed, updated at every tick (for status while running)
         self.n_bars_seen = 0
         self._buf: tuple[list[int], list[float]] = ([], [])
 
-    def run(self, data: MarketData, progress: ProgressFn | None = None) -> None:
-        """Replay ``data`` to the end (or until the strategy raises)."""
+    def run(
+        self,
+        data: MarketData,
+        progress: ProgressFn | None = None,
+        warmup: MarketData | None = None,
+    ) -> None:
+        """Replay ``data`` to the end (or until the strategy raises).
+
+        ``warmup`` (a restart) is replayed first with orders and audit rows suppressed, to
+        bring indicators and the strategy back to where they were.
+        """
         self.strategy.bind(self.ctx)
         with paused_gc():  # see the module docstring
             self._hook("on_start")
+            if warmup is not None:
+                self._warm_up(warmup)
             self._loop(data, progress)
             self._hook("on_stop")
+
+    def _warm_up(self, data: MarketData) -> None:
+        ctx, clock, mark = self.ctx, self.clock, self.portfolio.mark
+        observe = getattr(self.broker, "observe", None)
+        updaters: dict[str, tuple[Callable[[float], object], ...]] = {}
+        ctx.shadow = True
+        try:
+            for bar in data.iter_bars():
+                clock.set_ns(max(bar.ts_ns, clock.now_ns()))
+                mark(bar.symbol, bar.close)
+                if observe is not None:
+                    observe(bar)
+                ups = updaters.get(bar.symbol)
+                if ups is None:
+                    ups = updaters[bar.symbol] = self._indicator_updaters(bar.symbol)
+                for update in ups:
+                    update(bar.close)
+                with suppress(Exception):  # its decisions are discarded anyway
+                    self.strategy.on_bar(bar)
+                self.n_warm += 1
+        finally:
+            ctx.shadow = False
 
     def _loop(self, data: MarketData, progress: ProgressFn | None) -> None:
         self._n = 0
@@ -264,6 +302,10 @@ class Kernel:
         self.recorder.flush(*self._buf, positions)
         for buf in self._buf:
             buf.clear()
+
+    def flush_now(self) -> None:
+        """Hand everything recorded so far to the store now (e.g. after a reconciliation)."""
+        self._flush()
 
     def finish(self) -> None:
         """Flush the last partial chunk and the final positions."""

@@ -85,6 +85,18 @@ class Recorder:
         self._state_cash.append(cash_after)
         self._state_exp.append(exposed_after)
 
+    def set_account_state(self, cash: float, exposed: bool) -> None:
+        """Set the account state that precedes every fill recorded from now on (restarts)."""
+        self._state_cash[-1] = cash
+        self._state_exp[-1] = exposed
+
+    def prepend_history(self, ts: np.ndarray, equity: np.ndarray, cash: np.ndarray) -> None:
+        """Put a restarted run's stored equity curve before what this process records."""
+        self.eq_ts.insert(0, ts)
+        self.eq_value.insert(0, equity)
+        self.eq_cash.insert(0, cash)
+        self.eq_exposed.insert(0, np.abs(equity - cash) > 1e-9 * np.abs(equity))
+
     def flush(
         self,
         ts: list[int],

@@ -30,7 +30,10 @@ from ultrathink.engine.kernel import Kernel, Pacer, ProgressFn, paused_gc
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.metrics import RunMetrics
 from ultrathink.engine.recorder import Recorder
+from ultrathink.engine.recovery import journal_path, recover
 from ultrathink.engine.results import RunResult
+from ultrathink.errors import ConfigError
+from ultrathink.execution.journal import VenueJournal
 from ultrathink.execution.paper import PaperBroker
 from ultrathink.hardening.crash import CrashDetector
 from ultrathink.hardening.rate_limit import OrderRateLimiter
@@ -50,6 +53,8 @@ class RunSpec:
     config: EngineConfig
     mode: str = "backtest"  # backtest | paper | run
     db_path: Path | None = None
+    #: continue this stored paper run after a crash (``engine/recovery.py``)
+    resume_run_id: int | None = None
 
 
 @lru_cache(maxsize=1)
@@ -77,7 +82,10 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
     run_id: int | None = None
     data_hash = spec.data.sha256()
     try:
-        if store is not None and spec.db_path is not None:
+        if store is not None and spec.resume_run_id is not None:
+            run_id = _reopen(store, spec, data_hash)
+            writer = ProcessStoreWriter(spec.db_path)  # type: ignore[arg-type]
+        elif store is not None and spec.db_path is not None:
             run_id = store.create_run(
                 kind=spec.mode,
                 strategy=spec.strategy.name,
@@ -89,7 +97,7 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
                 started_ns=time.time_ns(),
             )
             writer = ProcessStoreWriter(spec.db_path)
-        result, status = _drive(spec, run_id, writer, data_hash, progress)
+        result, status = _drive(spec, run_id, writer, data_hash, progress, store)
     except BaseException:
         if writer is not None:
             writer.close()
@@ -105,29 +113,71 @@ def run(spec: RunSpec, progress: ProgressFn | None = None) -> RunResult:
     return result
 
 
+def _reopen(store: Store, spec: RunSpec, data_hash: str) -> int:
+    run_id = spec.resume_run_id
+    assert run_id is not None
+    record = store.get_run(run_id)
+    if record.kind != "paper":
+        raise ConfigError(f"run {run_id} is a {record.kind} run; only paper runs resume")
+    if record.status == "completed":
+        raise ConfigError(f"run {run_id} already completed; nothing to resume")
+    if record.data_hash != data_hash:
+        raise ConfigError(
+            f"the data differs from run {run_id}'s ({record.data_name}): pass the same "
+            "--data, --start and --end as the original run"
+        )
+    store.reopen_run(run_id)
+    return run_id
+
+
+def _journal(spec: RunSpec, run_id: int | None) -> VenueJournal | None:
+    # a paper session's venue keeps durable state next to the store (crash-safe restarts)
+    if spec.mode != "paper" or spec.db_path is None or run_id is None:
+        return None
+    path = journal_path(spec.db_path, run_id)
+    if spec.resume_run_id is not None and not path.exists():
+        raise ConfigError(
+            f"run {run_id} has no venue journal at {path}: its orders cannot be reconciled"
+        )
+    return VenueJournal(path)
+
+
 def _drive(
     spec: RunSpec,
     run_id: int | None,
     writer: ProcessStoreWriter | None,
     data_hash: str,
     progress: ProgressFn | None,
+    store: Store | None,
 ) -> tuple[RunResult, str]:
     sink: Callable[[dict[str, Any]], None] | None = None
     if writer is not None and run_id is not None:
         w, rid = writer, run_id
         sink = lambda batch: w.put(WriteBatch(run_id=rid, **batch))  # noqa: E731
-    kernel = build_kernel(spec, Recorder(sink, spec.config.starting_cash))
+    journal = _journal(spec, run_id)
+    kernel = build_kernel(spec, Recorder(sink, spec.config.starting_cash), journal)
+    data, warm = spec.data, None
+    if spec.resume_run_id is not None and store is not None and run_id is not None:
+        assert isinstance(kernel.broker, PaperBroker)
+        report = recover(kernel, store, run_id, kernel.broker.restore())
+        kernel.recovery = report
+        kernel.flush_now()  # the reconciliation is durable before trading resumes
+        if report.resume_after_ts_ns is not None:
+            warm = data.between(None, report.resume_after_ts_ns)
+            data = data.between(report.resume_after_ts_ns + 1, None)
     server = _control_server(spec, kernel, run_id)
     t0 = time.perf_counter()
     status = "completed"
     with paused_gc():  # as in the kernel loop: through the final flush and drain too
         try:
-            kernel.run(spec.data, progress)
+            kernel.run(data, progress, warmup=warm)
         except KeyboardInterrupt:
             status = "interrupted"
         finally:
             if server is not None:
                 server.stop()
+            if journal is not None:
+                journal.close()
         kernel.finish()
         if writer is not None:
             writer.flush()  # every batch committed: the end of the timed run
@@ -156,14 +206,14 @@ def _control_server(spec: RunSpec, kernel: Kernel, run_id: int | None) -> Any:
     return server
 
 
-def build_kernel(spec: RunSpec, recorder: Recorder) -> Kernel:
+def build_kernel(spec: RunSpec, recorder: Recorder, journal: VenueJournal | None = None) -> Kernel:
     """Construct clock, portfolio, context, risk and broker for ``spec`` around ``recorder``."""
     cfg = spec.config
     clock = TestClock(int(spec.data.ts_ns[0]) if len(spec.data) else 0)
     portfolio = Portfolio(cfg.starting_cash)
     ctx = TradingContext(clock, portfolio, cfg.sizing, spec.data.n_symbols, recorder)
     risk = RiskEngine(cfg.risk, portfolio, ctx)
-    broker = PaperBroker(cfg.broker, clock, ctx)
+    broker = PaperBroker(cfg.broker, clock, ctx, journal)
     ctx.attach(broker, risk, spec.strategy)
     kill = KillSwitch(ctx, risk, broker, portfolio)
     _wire_hardening(cfg, clock, ctx, risk, kill)
@@ -268,7 +318,7 @@ def _result(
         data_name=spec.data.name,
         data_hash=data_hash,
         symbols=spec.data.symbols,
-        n_bars=kernel.n_bars,
+        n_bars=kernel.n_bars + kernel.n_warm,
         elapsed_s=elapsed,
         metrics=metrics,
         fills=kernel.recorder.all_fills,

@@ -6,6 +6,12 @@ market order fills at the open; a limit buy fills at min(open, limit) if low <= 
 buy triggers at max(open, stop) if high >= stop and then behaves as a market order (sells
 mirror this). Slippage moves market and stop fills against the trader; limit fills are never
 worse than their limit. Fills may be capped at a share of bar volume, leaving the rest working.
+
+Restarts: with a :class:`~ultrathink.execution.journal.VenueJournal` every change of an order's
+state is committed before the sink hears of it, so the venue is always ahead of the engine's
+own store. A new broker on the same journal calls :meth:`PaperBroker.restore` and continues:
+submits are idempotent by client order id, and an order never fills twice on one bar (bars at
+or before the bar of its last fill are skipped), so the engine may replay its last bar.
 """
 
 from __future__ import annotations
@@ -13,17 +19,40 @@ from __future__ import annotations
 from ultrathink.core.clock import Clock
 from ultrathink.core.enums import OrderType, Side, TimeInForce
 from ultrathink.core.events import Bar, Fill, OrderRequest
+from ultrathink.errors import ConfigError
 from ultrathink.execution.broker import Broker, ExecutionSink
 from ultrathink.execution.costs import PaperBrokerConfig
+from ultrathink.execution.journal import VenueJournal, VenueState
 from ultrathink.execution.orders import Order
 
 _NS_PER_MS = 1_000_000
+_NO_MARK = (0, -(2**63))  # (n fills, last fill bar ts) of an order that never filled
 
 
 class PaperBroker(Broker):
-    """Simulated venue with deterministic fills, fees, slippage, latency and volume caps."""
+    """Simulated venue with deterministic fills, fees, slippage, latency and volume caps.
 
-    def __init__(self, config: PaperBrokerConfig, clock: Clock, sink: ExecutionSink) -> None:
+    Parameters
+    ----------
+    config : PaperBrokerConfig
+        Fees, slippage, latency and liquidity.
+    clock : Clock
+        Time of submits and cancels.
+    sink : ExecutionSink
+        Hears every order event and fill.
+    journal : VenueJournal or None
+        The venue's durable state: each state change is committed to it before the sink is
+        told. A failed write raises ``PersistenceError``; the session must then stop and
+        restart from the journal. None (backtests) keeps everything in memory.
+    """
+
+    def __init__(
+        self,
+        config: PaperBrokerConfig,
+        clock: Clock,
+        sink: ExecutionSink,
+        journal: VenueJournal | None = None,
+    ) -> None:
         self._config = config
         self._clock = clock
         self._sink = sink
@@ -33,24 +62,44 @@ class PaperBroker(Broker):
         self._orders: dict[str, Order] = {}
         self._positions: dict[str, float] = {}
         self._prev_range_bps: dict[str, float] = {}
-        self._n_fills: dict[str, int] = {}
+        # open orders that filled -> (n fills, ts of the bar of the last): empty unless partials
+        self._fill_marks: dict[str, tuple[int, int]] = {}
+        self._journal = journal
         self.n_open = 0
         self._track_range = config.slippage_vol_mult > 0
         self.wants_bars = self._track_range
 
     # -- Broker interface -------------------------------------------------------------------
     def submit(self, request: OrderRequest) -> Order:
+        """Accept or reject ``request``; a client order id seen before returns its order.
+
+        The repeated submit creates nothing and reports nothing: after a restart the engine
+        may resend the requests it is not sure the venue received.
+        """
+        known = self._orders.get(request.client_order_id)
+        if known is not None:
+            return known
         now = self._clock.now_ns()
         order = Order(request, eligible_ns=now + self._latency_ns)
-        self._orders[order.client_order_id] = order
         problem = _invalid(request)
         if problem:
-            self._sink.on_order_event(order.reject(now, problem))
-            return order
-        self._sink.on_order_event(order.accept(now))
+            return self._reject(order, now, problem)
+        event = order.accept(now)
+        if self._journal is not None:
+            self._journal.record(order, updated_ns=now)
+        self._orders[order.client_order_id] = order
         self._open.setdefault(order.symbol, {})[order.client_order_id] = order
         self.n_open += 1
         self.wants_bars = True
+        self._sink.on_order_event(event)
+        return order
+
+    def _reject(self, order: Order, now_ns: int, problem: str) -> Order:
+        event = order.reject(now_ns, problem)
+        if self._journal is not None:
+            self._journal.record(order, reason=problem, updated_ns=now_ns)
+        self._orders[order.client_order_id] = order
+        self._sink.on_order_event(event)
         return order
 
     def cancel(self, client_order_id: str, reason: str) -> bool:
@@ -58,7 +107,10 @@ class PaperBroker(Broker):
         if order is None or not order.is_open:
             return False
         self._close(order)
-        self._sink.on_order_event(order.cancel(self._clock.now_ns(), reason))
+        event = order.cancel(self._clock.now_ns(), reason)
+        if self._journal is not None:
+            self._journal.record(order, reason=reason, updated_ns=event.ts_ns)
+        self._sink.on_order_event(event)
         return True
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
@@ -72,13 +124,94 @@ class PaperBroker(Broker):
     def get_order(self, client_order_id: str) -> Order | None:
         return self._orders.get(client_order_id)
 
+    # -- restart ----------------------------------------------------------------------------
+    def restore(self) -> VenueState:
+        """Rebuild this new broker from its journal after a restart; report nothing.
+
+        Restores every order (open ones back in their books), the positions (summed from the
+        fills), each open order's fill count (fill ids continue at ``-F<n+1>``, the per-order
+        fee is not charged again) and its last fill's bar. A DAY/IOC order whose fill was
+        committed just before a kill, without its expiry, is expired now and recorded as it
+        would have been. The previous bar's range (volatility slippage) is not stored:
+        replaying the last bar restores it. Call once, before any other method.
+
+        Returns
+        -------
+        VenueState
+            The journal's content after restoring, for the engine to reconcile against.
+
+        Raises
+        ------
+        ConfigError
+            If the broker has no journal or has already seen orders.
+        """
+        if self._journal is None:
+            raise ConfigError("PaperBroker.restore needs a broker built with journal=...")
+        if self._orders:
+            raise ConfigError(
+                f"PaperBroker.restore must run on a new broker, this one holds "
+                f"{len(self._orders)} orders; build a new PaperBroker on the journal"
+            )
+        state = self._journal.load()
+        self._expire_interrupted(state)
+        n_fills: dict[str, int] = {}
+        for fill in state.fills:
+            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+            self._positions[fill.symbol] = self._positions.get(fill.symbol, 0.0) + signed
+            n_fills[fill.client_order_id] = n_fills.get(fill.client_order_id, 0) + 1
+        for coid, order in state.orders.items():
+            self._orders[coid] = order
+            if order.is_open:
+                self._open.setdefault(order.symbol, {})[coid] = order
+                self.n_open += 1
+                if coid in state.last_fill_ts:
+                    self._fill_marks[coid] = (n_fills[coid], state.last_fill_ts[coid])
+        self.wants_bars = self._track_range or self.n_open > 0
+        return state
+
+    def _expire_interrupted(self, state: VenueState) -> None:
+        # a DAY/IOC order that filled is past its only eligible bar: finish its expiry
+        assert self._journal is not None
+        for coid, order in state.orders.items():
+            last_fill_ns = state.last_fill_ts.get(coid)
+            if order.is_open and order.tif is not TimeInForce.GTC and last_fill_ns is not None:
+                reason = f"{order.tif.value} order not (fully) filled on its first eligible bar"
+                order.expire(last_fill_ns, reason)
+                self._journal.record(order, reason=reason, updated_ns=last_fill_ns)
+                state.reasons[coid] = reason
+
     # -- matching ---------------------------------------------------------------------------
+    def observe(self, bar: Bar) -> None:
+        """See a bar without matching anything (a restart's warm-up: volatility slippage)."""
+        if self._track_range and bar.close > 0:
+            self._prev_range_bps[bar.symbol] = (bar.high - bar.low) / bar.close * 1e4
+
+    def trim_history(self) -> int:
+        """Forget terminal orders kept in memory (degraded-mode cleanup); return how many.
+
+        The journal (when there is one) keeps them; ``get_order`` then answers None for a
+        forgotten order, which only a restart's replay would ask about — and a restart
+        restores every order from the journal first.
+        """
+        done = [coid for coid, order in self._orders.items() if not order.is_open]
+        for coid in done:
+            del self._orders[coid]
+        return len(done)
+
     def on_bar(self, bar: Bar) -> None:
         book = self._open.get(bar.symbol)
         if book:
+            ts_ns = bar.ts_ns
+            marks = self._fill_marks
             for order in list(book.values()):
-                # a fill callback may have cancelled an order of this snapshot meanwhile
-                if order.is_open and order.eligible_ns <= bar.ts_ns and order.ts_ns < bar.ts_ns:
+                # a fill callback may have cancelled an order of this snapshot meanwhile; an
+                # order never fills twice on one bar (the engine may replay it after a restart)
+                if (
+                    order.is_open
+                    and order.eligible_ns <= ts_ns
+                    and order.ts_ns < ts_ns
+                    and (not marks or marks.get(order.client_order_id, _NO_MARK)[1] < ts_ns)
+                ):
                     self._work(order, bar)
         if self._track_range and bar.close > 0:
             self._prev_range_bps[bar.symbol] = (bar.high - bar.low) / bar.close * 1e4
@@ -89,10 +222,24 @@ class PaperBroker(Broker):
             qty = self._fillable_qty(order, bar)
             if qty > 0:
                 self._execute(order, bar, qty, price, slip_bps)
+            elif (
+                self._journal is not None
+                and order.order_type is OrderType.STOP
+                and order.tif is TimeInForce.GTC
+            ):
+                # a GTC stop triggered on a bar without volume stays triggered after a restart
+                # (a DAY/IOC one expires next: its expiry record carries the trigger)
+                self._journal.record(order, updated_ns=bar.ts_ns)
         if order.is_open and order.tif is not TimeInForce.GTC:
-            self._close(order)
-            reason = f"{order.tif.value} order not (fully) filled on its first eligible bar"
-            self._sink.on_order_event(order.expire(bar.ts_ns, reason))
+            self._expire(order, bar.ts_ns)
+
+    def _expire(self, order: Order, ts_ns: int) -> None:
+        self._close(order)
+        reason = f"{order.tif.value} order not (fully) filled on its first eligible bar"
+        event = order.expire(ts_ns, reason)
+        if self._journal is not None:
+            self._journal.record(order, reason=reason, updated_ns=ts_ns)
+        self._sink.on_order_event(event)
 
     def _match_price(self, order: Order, bar: Bar) -> tuple[float | None, float]:
         buy = order.side is Side.BUY
@@ -124,15 +271,16 @@ class PaperBroker(Broker):
         return min(remaining, bar.volume * cap_pct / 100.0)
 
     def _execute(self, order: Order, bar: Bar, qty: float, price: float, slip_bps: float) -> None:
-        n = self._n_fills.get(order.client_order_id, 0) + 1
-        self._n_fills[order.client_order_id] = n
+        n = self._fill_marks.get(order.client_order_id, _NO_MARK)[0] + 1
         fee = qty * price * self._fee_rate
         if n == 1:
             fee += self._config.fee_per_order
         event = order.fill(bar.ts_ns, qty, price)
         signed = qty if order.side is Side.BUY else -qty
         self._positions[order.symbol] = self._positions.get(order.symbol, 0.0) + signed
-        if not order.is_open:
+        if order.is_open:
+            self._fill_marks[order.client_order_id] = (n, bar.ts_ns)
+        else:
             self._close(order)
         fill = Fill(
             bar.ts_ns,
@@ -145,6 +293,8 @@ class PaperBroker(Broker):
             fee,
             slip_bps,
         )
+        if self._journal is not None:
+            self._journal.record(order, fill, updated_ns=bar.ts_ns)
         self._sink.on_fill(fill, order)
         self._sink.on_order_event(event)
 
@@ -153,7 +303,7 @@ class PaperBroker(Broker):
         if book is not None and book.pop(order.client_order_id, None) is not None:
             self.n_open -= 1
             self.wants_bars = self._track_range or self.n_open > 0
-            self._n_fills.pop(order.client_order_id, None)
+            self._fill_marks.pop(order.client_order_id, None)
 
 
 def _limit_price(buy: bool, limit: float | None, bar: Bar) -> float | None:

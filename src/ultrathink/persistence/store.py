@@ -165,6 +165,39 @@ class Store:
         )
         return [Fill(r[0], r[1], r[2], r[3], Side(r[4]), *r[5:]) for r in rows]
 
+    def order_states(self, run_id: int) -> dict[str, tuple[str, float, str]]:
+        """Return ``client_order_id -> (status, filled_qty, symbol)`` of a run's orders."""
+        self._require_run(run_id)
+        rows = self._conn.execute(
+            "SELECT client_order_id, status, filled_qty, symbol FROM orders WHERE run_id = ?",
+            (run_id,),
+        )
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def fill_ids(self, run_id: int) -> set[str]:
+        """Return the ids of a run's fills."""
+        self._require_run(run_id)
+        rows = self._conn.execute("SELECT fill_id FROM fills WHERE run_id = ?", (run_id,))
+        return {r[0] for r in rows}
+
+    def audit_details(self, run_id: int, kind_prefixes: tuple[str, ...]) -> list[tuple[str, str]]:
+        """Return ``(kind, detail)`` of a run's audit rows whose kind starts with a prefix."""
+        self._require_run(run_id)
+        where = " OR ".join("kind LIKE ?" for _ in kind_prefixes)
+        rows = self._conn.execute(
+            f"SELECT kind, detail FROM audit_log WHERE run_id = ? AND ({where}) ORDER BY seq",
+            (run_id, *(f"{p}%" for p in kind_prefixes)),
+        )
+        return [(r[0], r[1] or "") for r in rows]
+
+    def reopen_run(self, run_id: int) -> None:
+        """Mark a run ``running`` again (a restart after a crash or an interrupt)."""
+        cursor = self._write(
+            "UPDATE runs SET status = 'running', ended_ns = NULL WHERE run_id = ?", (run_id,)
+        )
+        if cursor.rowcount == 0:
+            raise _not_found(run_id)
+
     def count_fills(self, run_id: int) -> int:
         """Return how many fills a run has (without loading them)."""
         self._require_run(run_id)

@@ -1,0 +1,492 @@
+"""The venue journal: the paper broker's durable state, restarts and idempotent submits."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ultrathink.core.clock import TestClock
+from ultrathink.core.enums import OrderStatus, OrderType, Side, TimeInForce
+from ultrathink.core.events import Bar, Fill, OrderEvent, OrderRequest
+from ultrathink.errors import ConfigError, PersistenceError
+from ultrathink.execution.costs import PaperBrokerConfig
+from ultrathink.execution.journal import SCHEMA_VERSION, VenueJournal, VenueState
+from ultrathink.execution.orders import Order
+from ultrathink.execution.paper import PaperBroker
+
+S = OrderStatus
+MIN_NS = 60_000_000_000  # one-minute bars
+PARTIAL = PaperBrokerConfig(commission_bps=1.0, fee_per_order=1.0, max_volume_pct=10.0)
+
+
+class RecordingSink:
+    """A real ExecutionSink that records everything the broker reports, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[OrderEvent] = []
+        self.fills: list[Fill] = []
+
+    def on_order_event(self, event: OrderEvent) -> None:
+        self.events.append(event)
+
+    def on_fill(self, fill: Fill, order: Order) -> None:
+        self.fills.append(fill)
+
+
+class Venue:
+    """A paper broker (optionally journaled), its clock and sink; submits at the clock's time."""
+
+    def __init__(self, config: PaperBrokerConfig, journal: VenueJournal | None = None) -> None:
+        self.clock = TestClock(0)
+        self.sink = RecordingSink()
+        self.broker = PaperBroker(config, self.clock, self.sink, journal)
+
+    def submit(self, coid: str, quantity: float = 100.0, **kw: Any) -> Order:
+        return self.broker.submit(request(coid, self.clock.now_ns(), quantity, **kw))
+
+    def bar(self, i: int, volume: float = 500.0, symbol: str = "AAA", **ohlc: float) -> None:
+        prices = {"o": 100.0, "h": 101.0, "lo": 99.0, "c": 100.0} | ohlc
+        bar = Bar(i * MIN_NS, symbol, prices["o"], prices["h"], prices["lo"], prices["c"], volume)
+        self.clock.set_ns(max(self.clock.now_ns(), bar.ts_ns))
+        self.broker.on_bar(bar)
+
+
+def request(coid: str, ts_ns: int = 0, quantity: float = 100.0, **kw: Any) -> OrderRequest:
+    return OrderRequest(coid, ts_ns, kw.pop("symbol", "AAA"), Side.BUY, quantity, **kw)
+
+
+def slots(order: Order | None) -> dict[str, object]:
+    assert order is not None
+    return {name: getattr(order, name) for name in Order.__slots__}
+
+
+def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Read with a second, read-only connection: what another process would see."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "venue" / "journal.sqlite"
+
+
+def scripted_session(venue: Venue) -> None:
+    """Orders of every type and fate over a few bars, with partial fills and slippage."""
+    venue.bar(0)
+    venue.submit("MKT", 30.0)
+    venue.submit("LMT", 300.0, order_type=OrderType.LIMIT, limit_price=99.5)
+    venue.submit("STP", 40.0, order_type=OrderType.STOP, stop_price=100.5)
+    venue.submit("DAY", 80.0, order_type=OrderType.LIMIT, limit_price=99.5, tif=TimeInForce.DAY)
+    venue.submit("BAD", -1.0)
+    venue.submit("CXL", 10.0, order_type=OrderType.LIMIT, limit_price=50.0)
+    for i in range(1, 4):
+        venue.bar(i, h=101.0 + i, lo=99.0 - i)
+    venue.broker.cancel("CXL", "strategy changed its mind")
+    venue.bar(4)
+
+
+# -- the journal itself ------------------------------------------------------------------------
+
+
+def test_journal_round_trip_restores_orders_of_every_type_and_status(path: Path) -> None:
+    journal = VenueJournal(path)
+    venue = Venue(PARTIAL.model_copy(update={"latency_ms": 5.0}), journal)
+    scripted_session(venue)
+    live = {coid: slots(o) for coid, o in venue.broker._orders.items()}
+    journal.close()
+
+    state = VenueJournal(path).load()
+
+    assert {coid: slots(o) for coid, o in state.orders.items()} == live
+    assert list(state.orders) == ["MKT", "LMT", "STP", "DAY", "BAD", "CXL"]
+    assert {o.status for o in state.orders.values()} == {
+        S.FILLED,
+        S.PARTIALLY_FILLED,
+        S.EXPIRED,
+        S.REJECTED,
+        S.CANCELLED,
+    }
+    assert state.orders["STP"].is_triggered
+    assert state.orders["LMT"].eligible_ns == 5_000_000
+
+
+def test_journal_round_trip_keeps_fills_in_order_reasons_and_last_fill_bars(path: Path) -> None:
+    journal = VenueJournal(path)
+    venue = Venue(PARTIAL, journal)
+    scripted_session(venue)
+    journal.close()
+
+    state = VenueJournal(path).load()
+
+    assert state.fills == venue.sink.fills
+    assert [f.fill_id for f in state.fills if f.client_order_id == "LMT"] == [
+        "LMT-F1",
+        "LMT-F2",
+        "LMT-F3",
+        "LMT-F4",
+    ]
+    assert state.reasons["BAD"] == "quantity must be > 0, was -1.0"
+    assert state.reasons["CXL"] == "strategy changed its mind"
+    assert state.reasons["DAY"].startswith("DAY order not (fully) filled")
+    assert state.reasons["MKT"] == ""
+    assert state.last_fill_ts == {"MKT": MIN_NS, "LMT": 4 * MIN_NS, "STP": MIN_NS, "DAY": MIN_NS}
+
+
+def test_record_commits_before_returning(path: Path) -> None:
+    journal = VenueJournal(path)
+    order = Order(request("A"))
+    order.accept(0)
+
+    journal.record(order, updated_ns=7)
+
+    assert rows(path, "SELECT client_order_id, status, updated_ns FROM venue_orders") == [
+        ("A", "ACCEPTED", 7)
+    ]
+
+
+def test_duplicate_fill_id_raises_and_stores_nothing_of_the_call(path: Path) -> None:
+    journal = VenueJournal(path)
+    order = Order(request("A"))
+    order.accept(0)
+    order.fill(MIN_NS, 10.0, 100.0)
+    fill = Fill(MIN_NS, "A", "A-F1", "AAA", Side.BUY, 10.0, 100.0, 0.0)
+    journal.record(order, fill)
+    order.fill(2 * MIN_NS, 10.0, 101.0)
+
+    with pytest.raises(
+        PersistenceError, match=r"journal\.sqlite refused order A with fill A-F1 .*only once"
+    ):
+        journal.record(order, fill._replace(ts_ns=2 * MIN_NS))
+
+    state = journal.load()
+    assert state.fills == [fill]
+    assert state.orders["A"].filled_qty == 10.0
+    assert state.last_fill_ts == {"A": MIN_NS}
+
+
+def test_nan_quantity_of_a_rejected_order_round_trips(path: Path) -> None:
+    journal = VenueJournal(path)
+    order = Order(request("A", quantity=float("nan")))
+    order.reject(0, "quantity must be > 0, was nan")
+    journal.record(order, reason="quantity must be > 0, was nan")
+
+    restored = journal.load().orders["A"]
+
+    assert restored.quantity != restored.quantity  # NaN
+    assert restored.status is S.REJECTED and not restored.is_open
+
+
+def test_journal_uses_wal_mode(path: Path) -> None:
+    VenueJournal(path).close()
+
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_reopening_a_journal_keeps_its_content(path: Path) -> None:
+    venue = Venue(PARTIAL, VenueJournal(path))
+    scripted_session(venue)
+
+    assert len(VenueJournal(path).load().orders) == 6
+
+
+# -- refusing files that are not a venue journal ------------------------------------------------
+
+
+def test_a_file_that_is_not_sqlite_is_refused_with_the_fix(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_bytes(b"this is not a database, just some text " * 100)
+
+    with pytest.raises(PersistenceError, match=r"notes\.txt is not a usable SQLite.*move it away"):
+        VenueJournal(bad)
+
+
+def test_a_foreign_sqlite_database_is_refused(tmp_path: Path) -> None:
+    other = tmp_path / "store.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE runs (id INTEGER)")
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(PersistenceError, match=r"store\.sqlite .*not a venue journal.*runs"):
+        VenueJournal(other)
+
+
+def test_another_schema_version_is_refused(path: Path) -> None:
+    VenueJournal(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+    with pytest.raises(
+        PersistenceError, match=rf"schema version 99.*reads version {SCHEMA_VERSION}"
+    ):
+        VenueJournal(path)
+
+
+# -- the broker writes to its venue before telling the engine ------------------------------------
+
+
+class JournalCheckingSink(RecordingSink):
+    """Asserts, from a second connection, that each reported change is already committed."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def on_order_event(self, event: OrderEvent) -> None:
+        stored = rows(
+            self.path,
+            "SELECT status, filled_qty, reason FROM venue_orders "
+            f"WHERE client_order_id = '{event.client_order_id}'",
+        )
+        assert stored == [(event.status.value, event.filled_qty, event.reason)]
+        super().on_order_event(event)
+
+    def on_fill(self, fill: Fill, order: Order) -> None:
+        stored = rows(self.path, f"SELECT * FROM venue_fills WHERE fill_id = '{fill.fill_id}'")
+        assert [row[1:] for row in stored] == [tuple(fill)]
+        super().on_fill(fill, order)
+
+
+def test_every_change_is_committed_before_the_sink_hears_of_it(path: Path) -> None:
+    venue = Venue(PARTIAL, VenueJournal(path))
+    venue.sink = JournalCheckingSink(path)
+    venue.broker._sink = venue.sink
+
+    scripted_session(venue)
+
+    assert {e.status for e in venue.sink.events} == {
+        S.ACCEPTED,
+        S.REJECTED,
+        S.PARTIALLY_FILLED,
+        S.FILLED,
+        S.CANCELLED,
+        S.EXPIRED,
+    }
+    assert len(venue.sink.fills) == 7
+
+
+# -- idempotent submit -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("journaled", [False, True])
+def test_submitting_a_known_client_order_id_returns_the_order_and_reports_nothing(
+    path: Path, journaled: bool
+) -> None:
+    venue = Venue(PARTIAL, VenueJournal(path) if journaled else None)
+    first = venue.submit("A")
+    rejected = venue.submit("R", -1.0)
+
+    again = venue.submit("A", 999.0)
+    rejected_again = venue.submit("R", -1.0)
+
+    assert again is first and rejected_again is rejected
+    assert [(e.client_order_id, e.status) for e in venue.sink.events] == [
+        ("A", S.ACCEPTED),
+        ("R", S.REJECTED),
+    ]
+    assert venue.broker.n_open == 1 and again.quantity == 100.0
+    if journaled:
+        assert rows(path, "SELECT COUNT(*) FROM venue_orders") == [(2,)]
+
+
+# -- restart ------------------------------------------------------------------------------
+
+
+def restart(path: Path, config: PaperBrokerConfig = PARTIAL) -> tuple[Venue, VenueState]:
+    """A new process's view: new journal connection, new broker restored from it."""
+    venue = Venue(config, VenueJournal(path))
+    return venue, venue.broker.restore()
+
+
+def test_restart_neither_refills_the_last_bar_nor_recharges_the_order_fee(path: Path) -> None:
+    reference = Venue(PARTIAL)
+    for venue in (reference, Venue(PARTIAL, VenueJournal(path))):
+        venue.bar(0)
+        venue.submit("L", 120.0, order_type=OrderType.LIMIT, limit_price=100.0)
+        venue.bar(1)  # fills 50 of 120 (10% of 500)
+    del venue  # killed: no close, nothing flushed by us
+
+    restarted, _ = restart(path)
+    restarted.bar(1)  # the engine replays the bar it was processing
+    assert restarted.sink.fills == [] and restarted.sink.events == []
+    restarted.bar(2)
+    reference.bar(2)
+
+    assert [f.fill_id for f in restarted.sink.fills] == ["L-F2"]
+    assert restarted.sink.fills == reference.sink.fills[1:]
+    assert restarted.sink.fills[0].fee == pytest.approx(50.0 * 100.0 * 1e-4)  # no fee_per_order
+    assert restarted.broker.positions() == reference.broker.positions() == {"AAA": 100.0}
+    assert slots(restarted.broker.get_order("L")) == slots(reference.broker.get_order("L"))
+
+
+def test_a_bar_fed_twice_fills_an_order_once_even_without_a_journal() -> None:
+    venue = Venue(PARTIAL)
+    venue.bar(0)
+    venue.submit("L", 120.0, order_type=OrderType.LIMIT, limit_price=100.0)
+    venue.bar(1)
+
+    venue.bar(1)
+    venue.bar(2)
+
+    assert [f.fill_id for f in venue.sink.fills] == ["L-F1", "L-F2"]
+    assert [f.ts_ns for f in venue.sink.fills] == [MIN_NS, 2 * MIN_NS]
+
+
+def test_restore_rebuilds_books_positions_and_reports_nothing(path: Path) -> None:
+    live = Venue(PARTIAL, VenueJournal(path))
+    scripted_session(live)
+
+    restarted, state = restart(path)
+
+    assert restarted.sink.events == [] and restarted.sink.fills == []
+    assert [o.client_order_id for o in restarted.broker.open_orders()] == ["LMT"]
+    assert restarted.broker.n_open == live.broker.n_open == 1
+    assert restarted.broker.wants_bars
+    assert restarted.broker.positions() == live.broker.positions()
+    assert set(state.orders) == set(live.broker._orders)
+    assert slots(restarted.broker.get_order("BAD"))["status"] is S.REJECTED
+
+
+def test_a_session_continues_identically_after_a_restart(path: Path) -> None:
+    reference = Venue(PARTIAL)
+    scripted_session(reference)
+    scripted_session(Venue(PARTIAL, VenueJournal(path)))
+
+    restarted, _ = restart(path)
+    for venue in (reference, restarted):
+        venue.bar(4)  # replay
+        venue.submit("NEW", 20.0, order_type=OrderType.STOP, stop_price=100.5)
+        venue.bar(5, h=102.0)
+        venue.bar(6, volume=5000.0)
+
+    assert restarted.sink.fills == reference.sink.fills[-3:]
+    assert restarted.broker.positions() == reference.broker.positions()
+
+
+def test_restore_finishes_the_expiry_of_a_day_order_killed_after_its_fill(path: Path) -> None:
+    journal = VenueJournal(path)
+    order = Order(request("D", tif=TimeInForce.DAY))
+    order.accept(0)
+    order.fill(MIN_NS, 50.0, 100.0)
+    journal.record(order, Fill(MIN_NS, "D", "D-F1", "AAA", Side.BUY, 50.0, 100.0, 0.0))
+    del journal  # killed before the expiry was recorded
+
+    restarted, state = restart(path)
+    restarted.bar(2)
+
+    assert state.orders["D"].status is S.EXPIRED
+    restored = restarted.broker.get_order("D")
+    assert restored is not None and restored.status is S.EXPIRED
+    assert restarted.broker.n_open == 0 and restarted.sink.fills == []
+    reasons = VenueJournal(path).load().reasons
+    assert reasons["D"] == "DAY order not (fully) filled on its first eligible bar"
+
+
+def test_a_gtc_stop_triggered_without_volume_stays_triggered_after_restart(path: Path) -> None:
+    venue = Venue(PARTIAL, VenueJournal(path))
+    venue.bar(0)
+    venue.submit("S", 10.0, order_type=OrderType.STOP, stop_price=100.5)
+    venue.bar(1, volume=0.0)  # triggers, nothing to fill
+
+    restarted, _ = restart(path)
+    restarted.bar(2, h=100.2, volume=1000.0)  # below the stop: fills only if still triggered
+
+    assert [f.fill_id for f in restarted.sink.fills] == ["S-F1"]
+
+
+def test_restore_needs_a_journal_and_a_new_broker(path: Path) -> None:
+    with pytest.raises(ConfigError, match="journal="):
+        Venue(PARTIAL).broker.restore()
+    used = Venue(PARTIAL, VenueJournal(path))
+    used.submit("A")
+    with pytest.raises(ConfigError, match="new broker"):
+        used.broker.restore()
+
+
+# -- crashes -----------------------------------------------------------------------------------
+
+
+def test_dropping_the_broker_between_two_orders_loses_nothing_committed(path: Path) -> None:
+    venue = Venue(PARTIAL, VenueJournal(path))
+    venue.bar(0)
+    venue.submit("A", 10.0)
+    venue.bar(1)
+    venue.submit("B", 10.0, order_type=OrderType.LIMIT, limit_price=90.0)
+    del venue
+
+    _, state = restart(path)
+
+    assert [(o.client_order_id, o.status) for o in state.orders.values()] == [
+        ("A", S.FILLED),
+        ("B", S.ACCEPTED),
+    ]
+    assert [f.fill_id for f in state.fills] == ["A-F1"]
+
+
+_KILLED_SESSION = """
+import os, signal, sys
+from ultrathink.core.clock import TestClock
+from ultrathink.core.enums import OrderType, Side
+from ultrathink.core.events import Bar, OrderRequest
+from ultrathink.execution.costs import PaperBrokerConfig
+from ultrathink.execution.journal import VenueJournal
+from ultrathink.execution.paper import PaperBroker
+
+class Sink:
+    def on_order_event(self, event): pass
+    def on_fill(self, fill, order): pass
+
+clock = TestClock(0)
+config = PaperBrokerConfig(max_volume_pct=10.0)
+broker = PaperBroker(config, clock, Sink(), VenueJournal(sys.argv[1]))
+broker.submit(OrderRequest("A", 0, "AAA", Side.BUY, 120.0, OrderType.LIMIT, 100.0))
+clock.set_ns(60_000_000_000)
+broker.on_bar(Bar(60_000_000_000, "AAA", 100.0, 101.0, 99.0, 100.0, 500.0))
+broker.submit(OrderRequest("B", clock.now_ns(), "AAA", Side.SELL, 5.0))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_a_session_killed_with_sigkill_restarts_from_everything_committed(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    script = textwrap.dedent(_KILLED_SESSION)
+
+    done = subprocess.run([sys.executable, "-c", script, str(path)], check=False, timeout=60)
+
+    assert done.returncode == -signal.SIGKILL
+    venue = Venue(PaperBrokerConfig(max_volume_pct=10.0), VenueJournal(path))
+    state = venue.broker.restore()
+    assert [(o.client_order_id, o.status) for o in state.orders.values()] == [
+        ("A", S.PARTIALLY_FILLED),
+        ("B", S.ACCEPTED),
+    ]
+    assert venue.broker.positions() == {"AAA": 50.0}
+
+
+# -- determinism -------------------------------------------------------------------------------
+
+
+def test_a_journal_changes_no_fill_and_no_event(path: Path) -> None:
+    config = PARTIAL.model_copy(update={"slippage_bps": 2.0, "slippage_vol_mult": 0.05})
+    plain, journaled = Venue(config), Venue(config, VenueJournal(path))
+
+    for venue in (plain, journaled):
+        scripted_session(venue)
+
+    assert journaled.sink.fills == plain.sink.fills
+    assert journaled.sink.events == plain.sink.events
+    assert journaled.broker.positions() == plain.broker.positions()
