@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck bench clean
+.PHONY: venv run test lint typecheck bench bench-compare clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,9 +29,14 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
-## Benchmarks with budgets; results appended to benchmarks/results.jsonl.
+## Benchmarks: pytest budgets, then the full suite; results appended to .bench/results.jsonl.
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench tests/benchmarks -p no:randomly -s
+	$(BIN)/ultrathink bench --plots .bench/plots
+
+## Regression check against a git ref (default HEAD~1): exit 1 on a significant slowdown.
+bench-compare: $(STAMP)
+	$(BIN)/ultrathink bench --compare $(or $(REF),HEAD~1) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -14,9 +14,19 @@ RUN_OPTIONS = (
 )  # fmt: skip
 
 HELP_CASES: dict[tuple[str, ...], tuple[str, ...]] = {
-    (): ("backtest", "paper", "run", "data", "runs", "audit", "--version"),
+    (): ("backtest", "paper", "run", "data", "runs", "audit", "ctl", "bench", "--version"),
     ("backtest",): RUN_OPTIONS,
-    ("paper",): (*RUN_OPTIONS, "--speed"),
+    ("paper",): (*RUN_OPTIONS, "--speed", "--resume", "--no-control"),
+    ("bench",): (
+        "--quick",
+        "--filter",
+        "--repeats",
+        "--warmup",
+        "--json",
+        "--plots",
+        "--compare",
+        "--min-effect",
+    ),
     ("run",): ("--db", "--json", "--report"),
     ("data",): ("inspect", "validate", "generate"),
     ("data", "inspect"): ("spec", "--json"),

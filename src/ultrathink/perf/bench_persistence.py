@@ -1,0 +1,130 @@
+"""Benchmarks of persistence: both store writers' throughput and audit-chain verification.
+
+As ``tests/benchmarks/test_bench_persistence.py``: each order is a request, a risk approval,
+an ACCEPTED and a FILLED event and one fill (three audit rows), sent in batches of 1,000
+orders and flushed to disk; the writer is started before timing, as a run starts its writer
+before its first bar. Full mode writes 100,000 orders and verifies a 1,000,000-row chain.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+from ultrathink.perf.suite import benchmark
+
+ORDERS_PER_BATCH = 1_000
+
+
+def _batches(run_id: int, n_orders: int) -> list[Any]:
+    from ultrathink.core.enums import OrderStatus, Side
+    from ultrathink.core.events import Fill, OrderEvent, OrderRequest
+    from ultrathink.persistence import WriteBatch
+
+    batches = []
+    for first in range(0, n_orders, ORDERS_PER_BATCH):
+        requests, events, fills = [], [], []
+        for i in range(first, min(first + ORDERS_PER_BATCH, n_orders)):
+            oid, ts_ns = f"O-bench-{i:09d}", 1_000 * i
+            requests.append(OrderRequest(oid, ts_ns, "SPX", Side.BUY, 10.0))
+            events.append(OrderEvent(ts_ns + 1, oid, "SPX", OrderStatus.ACCEPTED, 0.0))
+            fills.append(Fill(ts_ns + 2, oid, f"F-{i:09d}", "SPX", Side.BUY, 10.0, 100.0, 0.1))
+            events.append(OrderEvent(ts_ns + 2, oid, "SPX", OrderStatus.FILLED, 10.0))
+        approvals = [r.client_order_id for r in requests]
+        batches.append(WriteBatch(run_id, requests, [], approvals, events, fills))
+    return batches
+
+
+class _Writer:
+    # a new database and a started writer per repeat; put + flush are timed
+    def __init__(self, quick: bool, kind: str) -> None:
+        self.n_orders = 5_000 if quick else 100_000
+        self.kind = kind
+        self._dir = Path(tempfile.mkdtemp(prefix="ultrathink-bench-"))
+        self._n = 0
+
+    def setup(self) -> None:
+        from ultrathink.persistence import Store, StoreWriter
+        from ultrathink.persistence.process_writer import ProcessStoreWriter
+
+        self._n += 1
+        db = self._dir / f"w{self._n}.db"
+        with Store(db) as store:
+            run_id = store.create_run("backtest", "bench", {}, {}, "bench", "h", "v", 0)
+        self.batches = _batches(run_id, self.n_orders)
+        cls: Any = StoreWriter if self.kind == "thread" else ProcessStoreWriter
+        self.writer = cls(db)
+
+    def run(self) -> int:
+        put = self.writer.put
+        for batch in self.batches:
+            put(batch)
+        self.writer.flush()
+        return self.n_orders
+
+    def teardown(self) -> None:
+        self.writer.close()
+        for path in self._dir.glob(f"w{self._n}.db*"):
+            path.unlink()
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@benchmark("persistence.store_writer", "persistence", "ops/s", repeats=3)
+def store_writer(quick: bool) -> _Writer:
+    """``StoreWriter`` (thread): orders written and flushed per second."""
+    return _Writer(quick, "thread")
+
+
+@benchmark("persistence.process_writer", "persistence", "ops/s", repeats=3)
+def process_writer(quick: bool) -> _Writer:
+    """``ProcessStoreWriter`` (the engine's writer process): orders/s."""
+    return _Writer(quick, "process")
+
+
+class _Verify:
+    # the chain is written once; every repeat verifies all of it
+    def __init__(self, quick: bool) -> None:
+        from ultrathink.persistence.audit import append_audit
+        from ultrathink.persistence.db import connect, migrate
+
+        self.n_rows = 50_000 if quick else 1_000_000
+        self._dir = Path(tempfile.mkdtemp(prefix="ultrathink-bench-"))
+        self.db = self._dir / "audit.db"
+        with closing(connect(self.db)) as conn:
+            migrate(conn)
+            for first in range(0, self.n_rows, 100_000):
+                rows = [
+                    (i, None, "order.FILLED", f"O-{i:09d}", "SPX", "FILLED", 1.5, 100.25, "")
+                    for i in range(first, min(first + 100_000, self.n_rows))
+                ]
+                conn.execute("BEGIN IMMEDIATE")
+                append_audit(conn, rows)
+                conn.execute("COMMIT")
+
+    def setup(self) -> None:
+        pass
+
+    def run(self) -> int:
+        from ultrathink.persistence import verify_audit
+
+        report = verify_audit(self.db)
+        if not (report.ok and report.n_rows == self.n_rows):
+            raise RuntimeError(f"audit chain did not verify: {report.problems[:3]}")
+        return report.n_rows
+
+    def teardown(self) -> None:
+        pass
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@benchmark("persistence.audit_verify", "persistence", "ops/s", repeats=3)
+def audit_verify(quick: bool) -> _Verify:
+    """``verify_audit`` of a hash-chained audit log (rows/s)."""
+    return _Verify(quick)
