@@ -273,4 +273,14 @@ def load_model_bundle(registry: Path, version: str | None) -> Any:
         train_end_ns=int(info.train_period[1]),
         periods_per_year=float(extra.get("periods_per_year", 252.0)),
         extra=extra,
+        members=_member_chain(compiled),
     )
+
+
+def _member_chain(compiled: Any) -> tuple[tuple[str, Any], ...]:
+    # the ML strategy's fallback after the ensemble: each weighted member on its own
+    def member(i: int) -> Any:
+        return lambda x: float(compiled.predict_members(x[None, :])[0, i])
+
+    names = ("gbm", "forest", "linear")
+    return tuple((n, member(i)) for i, n in enumerate(names) if compiled.weights[i] > 0)

@@ -10,7 +10,11 @@ writes a ``decision.hold`` audit row with the reason, when it should not trust t
 * ``out_of_range`` — a feature lies outside its training range widened by
   ``range_tolerance`` × that range;
 * ``model_expired`` — the bar is more than ``max_model_age_days`` after the end of the
-  model's training data.
+  model's training data;
+* ``model_error`` — the ensemble raised or gave no probability, and no single member
+  (the fallback chain ``ModelBundle.members``: gradient boosting, forest, linear) could
+  answer either. When a member answers, the decision uses it and writes a
+  ``decision.fallback`` audit row instead.
 
 A hold changes nothing: the position stays as it is and no order is sent.
 """
@@ -67,6 +71,8 @@ class ModelBundle:
     train_end_ns: int
     periods_per_year: float
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the fallback chain after the ensemble: (name, single-member predictor), in order
+    members: tuple[tuple[str, Callable[[np.ndarray], float]], ...] = ()
 
 
 class _SymbolState:
@@ -118,6 +124,7 @@ class MLStrategy(Strategy):
         super().__init__(**params)
         self.bundle: ModelBundle | None = None
         self.hold_counts: dict[str, int] = {}
+        self.fallback_counts: dict[str, int] = {}
         self.n_predictions = 0
         self.n_in_sample_bars = 0
         self.n_bars = 0
@@ -162,9 +169,34 @@ class MLStrategy(Strategy):
         if reason:
             self._hold(bar, reason)
             return
-        p = bundle.predict_row(x)
+        p = self._predict(bar, x)
+        if p is None:
+            return
         self.n_predictions += 1
         self._act(bar, st, p)
+
+    def _predict(self, bar: Bar, x: np.ndarray) -> float | None:
+        # the fallback chain: ensemble -> each healthy single member -> hold
+        bundle = self.bundle
+        assert bundle is not None
+        try:
+            p = bundle.predict_row(x)
+            if 0.0 <= p <= 1.0:
+                return p
+            raise ValueError(f"probability {p} outside [0, 1]")
+        except Exception as exc:
+            failure = f"ensemble failed: {exc!r}"
+        for name, member in bundle.members:
+            try:
+                p = member(x)
+            except Exception:
+                continue
+            if 0.0 <= p <= 1.0:
+                self.fallback_counts[name] = self.fallback_counts.get(name, 0) + 1
+                self.log_decision("decision.fallback", f"{bar.symbol} {failure}; used {name}")
+                return p
+        self._hold(bar, f"model_error: {failure}; no healthy member")
+        return None
 
     def _distrust(self, x: np.ndarray, ts_ns: int) -> str:
         if not np.isfinite(x).all():
@@ -243,6 +275,7 @@ class MLStrategy(Strategy):
             "model_version": bundle.version if bundle else None,
             "n_predictions": self.n_predictions,
             "holds": dict(self.hold_counts),
+            "fallbacks": dict(self.fallback_counts),
             "in_sample_bars": self.n_in_sample_bars,
             "in_sample": self.n_in_sample_bars > 0,
         }
