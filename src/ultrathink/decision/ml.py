@@ -151,12 +151,7 @@ class MLStrategy(Strategy):
         )
 
     def on_bar(self, bar: Bar) -> None:
-        st = self._symbols.get(bar.symbol)
-        if st is None:
-            st = self._symbols[bar.symbol] = _SymbolState()
-        self._update_vol(st, bar.close)
-        row = st.features.update(bar.ts_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
-        self.n_bars += 1
+        st, row = self._observe(bar)
         if not st.features.ready:
             return
         bundle = self.bundle
@@ -174,6 +169,19 @@ class MLStrategy(Strategy):
             return
         self.n_predictions += 1
         self._act(bar, st, p)
+
+    def on_bar_held(self, bar: Bar) -> None:
+        # the decision breaker holds: features and volatility still see every bar
+        self._observe(bar)
+
+    def _observe(self, bar: Bar) -> tuple[_SymbolState, np.ndarray]:
+        st = self._symbols.get(bar.symbol)
+        if st is None:
+            st = self._symbols[bar.symbol] = _SymbolState()
+        self._update_vol(st, bar.close)
+        row = st.features.update(bar.ts_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        self.n_bars += 1
+        return st, row
 
     def _predict(self, bar: Bar, x: np.ndarray) -> float | None:
         # the fallback chain: ensemble -> each healthy single member -> hold
@@ -196,6 +204,7 @@ class MLStrategy(Strategy):
                 self.log_decision("decision.fallback", f"{bar.symbol} {failure}; used {name}")
                 return p
         self._hold(bar, f"model_error: {failure}; no healthy member")
+        self.failed_decision = failure
         return None
 
     def _distrust(self, x: np.ndarray, ts_ns: int) -> str:

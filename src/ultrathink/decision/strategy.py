@@ -119,6 +119,9 @@ class Strategy:
             raise ConfigError(_params_message(self.name, exc)) from None
         self._ctx: StrategyContext | None = None
         self._indicators: list[IndicatorSet] = []
+        #: set by a strategy whose decision failed without raising (e.g. its model and
+        #: every fallback failed, so it held): the decision breaker counts it as a failure
+        self.failed_decision = ""
 
     # -- sklearn-style parameter access -----------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -153,6 +156,13 @@ class Strategy:
 
     def on_bar(self, bar: Bar) -> None:
         """Called once per bar, after indicators and the portfolio saw it."""
+
+    def on_bar_held(self, bar: Bar) -> None:
+        """Called instead of ``on_bar`` while the decision breaker holds (no decisions).
+
+        Update internal state that must see every bar (e.g. features kept by the strategy
+        itself); registered indicators are updated by the engine anyway. Default: nothing.
+        """
 
     def on_fill(self, fill: Fill) -> None:
         """Called after each fill has been booked."""

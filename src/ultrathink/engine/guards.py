@@ -33,6 +33,7 @@ from ultrathink.core.bus import MessageBus
 from ultrathink.core.clock import Clock, LiveClock
 from ultrathink.core.enums import DenyReason, TradingState
 from ultrathink.core.events import Bar
+from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import HardeningConfig
 from ultrathink.engine.context import TradingContext
 from ultrathink.engine.killswitch import KillSwitch
@@ -209,19 +210,29 @@ class Guards:
         self.emit("degraded", "cleanup", f"trimmed {trimmed} terminal orders; gc collected")
 
     # -- decision ---------------------------------------------------------------------------
-    def guard_decision(self, on_bar: Callable[[Bar], None]) -> Callable[[Bar], None]:
-        """Wrap ``on_bar``: refused or raising decisions become holds (no new orders)."""
+    def guard_decision(
+        self, on_bar: Callable[[Bar], None], strategy: Strategy
+    ) -> Callable[[Bar], None]:
+        """Wrap ``on_bar``: refused or failing decisions become holds (no new orders).
+
+        A decision fails when ``on_bar`` raises or the strategy reports a decision it could
+        not make (``Strategy.failed_decision``, e.g. a model with no healthy fallback).
+        While the breaker refuses, ``Strategy.on_bar_held`` lets the strategy keep its own
+        state (features) in step with the bars.
+        """
         allow, success, failure = (
             self.decision.allow,
             self.decision.record_success,
             self.decision.record_failure,
         )
+        held = strategy.on_bar_held
         monitor = self.degraded.record_latency_ns if self.degraded is not None else None
         clock = time.perf_counter_ns
 
         def guarded(bar: Bar) -> None:
             if not allow():
                 self.n_holds += 1
+                held(bar)
                 return
             t0 = clock()
             try:
@@ -233,7 +244,11 @@ class Guards:
                 self._ctx.audit("decision.error", f"{bar.symbol}: {exc!r}; fallback hold")
                 return
             dt = clock() - t0
-            success(dt / _NS)
+            if strategy.failed_decision:
+                failure(strategy.failed_decision)
+                strategy.failed_decision = ""
+            else:
+                success(dt / _NS)
             if monitor is not None:
                 monitor(dt)
 
@@ -241,11 +256,9 @@ class Guards:
 
     # -- market data ------------------------------------------------------------------------
     def bad_bar(self, bar: Bar) -> bool:
-        """True (and a breaker failure) when ``bar`` cannot be used; drives probes too."""
+        """True (and a breaker failure) when ``bar`` cannot be used (before the clock moves)."""
         o, h, lo, c = bar[2], bar[3], bar[4], bar[5]
         if 0.0 < lo <= c <= h < _INF and lo <= o <= h:
-            if not self.md_closed and self.market_data.allow():
-                self.market_data.record_success()
             return False
         self.n_bad_bars += 1
         self.market_data.record_failure(
@@ -260,6 +273,8 @@ class Guards:
         if self._paced:
             self._fed = True
             self.market_data.record_heartbeat()
+        if not self.md_closed and self.market_data.allow():  # a good bar at its own time
+            self.market_data.record_success()
         ctx = self._ctx
         if ctx.has_unknown_orders:
             ctx.resolve_unknown_orders()

@@ -268,7 +268,7 @@ class Kernel:
         on_bar: Callable[[Bar], None] = self.strategy.on_bar
         latency = self.latency_ns
         if self.guards is not None:  # inside the timing: the guard's cost is latency too
-            on_bar = self.guards.guard_decision(on_bar)
+            on_bar = self.guards.guard_decision(on_bar, self.strategy)
         if latency is None:
             return on_bar
         clock, record, inner = time.perf_counter_ns, latency.append, on_bar
