@@ -78,8 +78,7 @@ def _add_run_options(p: argparse.ArgumentParser, *, paper: bool = False) -> None
         )
         p.add_argument(
             "--speed",
-            default="60",
-            help="replay pace: a multiple of real time (1, 60, 86400) or 'max'",
+            help="replay pace: a multiple of real time (1, 60 (default), 86400) or 'max'",
         )
 
 
@@ -101,6 +100,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if getattr(args, opt) is not None:
             out["risk"][opt] = getattr(args, opt)
     speed = getattr(args, "speed", None)
+    if speed is None and hasattr(args, "speed") and getattr(args, "resume", None) is None:
+        speed = "60"  # paper's default pace; a resumed run keeps its own unless given
     if speed is not None:
         out["speed"] = None if str(speed).lower() == "max" else _positive(speed, "--speed")
     return out
@@ -159,6 +160,7 @@ def _resume(args: argparse.Namespace, run_id: int, overrides: dict[str, Any]) ->
     strategy, data, config = services.resumable_run(
         db, run_id, strategy_spec=args.strategy, data_spec=args.data, start=args.start,
         end=args.end, control=overrides.get("control"), registry=args.registry,
+        speed=(overrides["speed"] or 0) if "speed" in overrides else None,
     )  # fmt: skip
     with progress_bar(len(data), enabled=not args.json) as progress:
         result = services.run_strategy(strategy, data, config, mode="paper", db_path=db,

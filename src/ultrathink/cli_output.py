@@ -85,6 +85,17 @@ def print_summary(result: RunResult, report: Path | None) -> None:
         rows.append(("denials", ", ".join(f"{k} {v}" for k, v in result.denial_reasons.items())))
     if result.trading_state != "ACTIVE":
         rows.append(("trading state", f"{result.trading_state}: {result.trading_state_reason}"))
+    if result.recovery is not None:
+        r = result.recovery
+        rows.append(("restart reconciled", (
+            f"imported {r['n_imported_orders']} orders and {r['n_imported_fills']} fills, "
+            f"{r['n_lost_orders']} lost orders rejected, {r['n_updated_orders']} updated, "
+            f"{len(r['mismatches'])} mismatches"
+        )))  # fmt: skip
+    if result.hardening_events:
+        breakers = [e for e in result.hardening_events if e["kind"] == "breaker"]
+        rows.append(("hardening events", f"{len(result.hardening_events)} "
+                                         f"({len(breakers)} breaker transitions)"))  # fmt: skip
     rows += _strategy_rows(result)
     if report is not None:
         rows.append(("report", str(report)))

@@ -102,6 +102,7 @@ def resumable_run(
     end: str | None = None,
     control: dict[str, Any] | None = None,
     registry: str | None = None,
+    speed: Any = None,
 ) -> tuple[Strategy, MarketData, EngineConfig]:
     """Strategy, data and config of a stored paper run, to resume it after a crash.
 
@@ -115,6 +116,8 @@ def resumable_run(
     values = dict(record.config)
     if control is not None:
         values["control"] = control
+    if speed is not None:  # "max" arrives as 0: as fast as possible
+        values["speed"] = speed or None
     config = EngineConfig(**values)
     strategy = make_strategy(strategy_spec or record.strategy, dict(record.params))
     if hasattr(strategy, "attach_model"):

@@ -44,6 +44,10 @@ class RunResult:
     trading_state_reason: str = ""
     #: decision latency (on_bar entry to return) percentiles in µs, when measured
     latency_us: dict[str, float] | None = None
+    #: what a crash-safe restart reconciled (``engine/recovery.py``); None for a fresh run
+    recovery: dict[str, Any] | None = None
+    #: hardening events of the run (breaker transitions, REDUCING sources, degraded mode)
+    hardening_events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def bars_per_s(self) -> float:
@@ -77,6 +81,8 @@ class RunResult:
             "strategy_stats": self.strategy_stats,
             "trading_state": self.trading_state,
             "trading_state_reason": self.trading_state_reason,
+            "recovery": self.recovery,
+            "hardening_events": self.hardening_events,
             "decision_latency_us": self.latency_us,
             "audit_head": (
                 {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None

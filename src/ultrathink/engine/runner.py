@@ -334,6 +334,8 @@ def _result(
         latency_us=_latency(kernel, spec),
         trading_state=kernel.risk.state.value,
         trading_state_reason=kernel.risk.state_reason,
+        recovery=kernel.recovery._asdict() if kernel.recovery is not None else None,
+        hardening_events=[e._asdict() for e in kernel.guards.events] if kernel.guards else [],
     )
 
 
