@@ -22,6 +22,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -183,3 +184,30 @@ def test_kill_minus_nine_at_22_random_instants_loses_and_duplicates_nothing(
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_session_halted_before_the_crash_comes_back_halted(tmp_path: Path) -> None:
+    exe = str(Path(sys.executable).with_name("ultrathink"))
+    db = tmp_path / "s.db"
+    proc = _start(db)
+    session = tmp_path / "control.json"
+    deadline = time.monotonic() + 20
+    while not session.exists():  # it appears once the control endpoint listens
+        assert proc.poll() is None and time.monotonic() < deadline, "no control endpoint"
+        time.sleep(0.05)
+    halt = subprocess.run(
+        [exe, "ctl", "halt", "--session", str(session), "--operator", "ops", "--reason", "test"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert halt.returncode == 0, halt.stderr
+    assert _kill_after(proc, 0.5), "the session ended before the kill"
+
+    final = _start(db, "--resume", "1", "--speed", "max", output=True)
+    out, err = final.communicate(timeout=120)
+
+    assert final.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out)
+    assert result["trading_state"] == "HALTED"
+    assert "restarted after a crash while HALTED" in result["trading_state_reason"]
+    assert set(result["denial_reasons"]) <= {"TRADING_HALTED"}
+    assert result["denial_reasons"], "the strategy kept asking; nothing passed"

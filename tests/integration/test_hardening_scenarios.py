@@ -700,7 +700,7 @@ def test_a_raising_risk_check_halts_flattens_and_only_an_operator_resumes() -> N
     assert all(d.reason is DenyReason.TRADING_HALTED for d in halted)
     assert not [d for d in strategy.denials if d.ts_ns >= int(data.ts_ns[resume_at])]
     assert log[resume_at][0] is TradingState.ACTIVE
-    resumes = capture.audit_details("operator.resume")
+    resumes = capture.audit_details("killswitch.resumed")
     assert resumes and "alice" in resumes[0]
     assert kernel.portfolio.position("SYN") == len(data) - 1 - resume_at, "buys fill again"
     assert_books_reconcile(kernel, kernel.broker, kernel.recorder.all_fills)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -55,6 +55,15 @@ class KillSwitchConfig(BaseModel):
     crash: CrashConfig | None = None
 
 
+#: The issue's starting defaults of each breaker (failures that trip, recovery timeout).
+_BREAKERS: dict[str, dict[str, Any]] = {
+    "decision": {"name": "decision", "failure_threshold": 3, "recovery_timeout_s": 30.0},
+    "execution": {"name": "execution", "failure_threshold": 2, "recovery_timeout_s": 120.0},
+    "market_data": {"name": "market_data", "failure_threshold": 1, "recovery_timeout_s": 60.0},
+    "risk": {"name": "risk", "failure_threshold": 1, "recovery_timeout_s": 60.0},
+}
+
+
 class HardeningConfig(BaseModel):
     """Circuit breakers, fallbacks and degraded mode around the kernel's components.
 
@@ -89,20 +98,25 @@ class HardeningConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = False
-    decision: BreakerConfig = BreakerConfig(
-        name="decision", failure_threshold=3, recovery_timeout_s=30.0
-    )
-    execution: BreakerConfig = BreakerConfig(
-        name="execution", failure_threshold=2, recovery_timeout_s=120.0
-    )
-    market_data: BreakerConfig = BreakerConfig(
-        name="market_data", failure_threshold=1, recovery_timeout_s=60.0
-    )
-    risk: BreakerConfig = BreakerConfig(name="risk", failure_threshold=1, recovery_timeout_s=60.0)
+    decision: BreakerConfig = BreakerConfig(**_BREAKERS["decision"])
+    execution: BreakerConfig = BreakerConfig(**_BREAKERS["execution"])
+    market_data: BreakerConfig = BreakerConfig(**_BREAKERS["market_data"])
+    risk: BreakerConfig = BreakerConfig(**_BREAKERS["risk"])
     stale_bar_multiple: float = Field(default=5.0, gt=1)
     min_stale_s: float = Field(default=0.5, gt=0)
     degraded: DegradedConfig | None = DegradedConfig()
     degraded_sample_bars: int = Field(default=4096, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_breakers(cls, data: Any) -> Any:
+        # a partial [hardening.<breaker>] table keeps the other defaults (and its name)
+        if isinstance(data, dict):
+            data = dict(data)
+            for key, defaults in _BREAKERS.items():
+                if isinstance(data.get(key), dict):
+                    data[key] = {**defaults, **data[key]}
+        return data
 
 
 class ControlConfig(BaseModel):

@@ -107,6 +107,6 @@ class KillSwitch:
         """Return to ACTIVE: the only way out of HALTED, written to the audit trail."""
         if not operator.strip() or not reason.strip():
             raise ValueError("resume needs the operator's name and a reason, for the audit trail")
-        self._ctx.audit("operator.resume", f"{operator}: {reason}")
+        self._ctx.audit("killswitch.resumed", f"{operator}: {reason}")
         self._flatten_wanted = False
         self._risk.set_state(TradingState.ACTIVE, f"resumed by {operator}: {reason}")

@@ -152,11 +152,11 @@ def _restore_counter(
 def _restore_operator_state(kernel: Kernel, store: Store, run_id: int) -> None:
     risk, kill = kernel.risk, kernel.kill_switch
     halted = False
-    rows = store.audit_details(run_id, ("killswitch.triggered", "operator."))
+    rows = store.audit_details(run_id, ("killswitch.", "operator."))
     for kind, detail in rows:
         if kind == "killswitch.triggered":
             halted = True
-        elif kind == "operator.resume":
+        elif kind == "killswitch.resumed":
             halted = False
         elif kind in ("operator.set_limit", "operator.disable_symbol", "operator.enable_symbol"):
             _reapply(kernel, kind, detail)
