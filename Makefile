@@ -38,5 +38,8 @@ bench: $(STAMP)
 bench-compare: $(STAMP)
 	$(BIN)/ultrathink bench --compare $(or $(REF),HEAD~1) $(ARGS)
 
+## Peer comparison (bench-only venvs): same SMA(10/30) on 1M bars in backtrader and NautilusTrader.
+include bench/peers/peers.mk
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
