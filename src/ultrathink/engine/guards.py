@@ -163,7 +163,6 @@ class Guards:
         self._last_sample_ns = 0
         kill.listeners.append(self._on_kill)
         self.metrics.trading_state.state(risk.state.value)
-        self._risk_engine = risk
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: str, name: str, detail: str) -> None:
