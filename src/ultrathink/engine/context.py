@@ -268,9 +268,10 @@ class TradingContext:
     def cancel(self, client_order_id: str) -> bool:
         if self.shadow:
             return False
-        return self._cancel(client_order_id, "cancelled by strategy")
+        return self.cancel_order(client_order_id, "cancelled by strategy")
 
-    def _cancel(self, client_order_id: str, reason: str) -> bool:
+    def cancel_order(self, client_order_id: str, reason: str) -> bool:
+        """Cancel at the broker through the execution breaker; False if it failed or was done."""
         eb = self.execution_breaker
         if eb is None:
             return self.broker.cancel(client_order_id, reason)
@@ -293,7 +294,7 @@ class TradingContext:
             return 0
         n = 0
         for order in self.broker.open_orders(symbol):
-            n += self._cancel(order.client_order_id, "cancel_all by strategy")
+            n += self.cancel_order(order.client_order_id, "cancel_all by strategy")
         return n
 
     def position(self, symbol: str) -> float:

@@ -197,7 +197,7 @@ class SessionControl:
         n = 0
         for symbol in symbols:
             for order in k.broker.open_orders(symbol):
-                k.ctx._cancel(order.client_order_id, why)
+                k.ctx.cancel_order(order.client_order_id, why)
             qty = k.portfolio.position(symbol)
             if qty:
                 k.ctx.submit_flatten(symbol, -qty, why)
