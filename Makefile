@@ -29,10 +29,12 @@ typecheck: $(STAMP)
 test: lint typecheck
 	$(BIN)/python -m pytest -q
 
-## Benchmarks: pytest budgets, then the full suite; results appended to .bench/results.jsonl.
+## Benchmarks: pytest budgets, the full suite (results appended to .bench/results.jsonl, plots
+## in .bench/plots), then the peer comparison in its own bench-only venvs (bench/peers).
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench tests/benchmarks -p no:randomly -s
 	$(BIN)/ultrathink bench --plots .bench/plots
+	$(MAKE) bench-peers
 
 ## Regression check against a git ref (default HEAD~1): exit 1 on a significant slowdown.
 bench-compare: $(STAMP)
