@@ -17,6 +17,7 @@ from ultrathink import __version__
 from ultrathink.cli_ctl import add_ctl_parser
 from ultrathink.cli_ml import add_group_flags, add_models_parser, add_train_parser, cmd_run
 from ultrathink.cli_perf import add_bench_parser
+from ultrathink.cli_profile import add_profile_parser
 from ultrathink.errors import UltrathinkError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -281,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_parser(sub)
     add_ctl_parser(sub)
     add_bench_parser(sub)
+    add_profile_parser(sub)
     p = sub.add_parser("audit", help="audit log tools")
     asub = p.add_subparsers(dest="audit_cmd", required=True, metavar="ACTION")
     v = asub.add_parser("verify", help="verify the hash chain; exit 1 if any row was tampered")

@@ -14,7 +14,18 @@ RUN_OPTIONS = (
 )  # fmt: skip
 
 HELP_CASES: dict[tuple[str, ...], tuple[str, ...]] = {
-    (): ("backtest", "paper", "run", "data", "runs", "audit", "ctl", "bench", "--version"),
+    (): (
+        "backtest",
+        "paper",
+        "run",
+        "data",
+        "runs",
+        "audit",
+        "ctl",
+        "bench",
+        "profile",
+        "--version",
+    ),
     ("backtest",): RUN_OPTIONS,
     ("paper",): (*RUN_OPTIONS, "--speed", "--resume", "--no-control"),
     ("bench",): (

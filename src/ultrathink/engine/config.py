@@ -153,3 +153,17 @@ class EngineConfig(BaseModel):
     speed: float | None = Field(
         default=None, gt=0, description="paper pacing: x real time; None = as fast as possible"
     )
+    profile_sample_every: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**20,
+        description="profile the kernel: time 1 bar in N stage by stage (N a power of two); "
+        "None = off; needs the profiler of `ultrathink profile`",
+    )
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> EngineConfig:
+        n = self.profile_sample_every
+        if n is not None and n & (n - 1):
+            raise ValueError(f"profile_sample_every must be a power of two (e.g. 4096), was {n}")
+        return self

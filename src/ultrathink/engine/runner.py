@@ -3,6 +3,10 @@
 Backtest and paper runs share everything; paper only adds a ``Pacer`` on the live clock
 (the logical clock still follows the bars, so fills and day boundaries are those of the
 data) and uses realistic costs and production limits by default.
+
+Profiling: ``install_profiler(factory)`` makes every kernel built from then on carry the
+profiler ``factory(kernel, config.profile_sample_every)`` returns. ``ultrathink profile``
+installs the one of ``ultrathink.perf.profiler`` (the engine never imports ``perf``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ultrathink.engine.config import EngineConfig
 from ultrathink.engine.context import TradingContext
 from ultrathink.engine.control import SessionControl
 from ultrathink.engine.guards import Guards
-from ultrathink.engine.kernel import Kernel, Pacer, ProgressFn, paused_gc
+from ultrathink.engine.kernel import Kernel, KernelProfiler, Pacer, ProgressFn, paused_gc
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.metrics import RunMetrics
 from ultrathink.engine.recorder import Recorder
@@ -55,6 +59,29 @@ class RunSpec:
     db_path: Path | None = None
     #: continue this stored paper run after a crash (``engine/recovery.py``)
     resume_run_id: int | None = None
+
+
+#: builds the profiler of a kernel: (kernel, config's profile_sample_every) -> profiler
+ProfilerFactory = Callable[[Kernel, int | None], KernelProfiler]
+_profiler_factory: ProfilerFactory | None = None
+
+
+def install_profiler(factory: ProfilerFactory | None) -> ProfilerFactory | None:
+    """Profile every kernel built from now on with ``factory`` (None: stop); return the old one."""
+    global _profiler_factory
+    previous, _profiler_factory = _profiler_factory, factory
+    return previous
+
+
+def _profiler(kernel: Kernel, sample_every: int | None) -> KernelProfiler | None:
+    if _profiler_factory is not None:
+        return _profiler_factory(kernel, sample_every)
+    if sample_every is not None:
+        raise ConfigError(
+            f"profile_sample_every={sample_every} needs the profiler: run the command under "
+            "`ultrathink profile -- ...`, or unset profile_sample_every"
+        )
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -233,6 +260,7 @@ def build_kernel(spec: RunSpec, recorder: Recorder, journal: VenueJournal | None
         kernel.guards = _guards(spec, clock, ctx, risk, kill, metrics)
     kernel.control = SessionControl(kernel, spec.data.symbols, metrics, time.time_ns)
     _wire_ticks(kernel, drain=cfg.control.enabled)
+    kernel.profiler = _profiler(kernel, cfg.profile_sample_every)
     return kernel
 
 

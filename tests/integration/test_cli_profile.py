@@ -1,0 +1,113 @@
+"""``ultrathink profile -- COMMAND``: the command runs profiled in-process, four reports land
+in ``--out``, the bottleneck table is printed, and the exit code is the command's."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ultrathink.cli_profile import main
+from ultrathink.engine import runner
+
+BACKTEST = ("backtest", "--data", "synthetic:n_bars=80000,seed=1", "--no-store")
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """Exit code and captured output of one ``ultrathink profile`` invocation."""
+
+    code: int
+    out: str
+    err: str
+
+
+ProfileCli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def profile(capsys: pytest.CaptureFixture[str]) -> ProfileCli:
+    """Run ``ultrathink profile ARGS`` in-process (``cli_profile.main``)."""
+
+    def invoke(*argv: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            code = main(["profile", *argv])
+        except SystemExit as exc:  # argparse: --help and usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+def test_profiles_a_backtest_and_writes_four_reports(profile: ProfileCli, tmp_path: Path) -> None:
+    out = tmp_path / "prof"
+    result = profile("--out", str(out), "--", *BACKTEST)
+    assert result.code == 0, result.err
+    assert "backtest: sma_cross" in result.out  # the command's own output, untouched
+    for word in ("stage", "share", "market_data", "decision", "p99.9", "1 in 4096"):
+        assert word in result.err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["calls.html", "calls.txt", "metrics.prom", "profile.json"]
+    for name in names:
+        assert str(out / name) in result.err
+    doc = json.loads((out / "profile.json").read_text())
+    (run,) = doc["runs"]
+    assert run["n_bars"] == 80_000 and run["n_sampled_bars"] >= 15
+    assert run["bottleneck"] and run["throughput"]["fills"] > 0
+    families = {f.name for f in text_string_to_metric_families((out / "metrics.prom").read_text())}
+    assert "ultrathink_profile_stage_seconds" in families
+    assert "run_command" in (out / "calls.txt").read_text()  # pyinstrument saw the CLI
+    assert runner._profiler_factory is None  # nothing left installed
+
+
+def test_no_calls_and_sample_every(profile: ProfileCli, tmp_path: Path) -> None:
+    out = tmp_path / "prof"
+    result = profile("--out", str(out), "--no-calls", "--sample-every", "256", "--", *BACKTEST)
+    assert result.code == 0, result.err
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.prom", "profile.json"]
+    run = json.loads((out / "profile.json").read_text())["runs"][0]
+    assert run["sample_every"] == 256 and run["n_sampled_bars"] >= 70
+
+
+def test_default_out_dir(profile: ProfileCli, tmp_path: Path) -> None:
+    result = profile("--no-calls", "--", *BACKTEST)
+    assert result.code == 0, result.err
+    assert (tmp_path / ".ultrathink" / "profile" / "profile.json").is_file()
+
+
+@pytest.mark.parametrize("argv", [["--"], [], ["--no-calls", "--"]])
+def test_no_command_is_bad_usage(profile: ProfileCli, tmp_path: Path, argv: list[str]) -> None:
+    result = profile("--out", str(tmp_path / "p"), *argv)
+    assert result.code == 2
+    assert "needs the command to run after `--`" in result.err
+    assert not (tmp_path / "p").exists()
+
+
+def test_bad_sample_every_and_nested_profile_are_refused(profile: ProfileCli) -> None:
+    result = profile("--sample-every", "1000", "--", *BACKTEST)
+    assert result.code == 2 and "power of two" in result.err
+    result = profile("--", "profile", "--", *BACKTEST)
+    assert result.code == 2 and "cannot run `profile`" in result.err
+
+
+def test_exit_code_is_the_commands(profile: ProfileCli, tmp_path: Path) -> None:
+    out = tmp_path / "prof"
+    result = profile("--out", str(out), "--no-calls", "--", "backtest", "--data", "nope.csv")
+    assert result.code == 2
+    assert "error:" in result.err
+    assert "made no engine run" in result.err
+    assert (out / "profile.json").is_file()
+    result = profile("--out", str(out), "--no-calls", "--", "backtest", "--bogus-flag")
+    assert result.code == 2  # the command's usage error
+
+
+def test_help(profile: ProfileCli) -> None:
+    result = profile("--help")
+    assert result.code == 0
+    assert "--sample-every" in result.out and "--no-calls" in result.out
