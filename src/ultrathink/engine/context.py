@@ -58,7 +58,7 @@ class TradingContext:
         self._recorder = recorder
         self._ids_prefix = id_prefix
         self._ids = IdGenerator(id_prefix)
-        self._reissue: dict[str, Order] = {}
+        self._reissue: dict[str, tuple[str, str, float, str]] = {}
         #: True while a restart replays history: orders and audit rows are suppressed
         self.shadow = False
         self._pending: dict[str, float] = {}
@@ -89,9 +89,14 @@ class TradingContext:
         head, _, seq = client_order_id.rpartition("-")
         return int(seq) if head == self._ids_prefix and seq.isdigit() else 0
 
-    def expect_reissue(self, orders: dict[str, Order]) -> None:
-        """Venue orders placed after the store's last bar: a re-issued id is adopted."""
-        self._reissue = dict(orders)
+    def expect_reissue(self, intents: dict[str, tuple[str, str, float, str]]) -> None:
+        """Orders of bars after the store's last: ``id -> (symbol, side, quantity, tag)``.
+
+        The replay makes those decisions again with the same ids: a re-issued id with the
+        same intent is adopted as it stands (working at the venue, or already final), never
+        sent again; a different intent gets a fresh id.
+        """
+        self._reissue = dict(intents)
 
     def adopt_working_order(self, order: Order) -> None:
         """Count a working order restored from the venue as pending."""
@@ -99,13 +104,11 @@ class TradingContext:
         self._n_open += 1
 
     def _adopted(self, req: OrderRequest) -> bool:
-        # the same decision as before the crash: the venue already has this order
-        order = self._reissue.pop(req.client_order_id, None)
-        if order is None:
+        # the same decision as before the crash: that order already exists
+        intent = self._reissue.pop(req.client_order_id, None)
+        if intent is None:
             return False
-        same = (order.symbol, order.side, order.quantity, order.order_type, order.tag) == (
-            req.symbol, req.side, req.quantity, req.order_type, req.tag
-        )  # fmt: skip
+        same = intent == (req.symbol, req.side.value, req.quantity, req.tag)
         if not same:
             self.audit("recovery.id_clash", f"{req.client_order_id} differs from the venue's")
         return same

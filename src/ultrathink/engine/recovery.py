@@ -72,7 +72,7 @@ def recover(kernel: Kernel, store: Store, run_id: int, venue: VenueState) -> Rec
     imported, updated, lost = _reconcile_orders(kernel, stored, venue)
     n_fills = _rebuild_account(kernel, venue, stored_fills)
     _restore_equity(kernel, ts, equity, cash)
-    _restore_counter(kernel, stored, venue)
+    _restore_counter(kernel, store.order_intents(run_id), venue, last_ts)
     _restore_operator_state(kernel, store, run_id)
     state = kernel.risk.state.value
     rec.audit((ctx.now_ns(), "recovery.reconciled", json.dumps({
@@ -141,12 +141,25 @@ def _restore_equity(kernel: Kernel, ts: np.ndarray, equity: np.ndarray, cash: np
 
 
 def _restore_counter(
-    kernel: Kernel, stored: dict[str, tuple[str, float, str]], venue: VenueState
+    kernel: Kernel,
+    intents: dict[str, tuple[int, str, str, float, str]],
+    venue: VenueState,
+    last_ts: int | None,
 ) -> None:
-    # ids continue where the store left off; venue orders placed after it may be re-issued
+    # Ids continue after the last order of a bar the store has fully (<= last_ts). Orders
+    # of later bars — at the venue, or in the store from an earlier restart (imported, or
+    # rejected as lost) — are decisions the replay will make again with the same ids: each
+    # re-issued id is adopted (at the venue) or swallowed (already final), never sent anew.
     ctx = kernel.ctx
-    ctx.resume_ids(max((ctx.id_seq(c) for c in stored), default=0))
-    ctx.expect_reissue({c: o for c, o in venue.orders.items() if c not in stored})
+    done = -1 if last_ts is None else last_ts
+    ctx.resume_ids(max((ctx.id_seq(c) for c, i in intents.items() if i[0] <= done), default=0))
+    later = {c: (i[1], i[2], i[3], i[4]) for c, i in intents.items() if i[0] > done}
+    later.update(
+        (c, (o.symbol, o.side.value, o.quantity, o.tag))
+        for c, o in venue.orders.items()
+        if o.ts_ns > done
+    )
+    ctx.expect_reissue(later)
 
 
 def _restore_operator_state(kernel: Kernel, store: Store, run_id: int) -> None:

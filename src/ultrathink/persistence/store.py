@@ -174,6 +174,16 @@ class Store:
         )
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
+    def order_intents(self, run_id: int) -> dict[str, tuple[int, str, str, float, str]]:
+        """Return ``client_order_id -> (ts_ns, symbol, side, quantity, tag)`` of a run's orders."""
+        self._require_run(run_id)
+        rows = self._conn.execute(
+            "SELECT client_order_id, ts_ns, symbol, side, quantity, tag FROM orders "
+            "WHERE run_id = ?",
+            (run_id,),
+        )
+        return {r[0]: (r[1], r[2], r[3], r[4], r[5]) for r in rows}
+
     def fill_ids(self, run_id: int) -> set[str]:
         """Return the ids of a run's fills."""
         self._require_run(run_id)
