@@ -14,13 +14,14 @@ import json
 import math
 import os
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ultrathink.errors import UltrathinkError
 from ultrathink.web import default_session_file
+
+if TYPE_CHECKING:
+    import urllib.error
 
 #: Environment variable holding the token for ``--url`` (keeps it out of shell history).
 TOKEN_ENV = "ULTRATHINK_CONTROL_TOKEN"
@@ -171,6 +172,9 @@ def resolve_endpoint(args: argparse.Namespace) -> tuple[str, str]:
 
 def post_command(url: str, token: str, payload: dict[str, Any]) -> dict[str, Any]:
     """POST one command to ``{url}/v1/commands``; the result, or ControlClientError."""
+    import urllib.error  # lazy: 16 ms of imports every `ultrathink` start would pay
+    import urllib.request
+
     request = urllib.request.Request(
         url.rstrip("/") + "/v1/commands",
         data=json.dumps(payload).encode(),

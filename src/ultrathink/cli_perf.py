@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ultrathink.errors import ConfigError, UltrathinkError
+from ultrathink.errors import ConfigError
 
 _EPILOG = (
     "examples: ultrathink bench --quick | ultrathink bench --filter engine. --repeats 5 | "
@@ -210,23 +210,3 @@ def _print_comparisons(ref: str, commit: str, comparisons: Sequence[Any]) -> Non
             f"{verdict} ({v.reason})",
         )  # fmt: skip
     _console().print(table)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ultrathink bench`` on its own parser (tests, and until ``cli.py`` registers it)."""
-    parser = argparse.ArgumentParser(prog="ultrathink")
-    add_bench_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except UltrathinkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ultrathink.errors import ConfigError, UltrathinkError
+from ultrathink.errors import ConfigError
 
 DEFAULT_OUT = Path(".ultrathink") / "profile"
 _EXAMPLE = "ultrathink profile -- backtest --data synthetic:n_bars=200000 --no-store"
@@ -187,23 +187,3 @@ def _run_line(run: dict[str, Any]) -> str:
         f"(peak {proc.get('rss_peak_mb', 0):,.0f}); GC in the loop: {gc['n_collections']} "
         f"collection(s) (collector {'on' if gc['enabled_at_start'] else 'paused'}){paced}"
     )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``ultrathink profile`` on its own parser (tests, and until ``cli.py`` registers it)."""
-    parser = argparse.ArgumentParser(prog="ultrathink")
-    add_profile_parser(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except UltrathinkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ultrathink.cli_profile import main
+from ultrathink.cli import main
 from ultrathink.engine import runner
 
 BACKTEST = ("backtest", "--data", "synthetic:n_bars=80000,seed=1", "--no-store")
@@ -31,7 +31,7 @@ ProfileCli = Callable[..., CliResult]
 
 @pytest.fixture
 def profile(capsys: pytest.CaptureFixture[str]) -> ProfileCli:
-    """Run ``ultrathink profile ARGS`` in-process (``cli_profile.main``)."""
+    """Run ``ultrathink profile ARGS`` in-process (``ultrathink.cli.main``)."""
 
     def invoke(*argv: str) -> CliResult:
         capsys.readouterr()

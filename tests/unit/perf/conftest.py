@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ultrathink.cli_perf import main
+from ultrathink.cli import main
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def bench_cli(capsys: pytest.CaptureFixture[str]) -> BenchCli:
-    """Run ``ultrathink bench ARGS`` in-process (``cli_perf.main``)."""
+    """Run ``ultrathink bench ARGS`` in-process (``ultrathink.cli.main``)."""
 
     def invoke(*argv: str) -> BenchRun:
         capsys.readouterr()
