@@ -233,20 +233,17 @@ class TradingContext:
         self.has_unknown_orders = bool(self._unknown)
 
     def _reject_unsent(self, req: OrderRequest, reason: str) -> None:
+        # the broker never saw it, so on_order_event cannot release it from the broker's
+        # order: release it here, then book the REJECTED like any broker event
         signed = req.quantity if req.side is Side.BUY else -req.quantity
         self._pending[req.symbol] -= signed
         self._n_open -= 1
-        event = OrderEvent(
-            self._clock.now_ns(), req.client_order_id, req.symbol, OrderStatus.REJECTED, 0.0,
-            reason,
+        self.on_order_event(
+            OrderEvent(
+                self._clock.now_ns(), req.client_order_id, req.symbol, OrderStatus.REJECTED,
+                0.0, reason,
+            )
         )  # fmt: skip
-        self._count(OrderStatus.REJECTED)
-        self._recorder.event(event)
-        if self._strategy_event is not None:
-            try:
-                self._strategy_event(event)
-            except Exception as exc:
-                raise hook_error(self.strategy, "on_order_event", exc) from exc
 
     def submit_flatten(self, symbol: str, signed_qty: float, reason: str) -> str:
         """Send a reduce-only market order that bypasses risk: the kill switch's flatten.
