@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from ultrathink.perf.results import environment
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / ".bench" / "results.jsonl"
@@ -18,37 +17,17 @@ RESULTS = ROOT / ".bench" / "results.jsonl"
 Recorder = Callable[[str, dict[str, Any]], None]
 
 
-def _commit() -> str:
-    # read, not run, git: the HEAD commit if the checkout has one
-    try:
-        head = (ROOT / ".git" / "HEAD").read_text().strip()
-        if head.startswith("ref: "):
-            return (ROOT / ".git" / head[5:]).read_text().strip()[:10]
-        return head[:10]
-    except OSError:
-        return "unknown"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown cpu"
-
-
 def record_result(name: str, payload: dict[str, Any]) -> None:
     """Append one result to ``.bench/results.jsonl`` with commit, machine and load; print it."""
+    env = environment(ROOT)  # the same provenance as `ultrathink bench` records
+    machine = env["machine"]
     row = {
         "name": name,
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "commit": _commit(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpu, {_cpu_model()}",
-        "python": platform.python_version(),
-        "load_avg_1m": os.getloadavg()[0],
+        "time": env["date_utc"],
+        "commit": env["commit"][:10],
+        "machine": f"{machine['arch']}, {machine['n_cores']} cpu, {machine['cpu_model']}",
+        "python": env["python"],
+        "load_avg_1m": env["load_avg_1m"],
         **payload,
     }
     RESULTS.parent.mkdir(exist_ok=True)
@@ -61,3 +40,14 @@ def record_result(name: str, payload: dict[str, Any]) -> None:
 def record() -> Recorder:
     """The benchmark result recorder (see ``record_result``)."""
     return record_result
+
+
+@pytest.fixture(scope="session")
+def ml_bundle(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The default ensemble trained on synthetic minute bars, once for every ML benchmark."""
+    from ultrathink import services
+
+    registry = tmp_path_factory.mktemp("models")
+    data = services.load("synthetic:n_bars=20000,seed=1,freq=1min")
+    result, _ = services.train_model(data, {}, registry)
+    return services.load_model_bundle(registry, result.version)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,13 +27,9 @@ ROUNDS = 5
 
 
 def test_hardening_adds_at_most_5_us_to_p99_decision_latency(
-    tmp_path: Path, record: Callable[[str, dict[str, Any]], None]
+    ml_bundle: Any, record: Callable[[str, dict[str, Any]], None]
 ) -> None:
-    registry = tmp_path / "models"
-    result, _ = services.train_model(
-        services.load("synthetic:n_bars=20000,seed=1,freq=1min"), {}, registry
-    )
-    bundle = services.load_model_bundle(registry, result.version)
+    bundle = ml_bundle
     data = services.load(f"synthetic:n_bars={N_EVENTS},seed=2,freq=1min,start=2020-01-20")
     configs = {
         "off": EngineConfig(measure_latency=True),

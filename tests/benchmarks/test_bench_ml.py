@@ -41,12 +41,9 @@ def test_train_default_ensemble_on_embedded_data(
 
 
 def test_ml_backtest_throughput_and_decision_latency(
-    tmp_path: Path, record: Callable[[str, dict[str, Any]], None]
+    tmp_path: Path, ml_bundle: Any, record: Callable[[str, dict[str, Any]], None]
 ) -> None:
-    registry = tmp_path / "models"
-    train_data = services.load("synthetic:n_bars=20000,seed=1,freq=1min")
-    result, _ = services.train_model(train_data, {}, registry)
-    bundle = services.load_model_bundle(registry, result.version)
+    bundle = ml_bundle
     data = services.load(f"synthetic:n_bars={N_EVENTS},seed=2,freq=1min,start=2020-01-20")
     strategy = MLStrategy(max_model_age_days=None, range_tolerance=10.0).attach_model(bundle)
     config = EngineConfig(measure_latency=True)
