@@ -174,16 +174,25 @@ def _ml_strategy(bundle: Any) -> Any:
 @benchmark("decision.ml_latency", "decision", "us")
 def ml_decision_latency(quick: bool) -> Callable[[], Measurement]:
     """ML strategy decision latency, ``on_bar`` entry to return, every bar after warm-up (µs)."""
+    return ml_latency_runner(quick, profiled=False)
+
+
+def ml_latency_runner(quick: bool, *, profiled: bool) -> Callable[[], Measurement]:
+    """One ML run's decision latencies per repeat; ``profiled`` builds it under the profiler."""
+    from contextlib import nullcontext
+
     from ultrathink.engine.config import EngineConfig
     from ultrathink.engine.recorder import Recorder
     from ultrathink.engine.runner import RunSpec, build_kernel
+    from ultrathink.perf.profiler import ProfileSession
 
     bundle, data = _ml_session(quick)
     config = EngineConfig(measure_latency=True)
 
     def run() -> Measurement:
         strategy = _ml_strategy(bundle)
-        kernel = build_kernel(RunSpec(strategy, data, config), Recorder(None, 100_000.0))
+        with ProfileSession() if profiled else nullcontext():
+            kernel = build_kernel(RunSpec(strategy, data, config), Recorder(None, 100_000.0))
         kernel.run(data)
         kernel.finish()
         assert kernel.latency_ns is not None

@@ -1,8 +1,8 @@
 """Benchmarks with the sampling profiler on: compare them with their unprofiled twins.
 
 ``decision.ml_latency_profiled`` is ``decision.ml_latency`` (``bench_ml``) with every run
-inside a :class:`~ultrathink.perf.profiler.ProfileSession` (1 bar in 1024 timed stage by
-stage), and ``engine.sma_cross_profiled`` an ``sma_cross`` backtest without the store, with
+inside a :class:`~ultrathink.perf.profiler.ProfileSession` (1 bar in 4096 by default timed
+stage by stage), and ``engine.sma_cross_profiled`` an ``sma_cross`` backtest without the store, with
 its unprofiled twin ``engine.sma_cross_unprofiled``: the ratio of the two is the profiler's
 throughput cost on the cheapest bar the engine runs. The budget (≤ 1 % of decision latency)
 is asserted by ``tests/benchmarks/test_bench_profiler.py``, in one process, alternating.
@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
 from ultrathink.perf.bench_data import bars
 from ultrathink.perf.suite import Measurement, benchmark
 
@@ -22,31 +20,9 @@ from ultrathink.perf.suite import Measurement, benchmark
 @benchmark("decision.ml_latency_profiled", "decision", "us")
 def ml_decision_latency_profiled(quick: bool) -> Callable[[], Measurement]:
     """ML decision latency (µs) with the sampling profiler on; twin of decision.ml_latency."""
-    from ultrathink import services
-    from ultrathink.decision.ml import MLStrategy
-    from ultrathink.engine.config import EngineConfig
-    from ultrathink.engine.recorder import Recorder
-    from ultrathink.engine.runner import RunSpec, build_kernel
-    from ultrathink.perf.bench_ml import ml_bundle
-    from ultrathink.perf.profiler import ProfileSession
+    from ultrathink.perf.bench_ml import ml_latency_runner
 
-    bundle = ml_bundle(quick)
-    n_bars = 20_000 if quick else 200_000
-    data = services.load(f"synthetic:n_bars={n_bars},seed=2,freq=1min,start=2020-01-20")
-    config = EngineConfig(measure_latency=True)
-
-    def run() -> Measurement:
-        strategy = MLStrategy(max_model_age_days=None, range_tolerance=10.0)
-        strategy.attach_model(bundle)
-        with ProfileSession():
-            kernel = build_kernel(RunSpec(strategy, data, config), Recorder(None, 100_000.0))
-        kernel.run(data)
-        kernel.finish()
-        assert kernel.latency_ns is not None
-        events = np.frombuffer(kernel.latency_ns, dtype=np.int64)[strategy.warmup_bars :]
-        return Measurement(value=float(np.median(events)) / 1e3, events_ns=events.copy())
-
-    return run
+    return ml_latency_runner(quick, profiled=True)
 
 
 def _sma_cross(quick: bool, profiled: bool) -> Callable[[], Measurement]:

@@ -11,7 +11,7 @@ Sampling
 --------
 Timing every stage of every bar would cost more than the budget (≤ 1 % of decision latency;
 a ``perf_counter_ns`` call costs ~60 ns, a wrapper frame ~100 ns, a bar 1.7–15 µs), so one
-bar in N (``sample_every``, a power of two, 1024 by default) is recorded stage by stage --
+bar in N (``sample_every``, a power of two, 4096 by default) is recorded stage by stage --
 bar ``k·N + N/2``, off the power-of-two boundaries where chunks load and flushes fall, whose
 cost a recorded bar would multiply by N -- and every other bar pays one int comparison in
 the kernel. The 4 bars before a recorded one run with the probes too, unrecorded, to warm
@@ -556,7 +556,7 @@ class ProfileSession:
     Parameters
     ----------
     sample_every : int or None
-        N for every run; None: each run's ``profile_sample_every``, else 1024.
+        N for every run; None: each run's ``profile_sample_every``, else 4096.
     timer : callable
         Monotonic ns clock of the runs' profilers.
     """
