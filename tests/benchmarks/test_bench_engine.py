@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from ultrathink.perf.bench_engine import cli_with_peak_rss
+
 pytestmark = pytest.mark.bench
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,37 +30,10 @@ BUDGET_PEAK_MB = 300
 SPEC = f"synthetic:n_bars={N_BARS}"
 
 
-_PEAK_WRAPPER = """
-import runpy, sys
-sys.argv = ["ultrathink", *sys.argv[1:]]
-try:
-    runpy.run_module("ultrathink.cli", run_name="__main__")
-finally:
-    with open("/proc/self/status") as fh:
-        hwm = next(line.split()[1] for line in fh if line.startswith("VmHWM"))
-    print(f"PEAK_KB {hwm}", file=sys.stderr)
-"""
-# VmHWM is the high-water mark of this process image only. ru_maxrss is not used: Linux
-# folds the pre-exec (forked) copy of the parent into it, so a child of a large pytest
-# process reported 315-405 MB for a run whose own peak is 240 MB.
-
-
 def _cli(*args: str) -> tuple[dict[str, object], float]:
-    """Run the CLI in a fresh process; return its JSON and the CLI process's peak RSS (MB).
-
-    The store writer runs in a child process (~55 MB steady, sampled with ps; see
-    docs/benchmarks.md) and is not included.
-    """
-    proc = subprocess.run(
-        [sys.executable, "-c", _PEAK_WRAPPER, *args],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=ROOT,
-    )
-    line = next(x for x in proc.stderr.splitlines() if x.startswith("PEAK_KB"))
-    own_kb = int(line.split()[1])
-    return json.loads(proc.stdout), own_kb / 1024
+    """Run the CLI in a fresh process; return its JSON and the CLI process's peak RSS (MB)."""
+    out, peak_mb = cli_with_peak_rss(list(args), ROOT)
+    return json.loads(out), peak_mb
 
 
 def _reference_bars_per_s() -> float:

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ultrathink.core.enums import OrderStatus, Side
-from ultrathink.core.events import Fill, OrderEvent, OrderRequest
-from ultrathink.persistence import Store, StoreWriter, WriteBatch, verify_audit
+from ultrathink.perf.bench_persistence import writer_batches
+from ultrathink.persistence import Store, StoreWriter, verify_audit
 from ultrathink.persistence.audit import append_audit
 from ultrathink.persistence.db import connect, migrate
 from ultrathink.persistence.process_writer import ProcessStoreWriter
@@ -32,21 +31,6 @@ ORDERS_PER_BATCH = 1000
 BUDGET_WRITE_S = 2.0
 N_AUDIT_ROWS = 1_000_000
 BUDGET_VERIFY_S = 5.0
-
-
-def _batches(run_id: int) -> list[WriteBatch]:
-    batches = []
-    for first in range(0, N_ORDERS, ORDERS_PER_BATCH):
-        requests, events, fills = [], [], []
-        for i in range(first, first + ORDERS_PER_BATCH):
-            oid, ts_ns = f"O-bench-{i:09d}", 1_000 * i
-            requests.append(OrderRequest(oid, ts_ns, "SPX", Side.BUY, 10.0))
-            events.append(OrderEvent(ts_ns + 1, oid, "SPX", OrderStatus.ACCEPTED, 0.0))
-            fills.append(Fill(ts_ns + 2, oid, f"F-{i:09d}", "SPX", Side.BUY, 10.0, 100.0, 0.1))
-            events.append(OrderEvent(ts_ns + 2, oid, "SPX", OrderStatus.FILLED, 10.0))
-        approvals = [r.client_order_id for r in requests]
-        batches.append(WriteBatch(run_id, requests, [], approvals, events, fills))
-    return batches
 
 
 def _summary(name: str, times: list[float], budget: float) -> float:
@@ -63,7 +47,7 @@ def test_writer_throughput(tmp_path: Path, writer_cls: type) -> None:
         db = tmp_path / f"w{repeat}.db"
         with Store(db) as store:
             run_id = store.create_run("backtest", "bench", {}, {}, "bench", "h", "v", 0)
-        batches = _batches(run_id)
+        batches = writer_batches(run_id, N_ORDERS)
         with writer_cls(db) as writer:
             t0 = time.perf_counter()  # after start-up: a run starts its writer before timing
             for batch in batches:

@@ -221,7 +221,7 @@ def backtest_sma_cross(quick: bool) -> _Backtest:
     return _Backtest(quick)
 
 
-_PEAK_WRAPPER = """
+PEAK_RSS_WRAPPER = """
 import runpy, sys
 sys.argv = ["ultrathink", *sys.argv[1:]]
 try:
@@ -232,7 +232,22 @@ finally:
     print(f"PEAK_KB {hwm}", file=sys.stderr)
 """
 # VmHWM is this process image's own high-water mark; ru_maxrss would fold in the forked
-# parent (see docs/benchmarks.md)
+# parent: a child of a large pytest process reported 315-405 MB for a 240 MB run
+
+
+def cli_with_peak_rss(args: list[str], cwd: Path | str) -> tuple[str, float]:
+    """Run ``ultrathink ARGS`` in a fresh process; its stdout and its own peak RSS (MB).
+
+    The store writer runs in a child process (~55 MB steady) and is not included.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_WRAPPER, *args],
+        capture_output=True, text=True, check=False, cwd=cwd,
+    )  # fmt: skip
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("PEAK_KB")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"ultrathink {' '.join(args)} failed: {proc.stderr[-2000:]}")
+    return proc.stdout, int(lines[-1].split()[1]) / 1024
 
 
 @benchmark("engine.peak_rss_session", "engine", "MB", repeats=3, warmup=0)
@@ -243,13 +258,7 @@ def peak_rss_session(quick: bool) -> Any:
     def run() -> Measurement:
         with tempfile.TemporaryDirectory(prefix="ultrathink-bench-") as tmp:
             args = ["backtest", "--data", spec, "--db", str(Path(tmp) / "rss.db"), "--json"]
-            proc = subprocess.run(
-                [sys.executable, "-c", _PEAK_WRAPPER, *args],
-                capture_output=True, text=True, check=False, cwd=tmp,
-            )  # fmt: skip
-        lines = [x for x in proc.stderr.splitlines() if x.startswith("PEAK_KB")]
-        if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"backtest subprocess failed: {proc.stderr[-2000:]}")
-        return Measurement(value=int(lines[-1].split()[1]) / 1024)
+            _out, peak_mb = cli_with_peak_rss(args, tmp)
+        return Measurement(value=peak_mb)
 
     return run

@@ -19,7 +19,8 @@ from ultrathink.perf.suite import benchmark
 ORDERS_PER_BATCH = 1_000
 
 
-def _batches(run_id: int, n_orders: int) -> list[Any]:
+def writer_batches(run_id: int, n_orders: int) -> list[Any]:
+    """The writer workload: per order a request, an approval, ACCEPTED, FILLED and a fill."""
     from ultrathink.core.enums import OrderStatus, Side
     from ultrathink.core.events import Fill, OrderEvent, OrderRequest
     from ultrathink.persistence import WriteBatch
@@ -54,7 +55,7 @@ class _Writer:
         db = self._dir / f"w{self._n}.db"
         with Store(db) as store:
             run_id = store.create_run("backtest", "bench", {}, {}, "bench", "h", "v", 0)
-        self.batches = _batches(run_id, self.n_orders)
+        self.batches = writer_batches(run_id, self.n_orders)
         cls: Any = StoreWriter if self.kind == "thread" else ProcessStoreWriter
         self.writer = cls(db)
 
