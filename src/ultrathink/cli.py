@@ -137,10 +137,7 @@ def run_command(args: argparse.Namespace, mode: str = "backtest") -> int:
     if args.model:
         params["model"] = args.model
     strategy = services.make_strategy(args.strategy or "sma_cross", params)
-    if hasattr(strategy, "attach_model"):  # the ml strategy: verified, compiled model
-        registry = services.registry_root(args.registry, args.db)
-        version = getattr(strategy.params, "model", None)
-        strategy.attach_model(services.load_model_bundle(registry, version))
+    if services.attach_model_if_needed(strategy, args.registry, args.db):
         config = config.model_copy(update={"measure_latency": True})
     data = services.slice_data(services.load(args.data or "sp500"), args.start, args.end)
     db = None if args.no_store else services.resolve_db(args.db)

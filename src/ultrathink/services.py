@@ -120,11 +120,20 @@ def resumable_run(
         values["speed"] = speed or None
     config = EngineConfig(**values)
     strategy = make_strategy(strategy_spec or record.strategy, dict(record.params))
-    if hasattr(strategy, "attach_model"):
-        version = getattr(strategy.params, "model", None)
-        strategy.attach_model(load_model_bundle(registry_root(registry, str(db_path)), version))
+    attach_model_if_needed(strategy, registry, db_path)
     name = data_spec or record.data_name.removeprefix("embedded:")
     return strategy, slice_data(load(name), start, end), config
+
+
+def attach_model_if_needed(
+    strategy: Strategy, registry: str | Path | None, db: str | Path | None
+) -> bool:
+    """Give the ``ml`` strategy its verified, compiled model; False for other strategies."""
+    if not hasattr(strategy, "attach_model"):
+        return False
+    version = getattr(strategy.params, "model", None)
+    strategy.attach_model(load_model_bundle(registry_root(registry, db), version))
+    return True
 
 
 def resolve_db(path: str | Path | None) -> Path:
