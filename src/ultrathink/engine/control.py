@@ -39,7 +39,6 @@ from ultrathink.hardening.overrides import (
     Status,
     SymbolSwitch,
 )
-from ultrathink.risk.config import RiskConfig
 
 if TYPE_CHECKING:
     from ultrathink.engine.kernel import Kernel
@@ -205,15 +204,11 @@ class SessionControl:
         return f"{n} flatten orders sent (they fill at the next bar of each symbol)"
 
     def _set_limit(self, cmd: SetLimit) -> str:
-        risk = self._kernel.risk
-        values = risk.config.model_dump()
-        values[cmd.limit] = cmd.value
         try:
-            new = RiskConfig(**values)
+            self._kernel.risk.set_limit(cmd.limit, cmd.value)
         except ValidationError as exc:
             err = exc.errors()[0]
             raise OverrideError(f"{cmd.limit} {err['msg'].lower()}, was {cmd.value!r}") from None
-        risk.reconfigure(new)
         return f"{cmd.limit} = {cmd.value}"
 
     def _symbol_switch(self, cmd: SymbolSwitch) -> str:

@@ -186,9 +186,7 @@ def _reapply(kernel: Kernel, kind: str, detail: str) -> None:
         return
     risk = kernel.risk
     if kind == "operator.set_limit":
-        values = risk.config.model_dump()
-        values[what["limit"]] = what["value"]
-        risk.reconfigure(type(risk.config)(**values))
+        risk.set_limit(what["limit"], what["value"])
     elif kind == "operator.disable_symbol":
         risk.disabled_symbols.add(what["symbol"])
     else:

@@ -77,6 +77,10 @@ class RiskEngine:
         self.n_denied = 0
         self.reconfigure(config)
 
+    def set_limit(self, name: str, value: float | None) -> None:
+        """Change one limit of the config (validated as in the config; ValidationError if not)."""
+        self.reconfigure(RiskConfig(**{**self.config.model_dump(), name: value}))
+
     def reconfigure(self, config: RiskConfig) -> None:
         """Apply new limits from the next order on (an operator override at runtime)."""
         self.config = config

@@ -639,3 +639,21 @@ def test_price_band_boundary_is_symmetric() -> None:
     assert engine.check(req(order_type=OrderType.LIMIT, limit=90.0)) is None
 
     assert engine.check(req(order_type=OrderType.LIMIT, limit=110.0)) is None
+
+
+# -- runtime limits ------------------------------------------------------------------------------
+
+
+def test_set_limit_applies_from_the_next_order_and_refuses_an_invalid_value() -> None:
+    from pydantic import ValidationError
+
+    engine = make_engine()
+    assert engine.check(req(quantity=10.0)) is None
+
+    engine.set_limit("max_position_qty", 5)
+    assert denied(engine, req(quantity=10.0)).reason is DenyReason.MAX_POSITION
+    with pytest.raises(ValidationError):
+        engine.set_limit("max_drawdown_pct", 150)
+    assert engine.config.max_drawdown_pct is None and engine.config.max_position_qty == 5
+    engine.set_limit("max_position_qty", None)
+    assert engine.check(req(quantity=10.0)) is None
