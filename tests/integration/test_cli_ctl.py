@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ultrathink.cli_ctl import TOKEN_ENV, add_ctl_parser
+from ultrathink.cli_ctl import TOKEN_ENV
 from ultrathink.hardening.overrides import (
     Command,
     Flatten,
@@ -60,14 +58,7 @@ class FakeChannel:
         return b""
 
 
-@dataclass(frozen=True)
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Ctl = Callable[..., Result]
+Ctl = Callable[..., Any]  # returns conftest's CliResult (code, out, err)
 
 
 @pytest.fixture
@@ -80,22 +71,9 @@ def session() -> Iterator[tuple[ControlServer, FakeChannel]]:
 
 
 @pytest.fixture
-def ctl(capsys: pytest.CaptureFixture[str]) -> Ctl:
-    """``ultrathink ctl ...`` through a parser built with ``add_ctl_parser`` only."""
-    parser = argparse.ArgumentParser(prog="ultrathink")
-    add_ctl_parser(parser.add_subparsers(dest="command", required=True))
-
-    def invoke(*argv: str) -> Result:
-        capsys.readouterr()
-        try:
-            args = parser.parse_args(["ctl", *argv])
-            code = args.func(args)
-        except SystemExit as exc:  # argparse: --help and usage errors
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return invoke
+def ctl(cli: Any) -> Ctl:
+    """``ultrathink ctl ...`` in-process through the whole CLI (the integration ``cli`` runner)."""
+    return lambda *argv: cli("ctl", *argv)
 
 
 def test_status_prints_the_session_state(session: Any, ctl: Ctl) -> None:

@@ -5,44 +5,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ultrathink.cli import main
 from ultrathink.engine import runner
 
 BACKTEST = ("backtest", "--data", "synthetic:n_bars=80000,seed=1", "--no-store")
 
 
-@dataclass(frozen=True)
-class CliResult:
-    """Exit code and captured output of one ``ultrathink profile`` invocation."""
-
-    code: int
-    out: str
-    err: str
-
-
-ProfileCli = Callable[..., CliResult]
+ProfileCli = Callable[..., Any]  # returns conftest's CliResult
 
 
 @pytest.fixture
-def profile(capsys: pytest.CaptureFixture[str]) -> ProfileCli:
-    """Run ``ultrathink profile ARGS`` in-process (``ultrathink.cli.main``)."""
-
-    def invoke(*argv: str) -> CliResult:
-        capsys.readouterr()
-        try:
-            code = main(["profile", *argv])
-        except SystemExit as exc:  # argparse: --help and usage errors
-            code = exc.code if isinstance(exc.code, int) else 1
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return invoke
+def profile(cli: Any) -> ProfileCli:
+    """Run ``ultrathink profile ARGS`` in-process (the integration ``cli`` runner)."""
+    return lambda *argv: cli("profile", *argv)
 
 
 def test_profiles_a_backtest_and_writes_four_reports(profile: ProfileCli, tmp_path: Path) -> None:
