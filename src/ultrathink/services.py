@@ -1,28 +1,45 @@
-"""The operations the CLI (and later the web) call: thin, typed, no printing."""
+"""The operations the CLI and the web call: thin, typed, no printing.
+
+A run is asked for with a typed ``RunRequest`` (backtest, paper, the main job and a resume
+all use it) and executed by ``execute_run``, which also serves a paper session's control
+endpoint and turns Ctrl-C into a clean stop.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from ultrathink.config import default_db_path, load_engine_config, realistic_defaults
+from ultrathink.config import (
+    default_db_path,
+    engine_config_from_values,
+    load_engine_config,
+    realistic_defaults,
+)
 from ultrathink.core.times import iso_ns
 from ultrathink.data import MarketData, load_data
-from ultrathink.data.synthetic import generate, parse_synthetic_spec
 from ultrathink.decision.loader import resolve_strategy
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
 from ultrathink.engine.kernel import ProgressFn
 from ultrathink.engine.results import RunResult
-from ultrathink.engine.runner import RunSpec, run
+from ultrathink.engine.runner import Session, run
+from ultrathink.engine.spec import ProfilerFactory, RunSpec
 from ultrathink.errors import ConfigError, DataSourceError
-from ultrathink.persistence import AuditReport, RunRecord, Store, verify_audit
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ultrathink.persistence import AuditReport, RunRecord
 
 DEFAULT_STRATEGY = "sma_cross"
 
@@ -82,47 +99,205 @@ def run_strategy(
     db_path: Path | None = None,
     progress: ProgressFn | None = None,
     resume_run_id: int | None = None,
+    profiler: ProfilerFactory | None = None,
 ) -> RunResult:
     """Run ``strategy`` over ``data`` (backtest or paper) and persist it when ``db_path``.
 
-    ``resume_run_id`` continues that stored paper run after a crash (same data).
+    ``resume_run_id`` continues that stored paper run after a crash (same data);
+    ``profiler`` profiles the run (``ProfileSession.profiler_for``).
     """
     if len(data) == 0:
         raise DataSourceError(f"data {data.name!r} has no bars")
-    return run(RunSpec(strategy, data, config, mode, db_path, resume_run_id), progress)
+    spec = RunSpec(strategy, data, config, mode, db_path, resume_run_id, profiler=profiler)
+    return run(spec, progress)
 
 
-def resumable_run(
-    db_path: Path,
-    run_id: int,
-    *,
-    strategy_spec: str | None = None,
-    data_spec: str | None = None,
-    start: str | None = None,
-    end: str | None = None,
-    control: dict[str, Any] | None = None,
-    registry: str | None = None,
-    speed: Any = None,
-) -> tuple[Strategy, MarketData, EngineConfig]:
-    """Strategy, data and config of a stored paper run, to resume it after a crash.
+# -- typed run requests ----------------------------------------------------------------------
 
-    The stored strategy name, parameters, data name and configuration are used unless a
-    strategy file or data spec is given again (a user strategy from a file, sliced data).
+Mode = Literal["backtest", "paper", "run"]
+
+
+class RunRequest(BaseModel):
+    """One run, as a caller asks for it: ``backtest``, ``paper`` (or its ``resume``) or the
+    main job ``run``. Validated before anything runs; ``execute_run`` carries it out.
+
+    ``overrides`` are configuration values (nested dicts, e.g. ``{"broker":
+    {"commission_bps": 1.0}}``) applied over the mode's defaults and the ``config`` file.
+    ``speed`` is a multiple of real time or ``"max"``; None keeps the default (paper: 60,
+    a resumed run: its own).
     """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode
+    strategy: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    model: str | None = None
+    registry: str | None = None
+    data: str | None = None
+    start: str | None = None
+    end: str | None = None
+    config_path: str | None = None
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    db: str | None = None
+    store: bool = True
+    report: str | None = None
+    resume: int | None = None
+    control: bool = False
+    speed: float | Literal["max"] | None = None
+
+
+#: The pace of a new paper session unless --speed is given (x real time).
+DEFAULT_PAPER_SPEED = 60.0
+
+
+def execute_run(
+    request: RunRequest,
+    *,
+    progress: Callable[[int], Callable[[int], None] | None] | None = None,
+    profiler: ProfilerFactory | None = None,
+    on_ready: Callable[[Session], None] | None = None,
+) -> RunResult:
+    """Carry out ``request``: resolve config, strategy, model and data, then run it.
+
+    A paper session with ``control`` serves its control endpoint while it runs (loopback,
+    token in its session directory); Ctrl-C (SIGINT) asks the kernel to stop at the next
+    bar, so the run ends ``interrupted`` with everything stored (a second Ctrl-C aborts).
+    ``progress(total)`` may return a per-bar callback; ``on_ready(session)`` is called once
+    the session is open (its control endpoint serving).
+    """
+    if request.report:
+        check_output_path(request.report, "--report")
+    spec = _spec(request, profiler)
+    with (
+        Session(spec).open() as session,
+        _control_server(request, session),
+        _graceful_sigint(session),
+    ):
+        if on_ready is not None:
+            on_ready(session)
+        callback = progress(len(spec.data)) if progress is not None else None
+        return session.run(callback)
+
+
+def _spec(request: RunRequest, profiler: ProfilerFactory | None) -> RunSpec:
+    db = resolve_db(request.db) if request.store else None
+    if request.resume is not None:
+        if db is None:
+            raise ConfigError("--resume needs the store the run was written to (drop --no-store)")
+        strategy, data, config = _resumable(request, db)
+        mode = "paper"
+    else:
+        config = engine_config(
+            realistic=request.mode != "backtest", config_path=request.config_path,
+            overrides=_with_speed(request),
+        )  # fmt: skip
+        params: dict[str, Any] = dict(request.params)
+        if request.model:
+            params["model"] = request.model
+        strategy = make_strategy(request.strategy or DEFAULT_STRATEGY, params)
+        if attach_model_if_needed(strategy, request.registry, request.db):
+            config = config.model_copy(update={"measure_latency": True})
+        data = slice_data(load(request.data or "sp500"), request.start, request.end)
+        mode = request.mode
+    if len(data) == 0:
+        raise DataSourceError(f"data {data.name!r} has no bars")
+    return RunSpec(strategy, data, config, mode, db, request.resume, profiler=profiler)
+
+
+def _with_speed(request: RunRequest) -> dict[str, Any]:
+    overrides = dict(request.overrides)
+    if request.control:
+        overrides["control"] = {"enabled": True}
+    if request.mode == "paper":
+        speed = request.speed if request.speed is not None else DEFAULT_PAPER_SPEED
+        overrides["speed"] = None if speed == "max" else speed
+    return overrides
+
+
+def _resumable(request: RunRequest, db_path: Path) -> tuple[Strategy, MarketData, EngineConfig]:
+    # the stored run's strategy, parameters, data and configuration, unless given again
+    from ultrathink.persistence import Store
+
     if not db_path.exists():
         raise ConfigError(f"store {db_path} does not exist; pass the --db the run used")
     with Store(db_path) as store:
-        record = store.get_run(run_id)
+        record = store.get_run(request.resume or 0)
     values = dict(record.config)
-    if control is not None:
-        values["control"] = control
-    if speed is not None:  # "max" arrives as 0: as fast as possible
-        values["speed"] = speed or None
-    config = EngineConfig(**values)
-    strategy = make_strategy(strategy_spec or record.strategy, dict(record.params))
-    attach_model_if_needed(strategy, registry, db_path)
-    name = data_spec or record.data_name.removeprefix("embedded:")
-    return strategy, slice_data(load(name), start, end), config
+    values["control"] = {"enabled": request.control}
+    if request.speed is not None:
+        values["speed"] = None if request.speed == "max" else request.speed
+    config = engine_config_from_values(values, f"the stored config of run {request.resume}")
+    strategy = make_strategy(request.strategy or record.strategy, dict(record.params))
+    attach_model_if_needed(strategy, request.registry, db_path)
+    name = request.data or record.data_name.removeprefix("embedded:")
+    return strategy, slice_data(load(name), request.start, request.end), config
+
+
+def check_output_path(path: str, option: str) -> Path:
+    """Refuse, before anything runs, an output file that could not be written."""
+    out = Path(path)
+    if out.is_dir():
+        raise ConfigError(f"{option} {path} is a directory; pass a file path, e.g. report.html")
+    parent = out.parent if str(out.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {parent} is not a directory")
+    probe = parent if parent.exists() else next((p for p in parent.parents if p.exists()), None)
+    if probe is None or not os.access(probe, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: {probe or parent} is not writable")
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError(f"{option} {path} exists and is not writable")
+    return out
+
+
+@contextmanager
+def _control_server(request: RunRequest, session: Session) -> Iterator[None]:
+    # the operator endpoint on 127.0.0.1 (token in the session's 0600 control file)
+    control = session.engine.control
+    if not request.control or control is None:
+        yield
+        return
+    from ultrathink.engine.sessions import CONTROL_FILE_NAME, NOSTORE_PREFIX, RunLock, sessions_root
+    from ultrathink.web.control_api import ControlServer
+
+    directory, lock = session.directory, None
+    if directory is None:  # not stored: a session directory of its own, locked while it runs
+        directory = sessions_root(resolve_db(request.db)) / f"{NOSTORE_PREFIX}{os.getpid()}"
+        lock = RunLock(directory, None).acquire()
+    cfg = session.spec.config.control
+    path = Path(cfg.session_file) if cfg.session_file else directory / CONTROL_FILE_NAME
+    server = ControlServer(control, port=cfg.port, session_file=path)
+    spec = session.spec
+    info = {"run_id": session.run_id, "mode": spec.mode, "strategy": spec.strategy.name}
+    try:
+        server.start(extra={**info, "db": str(spec.db_path or "")})
+        yield
+    finally:
+        server.stop()
+        if lock is not None:
+            lock.release()
+
+
+@contextmanager
+def _graceful_sigint(session: Session) -> Iterator[None]:
+    # first Ctrl-C: stop at the next bar (everything stored, status interrupted);
+    # second: KeyboardInterrupt as usual. Only a paper session needs it, in the main thread.
+    if session.spec.mode != "paper" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stop = session.stop
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        print("stopping at the next bar (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def attach_model_if_needed(
@@ -142,14 +317,20 @@ def resolve_db(path: str | Path | None) -> Path:
 
 
 def list_runs(db_path: Path, limit: int = 20) -> list[RunRecord]:
-    """Newest runs first."""
-    with Store(db_path) as store:
+    """Newest runs first (the store is opened read-only; no store yet: no runs)."""
+    from ultrathink.persistence import Store
+
+    if not db_path.exists():
+        return []
+    with Store(db_path, readonly=True) as store:
         return store.list_runs(limit)
 
 
 def show_run(db_path: Path, run_id: int) -> dict[str, Any]:
-    """One run with its order status counts, positions and equity summary."""
-    with Store(db_path) as store:
+    """One run with its order status counts, positions and equity summary (read-only)."""
+    from ultrathink.persistence import Store
+
+    with Store(db_path, readonly=True) as store:
         record = store.get_run(run_id)
         ts, equity, _cash = store.load_equity(run_id)
         return {
@@ -162,11 +343,13 @@ def show_run(db_path: Path, run_id: int) -> dict[str, Any]:
         }
 
 
-def audit_verify(db_path: Path) -> AuditReport:
-    """Verify the hash chain of the store's audit log."""
+def audit_verify(db_path: Path, expect_head: str | None = None) -> AuditReport:
+    """Verify the store's audit trail (chain and tables); ``expect_head`` anchors its head."""
+    from ultrathink.persistence import verify_audit
+
     if not db_path.exists():
         raise ConfigError(f"store {db_path} does not exist; run a backtest first or pass --db")
-    return verify_audit(db_path)
+    return verify_audit(db_path, expect_head=expect_head)
 
 
 def inspect_data(data: MarketData) -> pd.DataFrame:
@@ -200,6 +383,7 @@ def load(spec: str) -> MarketData:
 def generate_data(spec: str, out: Path) -> MarketData:
     """Generate synthetic data from ``spec`` and write it to ``out`` (.csv or .parquet)."""
     from ultrathink.data.loaders import save_csv, save_parquet  # lazy: pandas/pyarrow
+    from ultrathink.data.synthetic import generate, parse_synthetic_spec
 
     data = generate(
         parse_synthetic_spec(spec if spec.startswith("synthetic") else f"synthetic:{spec}")

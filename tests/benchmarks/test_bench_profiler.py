@@ -43,7 +43,9 @@ def test_profiler_costs_at_most_1_pct_of_p50_decision_latency(
             strategy.attach_model(bundle)
             if name == "on":
                 with ProfileSession(DEFAULT_SAMPLE_EVERY) as session:
-                    run = services.run_strategy(strategy, data, config)
+                    run = services.run_strategy(
+                        strategy, data, config, profiler=session.profiler_for
+                    )
                 profile = session.runs[0].to_json()
             else:
                 run = services.run_strategy(strategy, data, config)

@@ -40,6 +40,11 @@ CASES: dict[str, tuple[bytes | None, str, int | None]] = {
     "header_only": (HEADER.encode(), "empty", None),
     "garbage_binary": (GARBAGE, "cannot read CSV file", None),
     "nonexistent": (None, "not found", None),
+    "huge_line": ((HEADER + GOOD + "," * 3_000_000 + "\n").encode(), "longer than the limit", None),
+    "blank_padding": ((HEADER + GOOD + ",,,,,\n" * 5_000).encode(), "blank rows in a row", None),
+    "too_many_columns": ((",".join(f"c{i}" for i in range(500)) + "\n").encode(), "columns", None),
+    "huge_value": ((HEADER + GOOD + "2020-01-02,10,11,9," + "9" * 500_000 + "x,100\n").encode(),
+                   "non_numeric", 2),
 }  # fmt: skip
 
 
@@ -55,8 +60,9 @@ def assert_clean_error(result, path: Path, rule: str, row: int | None) -> None:
     assert result.code == 2
     assert "Traceback" not in result.err
     lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
+    assert len(lines) == 1, result.err[:2000]
     line = lines[0]
+    assert len(line) < len(str(path)) + 600, "quoted input is cut to a readable length"
     assert line.startswith("error: ")
     assert str(path) in line, "the error names the file"
     assert rule in line, "the error names the rule"

@@ -1,16 +1,24 @@
-"""``ultrathink ctl`` end to end: the real client against a real ControlServer on localhost."""
+"""``ultrathink ctl`` end to end: the real client against a real ControlServer on localhost.
+
+Sessions are found the way ``ctl`` finds them in production: a control file in the run's
+session directory next to the store, with the run's OS lock held.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ultrathink.cli_ctl import TOKEN_ENV
+from ultrathink.cli.ctl import TOKEN_ENV
+from ultrathink.config import default_db_path
+from ultrathink.engine.sessions import CONTROL_FILE_NAME, RunLock, session_dir
 from ultrathink.hardening.overrides import (
     Command,
     Flatten,
@@ -23,7 +31,6 @@ from ultrathink.hardening.overrides import (
     Status,
     SymbolSwitch,
 )
-from ultrathink.web import default_session_file
 from ultrathink.web.control_api import ControlServer
 
 
@@ -61,13 +68,24 @@ class FakeChannel:
 Ctl = Callable[..., Any]  # returns conftest's CliResult (code, out, err)
 
 
+@contextmanager
+def live_session(run_id: int, channel: FakeChannel) -> Iterator[ControlServer]:
+    """A control server for run ``run_id`` of the default store, its lock held."""
+    directory = session_dir(default_db_path(), run_id)
+    with RunLock(directory, run_id):
+        server = ControlServer(channel, session_file=directory / CONTROL_FILE_NAME)
+        server.start(extra={"run_id": run_id, "strategy": "fake"})
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture
 def session() -> Iterator[tuple[ControlServer, FakeChannel]]:
     channel = FakeChannel()
-    server = ControlServer(channel, session_file=default_session_file())
-    server.start(extra={"run_id": "run-1"})
-    yield server, channel
-    server.stop()
+    with live_session(1, channel) as server:
+        yield server, channel
 
 
 @pytest.fixture
@@ -174,23 +192,23 @@ def test_flatten_needs_a_symbol_or_all(session: Any, ctl: Ctl) -> None:
     assert ctl("flatten", "SPY", "--all").code == 2
 
 
-def test_no_session_file_exits_2_saying_how_to_start_one(ctl: Ctl, tmp_path: Path) -> None:
+def test_no_session_file_exits_2(ctl: Ctl, tmp_path: Path) -> None:
     missing = tmp_path / "nowhere" / "control.json"
 
     result = ctl("status", "--session", str(missing))
 
     assert result.code == 2
-    assert result.err == (
-        f"error: no running paper session found at {missing} (start one with "
-        "`ultrathink paper`, or pass --url and --token)\n"
-    )
+    assert result.err == f"error: no control file at {missing}\n"
 
 
-def test_default_session_file_missing_exits_2(ctl: Ctl) -> None:
+def test_no_live_session_exits_2_saying_how_to_start_one(ctl: Ctl) -> None:
     result = ctl("halt")
 
     assert result.code == 2
-    assert f"no running paper session found at {default_session_file()}" in result.err
+    assert result.err == (
+        f"error: no live paper session in {default_db_path()} (start one with `ultrathink "
+        "paper`, or pass --db, --session or --url)\n"
+    )
 
 
 def test_wrong_token_exits_2_with_the_server_message(session: Any, ctl: Ctl) -> None:
@@ -223,12 +241,18 @@ def test_url_without_token_exits_2(ctl: Ctl) -> None:
     assert TOKEN_ENV in result.err
 
 
+def private_file(path: Path, content: Any) -> Path:
+    path.write_text(json.dumps(content))
+    path.chmod(0o600)
+    return path
+
+
 def test_stale_session_file_exits_2_connection_refused(ctl: Ctl, tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    stale = tmp_path / "stale.json"
-    stale.write_text(json.dumps({"url": f"http://127.0.0.1:{port}", "token": "t", "pid": 1}))
+    content = {"url": f"http://127.0.0.1:{port}", "token": "t", "pid": 1}
+    stale = private_file(tmp_path / "stale.json", content)
 
     result = ctl("status", "--session", str(stale))
 
@@ -237,31 +261,91 @@ def test_stale_session_file_exits_2_connection_refused(ctl: Ctl, tmp_path: Path)
 
 
 def test_session_file_without_url_exits_2(ctl: Ctl, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.json"
-    bad.write_text("[1, 2]")
+    bad = private_file(tmp_path / "bad.json", [1, 2])
 
     result = ctl("status", "--session", str(bad))
 
     assert result.code == 2
-    assert "not a control session file" in result.err
+    assert "has no url and token: not a control file" in result.err
 
 
 def test_session_file_is_removed_when_the_session_stops(ctl: Ctl) -> None:
-    with ControlServer(FakeChannel(), session_file=default_session_file()):
+    with live_session(4, FakeChannel()):
         running = ctl("status", "--operator", "alice")
 
     stopped = ctl("status", "--operator", "alice")
 
     assert running.code == 0
     assert stopped.code == 2
-    assert "no running paper session" in stopped.err
+    assert "no live paper session" in stopped.err
+
+
+def test_a_file_others_can_read_is_not_trusted(session: Any, ctl: Ctl) -> None:
+    _server, channel = session
+    path = session_dir(default_db_path(), 1) / CONTROL_FILE_NAME
+    path.chmod(0o644)
+
+    named = ctl("halt", "--session", str(path))
+    found = ctl("halt")
+
+    assert named.code == 2 and "not trusted" in named.err
+    assert found.code == 2 and "no live paper session" in found.err  # skipped, never used
+    assert channel.commands == []
+
+
+@pytest.mark.parametrize("url", ["http://10.1.2.3:8080", "http://example.com", "https://127.0.0.1"])
+def test_the_token_goes_to_loopback_http_only(ctl: Ctl, tmp_path: Path, url: str) -> None:
+    rogue = private_file(tmp_path / "rogue.json", {"url": url, "token": "secret"})
+
+    from_file = ctl("halt", "--session", str(rogue))
+    from_flag = ctl("halt", "--url", url, "--token", "secret")
+
+    for result in (from_file, from_flag):
+        assert result.code == 2
+        assert "not an http URL on a loopback address" in result.err
+
+
+def test_two_sessions_need_run_and_halt_all_reaches_both(ctl: Ctl) -> None:
+    first, second = FakeChannel(), FakeChannel()
+    with live_session(1, first), live_session(2, second):
+        listed = ctl("sessions")
+        ambiguous = ctl("halt", "--operator", "alice")
+        one = ctl("reduce", "--run", "2", "--operator", "alice")
+        every = ctl("halt", "--all", "--operator", "alice", "--reason", "outage")
+        missing = ctl("status", "--run", "9")
+
+    assert listed.code == 0
+    assert listed.out.startswith("run 1: pid ") and "\nrun 2: pid " in listed.out
+    assert ambiguous.code == 2 and "2 live sessions (run 1, run 2): pick one with --run" in (
+        ambiguous.err
+    )
+    assert one.code == 0
+    assert every.code == 0 and every.out.count("halt: trading_state") == 2
+    assert missing.code == 2 and "run 9 has no live session" in missing.err
+    assert [c.action for c in first.commands] == ["halt"]
+    assert [c.action for c in second.commands] == ["reduce", "halt"]
+
+
+def test_sessions_lists_only_live_ones(ctl: Ctl) -> None:
+    with live_session(7, FakeChannel()):
+        directory = session_dir(default_db_path(), 7)
+    # the server stopped and the lock was released: a leftover file is not a live session
+    private_file(directory / CONTROL_FILE_NAME, {"url": "http://127.0.0.1:9", "token": "t"})
+
+    result = ctl("sessions", "--json")
+
+    assert result.code == 0
+    assert json.loads(result.out) == []
+    assert os.getuid() == directory.stat().st_uid
 
 
 HELP = {
-    (): ("status", "halt", "resume", "reduce", "flatten", "set-limit", "disable", "enable",
-         "breaker"),
-    ("status",): ("--operator", "--reason", "--session", "--url", "--token", "--json"),
-    ("halt",): ("--no-flatten", "--session"),
+    (): ("sessions", "status", "halt", "resume", "reduce", "flatten", "set-limit", "disable",
+         "enable", "breaker"),
+    ("sessions",): ("--db", "--json"),
+    ("status",): ("--db", "--run", "--operator", "--reason", "--session", "--url", "--token",
+                  "--json"),
+    ("halt",): ("--no-flatten", "--all", "--run", "--session"),
     ("resume",): ("--reason",),
     ("reduce",): ("--operator",),
     ("flatten",): ("SYMBOL", "--all"),

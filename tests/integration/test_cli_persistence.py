@@ -152,13 +152,15 @@ def test_audit_verify_ok_after_a_backtest(cli, stored) -> None:
 
     assert text.code == 0
     assert text.out.startswith("OK: ")
-    assert "chain intact" in text.out
+    assert "chain and tables agree" in text.out
     assert as_json.code == 0
     report = as_json.json()
     assert report["ok"] is True
     assert report["problems"] == []
-    # per filled order: the risk approval, ACCEPTED and FILLED
-    assert report["n_rows"] == report["head_seq"] == 3 * n_orders
+    # per filled order: the risk approval, ACCEPTED, the fill and FILLED; per run:
+    # run.created, run.finished, one equity chunk and one final position
+    assert report["n_rows"] == report["head_seq"] == 4 * n_orders + 4
+    assert report["counts"]["fills"] == n_orders
     assert len(report["head_hash"]) == 64
 
 

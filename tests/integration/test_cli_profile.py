@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ultrathink.engine import runner
+from ultrathink.perf import profiler
 
 BACKTEST = ("backtest", "--data", "synthetic:n_bars=80000,seed=1", "--no-store")
 
@@ -25,7 +25,23 @@ def profile(cli: Any) -> ProfileCli:
     return lambda *argv: cli("profile", *argv)
 
 
-def test_profiles_a_backtest_and_writes_four_reports(profile: ProfileCli, tmp_path: Path) -> None:
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The strategy of every run whose loop started under a ``Profiler``, in order."""
+    runs: list[str] = []
+    start = profiler.Profiler.start
+
+    def spy(self: profiler.Profiler, kernel: Any) -> int:
+        runs.append(kernel.strategy.name)
+        return start(self, kernel)
+
+    monkeypatch.setattr(profiler.Profiler, "start", spy)
+    return runs
+
+
+def test_profiles_a_backtest_and_writes_four_reports(
+    profile: ProfileCli, cli: Any, started: list[str], tmp_path: Path
+) -> None:
     out = tmp_path / "prof"
     result = profile("--out", str(out), "--", *BACKTEST)
     assert result.code == 0, result.err
@@ -42,8 +58,12 @@ def test_profiles_a_backtest_and_writes_four_reports(profile: ProfileCli, tmp_pa
     assert run["bottleneck"] and run["throughput"]["fills"] > 0
     families = {f.name for f in text_string_to_metric_families((out / "metrics.prom").read_text())}
     assert "ultrathink_profile_stage_seconds" in families
-    assert "run_command" in (out / "calls.txt").read_text()  # pyinstrument saw the CLI
-    assert runner._profiler_factory is None  # nothing left installed
+    calls = (out / "calls.txt").read_text()  # pyinstrument saw the command and its loop
+    assert "cli/backtest.py" in calls and "Kernel._run_chunk" in calls
+    assert started == ["sma_cross"]
+    # nothing is left installed: the same command run plainly afterwards is not profiled
+    assert cli(*BACKTEST).code == 0
+    assert started == ["sma_cross"]
 
 
 def test_no_calls_and_sample_every(profile: ProfileCli, tmp_path: Path) -> None:

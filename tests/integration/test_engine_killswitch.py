@@ -13,10 +13,11 @@ from ultrathink.core.events import Bar, OrderDenied
 from ultrathink.data import MarketData, load_data
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig, KillSwitchConfig
-from ultrathink.engine.recorder import Recorder
-from ultrathink.engine.runner import RunSpec, build_kernel, run
+from ultrathink.engine.runner import RunSpec, run
+from ultrathink.engine.wiring import Engine
 from ultrathink.hardening.crash import CrashConfig, CrashDetector
 from ultrathink.hardening.rate_limit import RateLimitConfig, RateWindow
+from ultrathink.testing.engine import engine_for
 
 DATA = "synthetic:n_bars=300,seed=4,freq=1D"
 
@@ -43,17 +44,16 @@ class Scripted(Strategy):
         self.denials.append(denied)
 
 
-def _kernel(strategy: Strategy, data: MarketData, **config: Any) -> Any:
-    spec = RunSpec(strategy, data, EngineConfig(**config))
-    return build_kernel(spec, Recorder(None, spec.config.starting_cash))
+def _engine(strategy: Strategy, data: MarketData, **config: Any) -> Engine:
+    return engine_for(strategy, data, EngineConfig(**config), mode="backtest")
 
 
 def test_operator_kill_halts_cancels_flattens_and_blocks_until_resume() -> None:
     data = load_data(DATA)
-    kernel_ref: list[Any] = []
+    engine_ref: list[Engine] = []
 
     def hook(s: Scripted, i: int, bar: Bar) -> None:
-        kill = kernel_ref[0].kill_switch
+        kill = engine_ref[0].parts.kill_switch
         if i == 20:
             s.buy(bar.symbol, 10, limit=bar.close * 0.92)  # a working order to cancel
             kill.trigger("operator test", source="operator")
@@ -65,31 +65,33 @@ def test_operator_kill_halts_cancels_flattens_and_blocks_until_resume() -> None:
             s.buy(bar.symbol, 5)  # allowed again
 
     strategy = Scripted(hook)
-    kernel = _kernel(strategy, data)
-    kernel_ref.append(kernel)
-    kernel.run(data)
+    engine = _engine(strategy, data)
+    engine_ref.append(engine)
+    engine.kernel.run(data)
 
-    assert kernel.kill_switch.n_triggers == 1
+    assert engine.parts.kill_switch.n_triggers == 1
     assert [d.reason for d in strategy.denials] == [DenyReason.TRADING_HALTED]
-    assert kernel.ctx.status_counts[OrderStatus.CANCELLED] == 1
-    assert kernel.risk.state is TradingState.ACTIVE
-    assert kernel.portfolio.position("SYN") == 5.0, "flattened at 21, re-entered 5 after resume"
+    assert engine.parts.booker.status_counts[OrderStatus.CANCELLED] == 1
+    assert engine.parts.risk.state is TradingState.ACTIVE
+    assert engine.parts.portfolio.position("SYN") == 5.0, (
+        "flattened at 21, re-entered 5 after resume"
+    )
 
 
 def test_flatten_orders_bypass_halt_and_leave_the_book_flat() -> None:
     data = load_data(DATA)
-    kernel_ref: list[Any] = []
+    engine_ref: list[Engine] = []
 
     def hook(s: Scripted, i: int, bar: Bar) -> None:
         if i == 40:
-            assert kernel_ref[0].kill_switch.trigger("flatten now") == 1
+            assert engine_ref[0].parts.kill_switch.trigger("flatten now") == 1
 
-    kernel = _kernel(Scripted(hook), data)
-    kernel_ref.append(kernel)
-    kernel.run(data)
+    engine = _engine(Scripted(hook), data)
+    engine_ref.append(engine)
+    engine.kernel.run(data)
 
-    assert kernel.kill_switch.verify_flat() == {}
-    assert kernel.risk.state is TradingState.HALTED
+    assert engine.parts.kill_switch.verify_flat() == {}
+    assert engine.parts.risk.state is TradingState.HALTED
 
 
 def test_crash_detector_fires_the_kill_switch_once() -> None:
@@ -105,7 +107,7 @@ def test_crash_detector_fires_the_kill_switch_once() -> None:
 
 def test_drawdown_breach_fires_the_kill_switch_when_configured() -> None:
     data = load_data("synthetic:n_bars=300,seed=4,freq=1D,crash=30@150/5")
-    config = {
+    config: dict[str, Any] = {
         "risk": {"max_drawdown_pct": 5.0},
         "kill_switch": {"on_limit_breach": True},
         "sizing": {"mode": "fixed", "quantity": 900},
@@ -129,8 +131,8 @@ def test_rate_limit_denies_with_rate_limited_and_never_queues() -> None:
 
     strategy = Scripted(hook)
     limits = RateLimitConfig(windows=(RateWindow(limit=2, per_s=1.0),))
-    kernel = _kernel(strategy, data, rate_limits=limits)
-    kernel.run(data)
+    engine = _engine(strategy, data, rate_limits=limits)
+    engine.kernel.run(data)
 
     reasons = [d.reason for d in strategy.denials]
     assert reasons == [DenyReason.RATE_LIMITED] * 6, "2 of 4 pass per bar (daily bars refill)"
@@ -139,37 +141,39 @@ def test_rate_limit_denies_with_rate_limited_and_never_queues() -> None:
 
 def test_kill_switch_cancels_are_not_throttled_by_order_limits() -> None:
     data = load_data(DATA)
-    kernel_ref: list[Any] = []
+    engine_ref: list[Engine] = []
 
     def hook(s: Scripted, i: int, bar: Bar) -> None:
         if i == 60:
             for _ in range(50):
                 s.buy(bar.symbol, 1, limit=bar.close * 0.92)
         if i == 61:
-            kernel_ref[0].kill_switch.trigger("cancel everything", flatten=False)
+            engine_ref[0].parts.kill_switch.trigger("cancel everything", flatten=False)
 
     limits = RateLimitConfig(windows=(RateWindow(limit=50, per_s=1.0),))
-    kernel = _kernel(Scripted(hook), data, rate_limits=limits)
-    kernel_ref.append(kernel)
-    kernel.run(data)
+    engine = _engine(Scripted(hook), data, rate_limits=limits)
+    engine_ref.append(engine)
+    engine.kernel.run(data)
 
-    assert kernel.broker.open_orders() == []
-    assert kernel.ctx.status_counts[OrderStatus.CANCELLED] == 50
+    assert engine.parts.broker.open_orders() == []
+    assert engine.parts.booker.status_counts[OrderStatus.CANCELLED] == 50
 
 
 def test_a_failing_risk_check_halts_trading_instead_of_crashing() -> None:
     data = load_data(DATA)
     strategy = Scripted()
-    kernel = _kernel(strategy, data)
+    engine = _engine(strategy, data)
+    risk = engine.parts.risk
 
     def broken(req: Any) -> None:
         raise RuntimeError("limits table unavailable")
 
-    kernel.risk.check = broken  # a real fault in the risk component, injected
-    kernel.run(data)
+    # a real fault inside the risk component, injected: RiskEngine.check runs, its rules raise
+    risk._check = broken  # type: ignore[method-assign]
+    engine.kernel.run(data)
 
-    assert kernel.risk.state is TradingState.HALTED
-    assert "risk check failed" in kernel.risk.state_reason
+    assert risk.state is TradingState.HALTED
+    assert "risk check failed" in risk.state_reason
     assert [d.reason for d in strategy.denials] == [DenyReason.TRADING_HALTED]
 
 

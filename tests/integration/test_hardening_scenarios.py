@@ -1,9 +1,10 @@
 """Hardening scenarios with seeded fault injection (issue #4).
 
 A broker failing 30 % of its calls, corrupted and stalled market data, a model and a
-strategy raising, a risk component raising: each scenario runs a real kernel (paper broker,
-risk, portfolio, guards) with one component made faulty by ``ultrathink.stress``, and checks
-that the breaker trips, its fallback takes over, it recovers, and the books still reconcile.
+strategy raising, a risk component raising: each scenario runs a real engine wired by the
+production wiring (paper broker, risk, portfolio, guards) with one component made faulty by
+``ultrathink.stress``, and checks that the breaker trips, its fallback takes over, it
+recovers, and the books still reconcile.
 """
 
 from __future__ import annotations
@@ -27,20 +28,23 @@ from ultrathink.decision.builtin import SmaCross
 from ultrathink.decision.ml import MLStrategy, ModelBundle
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
-from ultrathink.engine.kernel import Kernel
+from ultrathink.engine.control import SessionControl
+from ultrathink.engine.guards import Guards
 from ultrathink.engine.recorder import Recorder
-from ultrathink.engine.runner import RunSpec, build_kernel
+from ultrathink.engine.spec import RunSpec
+from ultrathink.engine.wiring import Engine, build_engine
 from ultrathink.execution.broker import Broker
 from ultrathink.features.spec import FEATURE_NAMES, WARMUP_BARS
 from ultrathink.hardening.breaker import BreakerState, BreakerTransition
 from ultrathink.hardening.overrides import Halt, Resume
 from ultrathink.persistence import Store, WriteBatch
 from ultrathink.persistence.writer import StoreWriter
+from ultrathink.risk.engine import RiskEngine
 from ultrathink.stress import (
     FaultyBroker,
     FaultyCall,
     RaisingStrategy,
-    build_kernel_with_broker,
+    build_engine_with_broker,
     corrupt_bars,
     faulty_predictor,
 )
@@ -88,28 +92,42 @@ def breaker(name: str, **settings: Any) -> dict[str, Any]:
     return {"name": name, **settings}
 
 
-def run_kernel(
+def run_session(
     strategy: Strategy,
     data: MarketData,
     config: EngineConfig,
     wrap: Callable[[Broker], FaultyBroker] | None = None,
-) -> tuple[Kernel, Capture, FaultyBroker | None]:
+    before_run: Callable[[Engine], None] | None = None,
+) -> tuple[Engine, Capture, FaultyBroker | None]:
+    """Wire ``strategy`` as a paper session, let ``before_run`` see the engine, run it."""
     capture = Capture()
     spec = RunSpec(strategy, data, config, mode="paper")
     recorder = Recorder(capture, config.starting_cash)
     faulty: FaultyBroker | None = None
     if wrap is None:
-        kernel = build_kernel(spec, recorder)
+        engine = build_engine(spec, recorder)
     else:
-        kernel, faulty = build_kernel_with_broker(spec, wrap, recorder)
-    kernel.run(data)
-    kernel.finish()
-    return kernel, capture, faulty
+        engine, faulty = build_engine_with_broker(spec, wrap, recorder)
+    if before_run is not None:
+        before_run(engine)
+    engine.kernel.run(data)
+    engine.kernel.finish()
+    return engine, capture, faulty
 
 
-def transitions(kernel: Kernel, name: str) -> list[BreakerTransition]:
-    assert kernel.guards is not None
-    return list(kernel.guards.breakers[name].transitions)
+def guards_of(engine: Engine) -> Guards:
+    guards = engine.parts.guards
+    assert guards is not None, "hardened runs have guards"
+    return guards
+
+
+def control_of(engine: Engine) -> SessionControl:
+    assert engine.control is not None, "paper sessions have a control channel"
+    return engine.control
+
+
+def transitions(engine: Engine, name: str) -> list[BreakerTransition]:
+    return list(guards_of(engine).breakers[name].transitions)
 
 
 def moves(ts: list[BreakerTransition]) -> list[tuple[BreakerState, BreakerState]]:
@@ -123,10 +141,10 @@ def open_spans(ts: list[BreakerTransition]) -> Iterator[tuple[int, int]]:
             yield t.ts_ns, ts[i + 1].ts_ns if i + 1 < len(ts) else 2**62
 
 
-def assert_books_reconcile(kernel: Kernel, broker: Broker, fills: list[Fill]) -> None:
+def assert_books_reconcile(engine: Engine, broker: Broker, fills: list[Fill]) -> None:
     """Portfolio == venue, cash == start - Σ signed notional - fees, equity == cash + Σ q·p,
-    and the context's working-order view == the venue's open orders."""
-    pf, ctx = kernel.portfolio, kernel.ctx
+    and the engine's working-order view == the venue's open orders."""
+    pf, facade = engine.parts.portfolio, engine.parts.facade
     held = {s: p.quantity for s, p in pf.positions().items() if p.quantity}
     venue = broker.positions()
     # partial fills (volume cap) trade fractional quantities: the two sums differ in the
@@ -141,8 +159,11 @@ def assert_books_reconcile(kernel: Kernel, broker: Broker, fills: list[Fill]) ->
     assert all(math.isfinite(p.last_price) and p.last_price > 0 for p in pf.positions().values())
     for symbol in {o.symbol for o in broker.open_orders()} | set(held):
         working = sum(o.signed_remaining for o in broker.open_orders(symbol))
-        assert ctx.pending_qty(symbol) == pytest.approx(working, abs=1e-9), symbol
-    assert ctx.n_open_orders() == len(broker.open_orders())
+        assert facade.pending_qty(symbol) == pytest.approx(working, abs=1e-9), symbol
+    # the working-order view, as a snapshot shows it: the same orders as the venue's
+    snap = engine.snapshots.publish(engine.kernel.position.n, engine.parts.clock.now_ns())
+    venue_open = {o.client_order_id: o.remaining_qty for o in broker.open_orders()}
+    assert {w[0]: w[3] for w in snap.working_orders} == pytest.approx(venue_open, abs=1e-9)
 
 
 def final_states(capture: Capture) -> dict[str, list[OrderStatus]]:
@@ -184,6 +205,7 @@ class Quoter(Strategy):
     def __init__(self) -> None:
         super().__init__()
         self.cancel_results: list[bool] = []
+        self.venue: Broker | None = None  # the run's broker (set before the run)
 
     def on_bar(self, bar: Bar) -> None:
         for order_id in [o.client_order_id for o in self._working(bar.symbol)]:
@@ -191,8 +213,8 @@ class Quoter(Strategy):
         self.buy(bar.symbol, 5, limit=round(bar.close * 0.95, 2))
 
     def _working(self, symbol: str) -> list[Any]:
-        ctx: Any = self.ctx  # the engine's TradingContext: reads the venue's open orders
-        return list(ctx.broker.open_orders(symbol))
+        assert self.venue is not None  # a test strategy that reads the venue's open orders
+        return list(self.venue.open_orders(symbol))
 
 
 # -- 1. a broker failing 30 % of its calls --------------------------------------------------
@@ -202,7 +224,7 @@ FLAKY_DATA = "synthetic:n_bars=600,seed=3"  # 1-minute bars
 
 def flaky_broker_run(
     tmp_path: Path | None = None, seed: int = 7
-) -> tuple[Kernel, Capture, FaultyBroker]:
+) -> tuple[Engine, Capture, FaultyBroker]:
     data = load_data(FLAKY_DATA)
     capture = Capture()
     config = hardened(execution=EXEC_BREAKER)
@@ -212,30 +234,29 @@ def flaky_broker_run(
         store = Store(tmp_path / "stress.db")
         capture.run_id = store.create_run("paper", "flipper", {}, {}, data.name, "", "test", 0)
         capture.writer = StoreWriter(tmp_path / "stress.db")
-    kernel, faulty = build_kernel_with_broker(
+    engine, faulty = build_engine_with_broker(
         spec,
         lambda inner: FaultyBroker(inner, fail_rate=0.3, seed=seed, mode="mixed"),
         Recorder(capture, config.starting_cash),
     )
-    kernel.run(data)
-    kernel.finish()
+    engine.kernel.run(data)
+    engine.kernel.finish()
     if capture.writer is not None and store is not None:
         capture.writer.close()
         store.close()
-    return kernel, capture, faulty
+    return engine, capture, faulty
 
 
 def test_a_broker_failing_30pct_trips_the_execution_breaker_which_recovers(tmp_path: Path) -> None:
-    kernel, capture, faulty = flaky_broker_run(tmp_path)
-    ts = transitions(kernel, "execution")
+    engine, capture, faulty = flaky_broker_run(tmp_path)
+    ts = transitions(engine, "execution")
     recovery_ns = int(EXEC_BREAKER["recovery_timeout_s"] * 1e9)
 
     assert faulty.n_submits > 150 and 0.2 < faulty.n_faults / faulty.n_submits < 0.4
     seen = set(moves(ts))
     assert {(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED), (HALF_OPEN, OPEN)} <= seen
     assert seen <= {(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED), (HALF_OPEN, OPEN)}
-    assert kernel.guards is not None
-    breaker_events = [e for e in kernel.guards.events if e.kind == "breaker"]
+    breaker_events = [e for e in guards_of(engine).events if e.kind == "breaker"]
     assert [(e.ts_ns, e.detail.split(":")[0]) for e in breaker_events] == [
         (t.ts_ns, f"{t.from_state.value} -> {t.to_state.value}") for t in ts
     ]
@@ -261,8 +282,8 @@ def test_a_broker_failing_30pct_trips_the_execution_breaker_which_recovers(tmp_p
 
 
 def test_orders_are_denied_broker_unavailable_exactly_while_the_breaker_is_open() -> None:
-    kernel, capture, faulty = flaky_broker_run()
-    spans = list(open_spans(transitions(kernel, "execution")))
+    engine, capture, faulty = flaky_broker_run()
+    spans = list(open_spans(transitions(engine, "execution")))
     unavailable = [d for d in capture.denials if d.reason is DenyReason.BROKER_UNAVAILABLE]
     denied_ids = {d.client_order_id for d in unavailable}
 
@@ -279,7 +300,7 @@ def test_orders_are_denied_broker_unavailable_exactly_while_the_breaker_is_open(
 
 
 def test_every_order_ends_in_one_terminal_state_and_the_books_reconcile(tmp_path: Path) -> None:
-    kernel, capture, faulty = flaky_broker_run(tmp_path)
+    engine, capture, faulty = flaky_broker_run(tmp_path)
     inner = faulty.inner
     states = final_states(capture)
     open_ids = {o.client_order_id for o in inner.open_orders()}
@@ -298,7 +319,7 @@ def test_every_order_ends_in_one_terminal_state_and_the_books_reconcile(tmp_path
         assert rejected[coid] == "the broker never received it (submit failed)"
     # faults after the venue processed it: adopted as the venue has it, filled like any other
     adopted = " ".join(capture.audit_details("execution.adopted"))
-    fills = kernel.recorder.all_fills
+    fills = engine.parts.recorder.all_fills
     filled_ids = {f.client_order_id for f in fills}
     for coid in lost:
         assert inner.get_order(coid) is not None and coid not in rejected
@@ -307,8 +328,8 @@ def test_every_order_ends_in_one_terminal_state_and_the_books_reconcile(tmp_path
     assert not set(unsent) & filled_ids
     assert set(rejected) == set(unsent)
     # the books: portfolio == venue, cash and equity identities, working orders
-    assert_books_reconcile(kernel, inner, fills)
-    assert len(fills) == kernel.portfolio.n_fills
+    assert_books_reconcile(engine, inner, fills)
+    assert len(fills) == engine.parts.portfolio.n_fills
     # the store agrees: one final state per order
     with Store(tmp_path / "stress.db") as store:
         stored = store.order_states(capture.run_id)
@@ -324,12 +345,19 @@ def test_every_order_ends_in_one_terminal_state_and_the_books_reconcile(tmp_path
 def test_failing_cancels_keep_the_working_order_view_in_step_with_the_venue() -> None:
     data = load_data("synthetic:n_bars=300,seed=5")
     config = hardened(execution=EXEC_BREAKER)
-    kernel, capture, faulty = run_kernel(
-        Quoter(), data, config, lambda b: FaultyBroker(b, fail_rate=0.3, seed=11, mode="mixed")
+    strategy = Quoter()
+
+    def give_venue(engine: Engine) -> None:
+        strategy.venue = engine.parts.broker
+
+    engine, capture, faulty = run_session(
+        strategy,
+        data,
+        config,
+        lambda b: FaultyBroker(b, fail_rate=0.3, seed=11, mode="mixed"),
+        before_run=give_venue,
     )
-    assert faulty is not None
-    strategy = kernel.strategy
-    assert isinstance(strategy, Quoter)
+    assert faulty is not None and strategy.venue is faulty
 
     cancel_before = faulty.fault_ids("cancel", "before")
     cancel_after = faulty.fault_ids("cancel", "after")
@@ -340,11 +368,11 @@ def test_failing_cancels_keep_the_working_order_view_in_step_with_the_venue() ->
     for coid in cancel_after:  # the venue cancelled it: the response alone was lost
         order = faulty.inner.get_order(coid)
         assert order is not None and order.status is OrderStatus.CANCELLED
-    assert (CLOSED, OPEN) in moves(transitions(kernel, "execution")), "cancels count too"
+    assert (CLOSED, OPEN) in moves(transitions(engine, "execution")), "cancels count too"
     open_ids = {o.client_order_id for o in faulty.inner.open_orders()}
     for coid, reached in final_states(capture).items():
         assert len(reached) == 1 or (not reached and coid in open_ids), (coid, reached)
-    assert_books_reconcile(kernel, faulty.inner, kernel.recorder.all_fills)
+    assert_books_reconcile(engine, faulty.inner, engine.parts.recorder.all_fills)
 
 
 # -- 2. market data: corrupted bars and a paced stall ---------------------------------------
@@ -356,7 +384,6 @@ class Seen(NamedTuple):
     last_price: float | None
     equity: float
     state: TradingState
-    wall_ns: int
 
 
 class MarketProbe(Strategy):
@@ -371,9 +398,13 @@ class MarketProbe(Strategy):
         self.denials: list[OrderDenied] = []
         self.approved_buys: list[int] = []
         self.approved_sells: list[int] = []
+        self.risk: RiskEngine | None = None  # the run's risk engine: reads the trading state
+
+    def before_run(self, engine: Engine) -> None:
+        """``run_session``'s hook: see the run's risk engine."""
+        self.risk = engine.parts.risk
 
     def on_bar(self, bar: Bar) -> None:
-        wall_ns = time.time_ns()
         if self.i == 5:
             self.buy(bar.symbol, 50)
         if self.start <= self.i < self.stop:
@@ -385,9 +416,10 @@ class MarketProbe(Strategy):
             self.sell(bar.symbol, 1)
             if len(self.denials) == n_denied:
                 self.approved_sells.append(bar.ts_ns)
-        ctx: Any = self.ctx  # the engine's TradingContext: reads the trading state
+        assert self.risk is not None
+        ctx = self.ctx
         last = ctx.last_price(bar.symbol)
-        self.seen.append(Seen(bar.ts_ns, bar.close, last, ctx.equity(), ctx.risk.state, wall_ns))
+        self.seen.append(Seen(bar.ts_ns, bar.close, last, ctx.equity(), self.risk.state))
         self.i += 1
 
     def on_order_denied(self, denied: OrderDenied) -> None:
@@ -405,19 +437,20 @@ def test_corrupted_bars_trip_market_data_reduce_then_trading_resumes() -> None:
     data, bad = corrupted_minute_data()
     strategy = MarketProbe(start=90, stop=120)
     md = breaker("market_data", failure_threshold=1, recovery_timeout_s=600.0)
-    kernel, capture, _ = run_kernel(strategy, data, hardened(market_data=md))
-    guards = kernel.guards
-    assert guards is not None
-    ts = transitions(kernel, "market_data")
+    engine, capture, _ = run_session(
+        strategy, data, hardened(market_data=md), before_run=strategy.before_run
+    )
+    guards = guards_of(engine)
+    ts = transitions(engine, "market_data")
     bad_ts = {int(data.ts_ns[i]) for i in bad}
     last_good = int(data.ts_ns[bad[0] - 1])
 
     # the bad bars are dropped: never seen by the strategy, never a price
-    assert guards.n_bad_bars == 3 and kernel.n_bars == len(data) - 3
+    assert guards.n_bad_bars == 3 and engine.kernel.n_bars == len(data) - 3
     assert not bad_ts & {s.ts_ns for s in strategy.seen}
     for seen in strategy.seen:
         assert seen.last_price == seen.close > 0 and math.isfinite(seen.equity)
-    assert all(math.isfinite(p.last_price) for p in kernel.portfolio.positions().values())
+    assert all(math.isfinite(p.last_price) for p in engine.parts.portfolio.positions().values())
     # the breaker trips on the first bad bar (the clock stays at the last good bar) ...
     assert moves(ts) == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
     assert ts[0].ts_ns == last_good and "bad bar SYN" in ts[0].reason
@@ -433,18 +466,18 @@ def test_corrupted_bars_trip_market_data_reduce_then_trading_resumes() -> None:
     # after that moment closes it and trades ACTIVE
     assert ts[1].ts_ns - ts[0].ts_ns == 600 * 1_000_000_000 == ts[2].ts_ns - ts[0].ts_ns
     assert ts[2].ts_ns not in reducing
-    assert kernel.risk.state is TradingState.ACTIVE
+    assert engine.parts.risk.state is TradingState.ACTIVE
     assert any(t > ts[2].ts_ns for t in strategy.approved_buys), "adding orders pass again"
     states = [(e.name, e.detail.split(":")[0]) for e in guards.events if e.kind != "breaker"]
     assert states == [("REDUCING", "market_data"), ("ACTIVE", "every REDUCING request cleared")]
     assert capture.audit_details("trading_state.REDUCING")
-    assert_books_reconcile(kernel, kernel.broker, kernel.recorder.all_fills)
+    assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
 def test_the_first_good_bar_after_the_recovery_timeout_is_traded_active() -> None:
     data, bad = corrupted_minute_data()
     strategy = MarketProbe(start=90, stop=120)
-    run_kernel(strategy, data, hardened())
+    run_session(strategy, data, hardened(), before_run=strategy.before_run)
     first_good = int(data.ts_ns[bad[-1] + 1])  # 4 minutes after the last good bar: > 60 s
 
     state_at = {s.ts_ns: s.state for s in strategy.seen}
@@ -452,7 +485,7 @@ def test_the_first_good_bar_after_the_recovery_timeout_is_traded_active() -> Non
     assert first_good in strategy.approved_buys
 
 
-def test_a_paced_feed_stall_trips_market_data_on_wall_time_and_recovers() -> None:
+def test_a_paced_feed_stall_makes_the_feed_watchdog_reduce_until_the_next_bar() -> None:
     # 50 minute bars with a 20-bar halt at bar 15, replayed at 2000x: 30 ms per bar, a
     # 0.63 s stall; stale after max(8 x 30 ms, min_stale_s) = 0.24 s of wall time
     data = load_data("synthetic:n_bars=50,seed=3,halt=15/20")
@@ -461,32 +494,46 @@ def test_a_paced_feed_stall_trips_market_data_on_wall_time_and_recovers() -> Non
     config = hardened(
         min_stale_s=0.05,
         stale_bar_multiple=8.0,
+        # trips on a single failure: a stall must not count as one
         market_data=breaker("market_data", failure_threshold=1, recovery_timeout_s=0.1),
     ).model_copy(update={"speed": 2000.0})
     strategy = MarketProbe(start=6)
     t0 = time.perf_counter()
-    kernel, _, _ = run_kernel(strategy, data, config)
+    engine, capture, _ = run_session(strategy, data, config, before_run=strategy.before_run)
     elapsed = time.perf_counter() - t0
-    guards = kernel.guards
-    assert guards is not None
+    guards = guards_of(engine)
 
-    assert elapsed >= (data.end_ns - data.start_ns) / 1e9 / 2000.0
-    trips = [e for e in guards.events if e.kind == "breaker" and "-> OPEN: stale" in e.detail]
-    assert trips, [e.detail for e in guards.events]
-    in_gap = [e for e in trips if e.ts_ns == pre_gap]
-    assert in_gap, "the stall trips it while the kernel waits for the bar after the halt"
-    last_bar_wall_ns = next(s.wall_ns for s in strategy.seen if s.ts_ns == pre_gap)
-    assert (in_gap[0].wall_ns - last_bar_wall_ns) / 1e9 >= 0.24 - 0.005  # clock jitter
-    assert "stale_after_s=0.24" in in_gap[0].detail
-    # REDUCING for the bars after the stall: adding orders denied DATA_STALE
-    stale = [d for d in strategy.denials if d.reason is DenyReason.DATA_STALE]
-    assert stale and min(d.ts_ns for d in stale) == post_gap
-    assert post_gap not in strategy.approved_buys and post_gap in strategy.approved_sells
-    # the feed is healthy again: after recovery_timeout_s of wall time a bar closes it
-    closed = [e for e in guards.events if e.kind == "breaker" and "HALF_OPEN -> CLOSED" in e.detail]
-    assert closed and closed[-1].ts_ns >= post_gap
-    assert guards.market_data.state is CLOSED
-    assert kernel.risk.state is TradingState.ACTIVE
+    assert elapsed >= (data.end_ns - data.start_ns) / 1e9 / 2000.0, "the session was paced"
+    # paced staleness is now the feed watchdog (a session input), no market_data transition
+    assert transitions(engine, "market_data") == []
+    gap = [
+        (e.ts_ns, e.kind, e.name)
+        for e in guards.events
+        if e.kind in ("feed", "trading_state") and e.ts_ns in (pre_gap, post_gap)
+    ]
+    # stale while the kernel waits for the bar after the halt (the clock still at the last
+    # bar): REDUCING on behalf of the feed; fresh, and ACTIVE, as soon as that bar arrives
+    assert gap[:4] == [
+        (pre_gap, "feed", "stale"),
+        (pre_gap, "trading_state", "REDUCING"),
+        (post_gap, "feed", "fresh"),
+        (post_gap, "trading_state", "ACTIVE"),
+    ], [e for e in guards.events if e.kind != "breaker"]
+    stale = next(e for e in guards.events if e.kind == "feed" and e.ts_ns == pre_gap)
+    assert stale.detail.startswith("no bar for ")
+    waited_s = float(stale.detail.split()[3])  # measured by the watchdog (monotonic clock)
+    assert waited_s >= 0.24
+    (reducing,) = [d for d in capture.audit_details("trading_state.REDUCING") if "feed" in d]
+    assert reducing.startswith("feed: no bar for ")
+    assert capture.audit_details("feed.fresh")[0] == "a bar arrived"
+    # the watchdog asks for REDUCING only until the next bar arrives (intended): the bar after
+    # the stall is traded ACTIVE, so no strategy order is denied DATA_STALE
+    state_at = {s.ts_ns: s.state for s in strategy.seen}
+    assert state_at[post_gap] is TradingState.ACTIVE
+    assert post_gap in strategy.approved_buys and post_gap in strategy.approved_sells
+    assert not [d for d in strategy.denials if d.reason is DenyReason.DATA_STALE]
+    assert not guards.feed_stale and guards.market_data.state is CLOSED
+    assert engine.parts.risk.state is TradingState.ACTIVE
     assert strategy.approved_buys[-1] == data.end_ns, "the last bar trades ACTIVE"
 
 
@@ -510,7 +557,7 @@ def ml_run(
     predict: Predictor,
     members: tuple[tuple[str, Predictor], ...] = (),
     fail_on_bar: tuple[int, ...] = (),
-) -> tuple[Kernel, Capture, MLStrategy]:
+) -> tuple[Engine, Capture, MLStrategy]:
     """An ML strategy on a hand-made bundle (no training): ``predict`` is the ensemble."""
     data = load_data(ML_DATA)
     n = len(FEATURE_NAMES)
@@ -528,15 +575,15 @@ def ml_run(
     )
     ml = MLStrategy(max_model_age_days=None).attach_model(bundle)
     strategy: Strategy = RaisingStrategy(ml, at=fail_on_bar) if fail_on_bar else ml
-    kernel, capture, _ = run_kernel(strategy, data, hardened())
-    return kernel, capture, ml
+    engine, capture, _ = run_session(strategy, data, hardened())
+    return engine, capture, ml
 
 
 def test_a_failing_ensemble_falls_back_to_its_members_in_order() -> None:
     ensemble = faulty_predictor(Toggle(), fail_rate=0.3, seed=1)
     gbm = faulty_predictor(lambda x: 0.8, fail_rate=0.5, seed=2)
     linear = faulty_predictor(lambda x: 0.2)
-    kernel, capture, strategy = ml_run(ensemble, (("gbm", gbm), ("linear", linear)))
+    engine, capture, strategy = ml_run(ensemble, (("gbm", gbm), ("linear", linear)))
 
     assert ensemble.n_faults >= 20
     assert gbm.n_calls == ensemble.n_faults, "the first member answers when the ensemble fails"
@@ -548,22 +595,22 @@ def test_a_failing_ensemble_falls_back_to_its_members_in_order() -> None:
     assert len(fallbacks) == ensemble.n_faults
     assert all("ensemble failed: InjectedFault" in f for f in fallbacks)
     assert sum("used linear" in f for f in fallbacks) == linear.n_calls
-    assert transitions(kernel, "decision") == [], "the fallback contains it: no breaker trip"
+    assert transitions(engine, "decision") == [], "the fallback contains it: no breaker trip"
     assert capture.requests
-    assert_books_reconcile(kernel, kernel.broker, kernel.recorder.all_fills)
+    assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
 def test_a_model_without_a_healthy_member_holds_on_every_bar() -> None:
     broken = faulty_predictor(lambda x: math.nan)  # not a probability: treated as a failure
     member = faulty_predictor(lambda x: 0.9, fail_rate=1.0)
-    kernel, capture, strategy = ml_run(broken, (("gbm", member),))
+    engine, capture, strategy = ml_run(broken, (("gbm", member),))
 
-    ready = kernel.n_bars - WARMUP_BARS + 1
+    ready = engine.kernel.n_bars - WARMUP_BARS + 1
     assert strategy.n_predictions == 0 and strategy.fallback_counts == {}
     # each model_error is a failed decision: the decision breaker trips after 3 and holds
-    guards = kernel.guards
+    guards = guards_of(engine)
     assert guards is not None
-    assert moves(transitions(kernel, "decision"))[:1] == [(CLOSED, OPEN)]
+    assert moves(transitions(engine, "decision"))[:1] == [(CLOSED, OPEN)]
     n_errors = strategy.hold_counts["model_error"]
     assert n_errors + guards.n_holds == ready and member.n_calls == n_errors
     assert n_errors < ready, "the breaker held some bars without asking the model"
@@ -571,17 +618,17 @@ def test_a_model_without_a_healthy_member_holds_on_every_bar() -> None:
     assert "ValueError('probability nan outside [0, 1]')" in holds[0]
     assert holds[0].endswith("no healthy member")
     assert capture.requests == [], "a hold never trades"
-    assert kernel.n_bars == len(load_data(ML_DATA)), "and never stops the run"
+    assert engine.kernel.n_bars == len(load_data(ML_DATA)), "and never stops the run"
 
 
 FAIL_AT = (70, 71, 72)  # on_bar calls (bars) 70..72 raise: 3 failures within 10 s
 
 
 def test_a_raising_strategy_trips_the_decision_breaker_holds_then_a_probe_closes_it() -> None:
-    kernel, capture, strategy = ml_run(Toggle(), fail_on_bar=FAIL_AT)
-    guards = kernel.guards
+    engine, capture, strategy = ml_run(Toggle(), fail_on_bar=FAIL_AT)
+    guards = guards_of(engine)
     assert guards is not None
-    ts = transitions(kernel, "decision")
+    ts = transitions(engine, "decision")
     bars = load_data(ML_DATA).ts_ns.tolist()
 
     assert moves(ts) == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
@@ -601,33 +648,33 @@ def test_a_raising_strategy_trips_the_decision_breaker_holds_then_a_probe_closes
     # the strategy traded before and trades again after
     assert [r for r in capture.requests if r.ts_ns < tripped]
     assert [r for r in capture.requests if r.ts_ns > closed]
-    assert_books_reconcile(kernel, kernel.broker, kernel.recorder.all_fills)
+    assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
 def test_ml_features_keep_updating_while_the_decision_breaker_holds() -> None:
-    kernel, _, strategy = ml_run(Toggle(), fail_on_bar=FAIL_AT)
-    assert kernel.guards is not None and kernel.guards.n_holds == len(FAIL_AT) + 5
+    engine, _, strategy = ml_run(Toggle(), fail_on_bar=FAIL_AT)
+    assert guards_of(engine).n_holds == len(FAIL_AT) + 5
 
     # the 3 bars whose on_bar raised are lost to the fault itself; the 5 held ones should not
-    assert strategy._symbols["SYN"].features.n_bars == kernel.n_bars - len(FAIL_AT)
+    assert strategy._symbols["SYN"].features.n_bars == engine.kernel.n_bars - len(FAIL_AT)
 
 
 def test_a_strategy_raising_at_random_is_contained_by_the_decision_breaker() -> None:
     data = load_data("synthetic:n_bars=400,seed=2,freq=10s")
     raising = RaisingStrategy(SmaCross(fast=5, slow=20), fail_rate=0.2, seed=3)
-    kernel, capture, _ = run_kernel(raising, data, hardened())
-    ts = transitions(kernel, "decision")
+    engine, capture, _ = run_session(raising, data, hardened())
+    ts = transitions(engine, "decision")
 
     assert raising.fault.n_faults >= 20
     assert (CLOSED, OPEN) in moves(ts) and (HALF_OPEN, CLOSED) in moves(ts)
     assert len(capture.audit_details("decision.error")) == raising.fault.n_faults
     for start, end in open_spans(ts):  # no decision, no order while OPEN
         assert not [r for r in capture.requests if start < r.ts_ns < end]
-    assert kernel.n_bars == len(data), "the run never stops"
+    assert engine.kernel.n_bars == len(data), "the run never stops"
     recovered = next(t.ts_ns for t in ts if t.from_state is HALF_OPEN and t.to_state is CLOSED)
     assert [r for r in capture.requests if r.ts_ns > recovered], "it trades after recovery"
     assert raising.stats()["injected_faults"] == raising.fault.n_faults
-    assert_books_reconcile(kernel, kernel.broker, kernel.recorder.all_fills)
+    assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
 # -- 4. a risk component raising ------------------------------------------------------------
@@ -641,6 +688,7 @@ class Operated(Strategy):
         self.hook, self.i = hook, 0
         self.denials: list[OrderDenied] = []
         self.log: list[tuple[int, TradingState, float]] = []
+        self.risk: RiskEngine | None = None  # the run's risk engine: reads the trading state
 
     def on_bar(self, bar: Bar) -> None:
         self.hook(self, self.i)
@@ -648,8 +696,8 @@ class Operated(Strategy):
             self.buy(bar.symbol, 10)
         elif self.i >= 20:
             self.buy(bar.symbol, 1)
-        ctx: Any = self.ctx
-        self.log.append((self.i, ctx.risk.state, self.position(bar.symbol)))
+        assert self.risk is not None
+        self.log.append((self.i, self.risk.state, self.position(bar.symbol)))
         self.i += 1
 
     def on_order_denied(self, denied: OrderDenied) -> None:
@@ -659,34 +707,36 @@ class Operated(Strategy):
 def test_a_raising_risk_check_halts_flattens_and_only_an_operator_resumes() -> None:
     data = load_data("synthetic:n_bars=60,seed=4")  # 1-minute bars
     resume_at = 40
-    kernel_ref: list[Kernel] = []
+    engine_ref: list[Engine] = []
+    checks: list[FaultyCall[..., Any]] = []
 
     def hook(s: Operated, i: int) -> None:
         if i == resume_at:
-            kernel_ref[0].control.apply(
+            control_of(engine_ref[0]).apply(
                 Resume(operator="alice", reason="limits table restored, book checked")
             )
 
     strategy = Operated(hook)
-    spec = RunSpec(strategy, data, hardened(), mode="paper")
-    capture = Capture()
-    kernel = build_kernel(spec, Recorder(capture, spec.config.starting_cash))
-    kernel_ref.append(kernel)
-    # the real check, failing on its 2nd call (bar 20): the risk component breaks
-    check = FaultyCall(kernel.risk.check, at={1})
-    kernel.risk.check = check  # type: ignore[method-assign]
-    kernel.run(data)
-    kernel.finish()
-    ts = transitions(kernel, "risk")
+
+    def inject(engine: Engine) -> None:
+        engine_ref.append(engine)
+        risk = strategy.risk = engine.parts.risk
+        # the real check, failing on its 2nd call (bar 20): the risk component breaks
+        check = FaultyCall(risk._check, at={1})
+        risk._check = check  # type: ignore[method-assign]
+        checks.append(check)
+
+    engine, capture, _ = run_session(strategy, data, hardened(), before_run=inject)
+    (check,) = checks
+    ts = transitions(engine, "risk")
     log = {i: (state, pos) for i, state, pos in strategy.log}
-    assert kernel.kill_switch is not None
 
     assert check.failed_calls == [1]
     assert moves(ts) == [(CLOSED, OPEN), (OPEN, HALF_OPEN), (HALF_OPEN, CLOSED)]
     assert "risk check failed" in ts[0].reason and "InjectedFault" in ts[0].reason
     # OPEN fires the kill switch: HALTED, the position flattened by a risk-bypassing order
-    assert kernel.kill_switch.n_triggers == 1
-    assert "risk_breaker" in kernel.kill_switch.last_reason
+    assert engine.parts.kill_switch.n_triggers == 1
+    assert "risk_breaker" in engine.parts.kill_switch.last_reason
     assert log[19] == (TradingState.ACTIVE, 10.0)
     assert log[20][0] is TradingState.HALTED
     assert log[21] == (TradingState.HALTED, 0.0), "flattened at the next bar"
@@ -702,8 +752,8 @@ def test_a_raising_risk_check_halts_flattens_and_only_an_operator_resumes() -> N
     assert log[resume_at][0] is TradingState.ACTIVE
     resumes = capture.audit_details("killswitch.resumed")
     assert resumes and "alice" in resumes[0]
-    assert kernel.portfolio.position("SYN") == len(data) - 1 - resume_at, "buys fill again"
-    assert_books_reconcile(kernel, kernel.broker, kernel.recorder.all_fills)
+    assert engine.parts.portfolio.position("SYN") == len(data) - 1 - resume_at, "buys fill again"
+    assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
 class Halting(Strategy):
@@ -711,43 +761,49 @@ class Halting(Strategy):
 
     name = "halting"
 
-    def __init__(self, kernel: list[Kernel], venue: list[FaultyBroker]) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.kernel, self.venue, self.i = kernel, venue, 0
+        self.engine: Engine | None = None
+        self.venue: FaultyBroker | None = None
+        self.i = 0
         self.flat_at: int | None = None
 
+    def before_run(self, engine: Engine) -> None:
+        """``run_session``'s hook: the session (for the operator) and its failing venue."""
+        assert isinstance(engine.parts.broker, FaultyBroker)
+        self.engine, self.venue = engine, engine.parts.broker
+
     def on_bar(self, bar: Bar) -> None:
-        kernel, i = self.kernel[0], self.i
+        engine, venue, i = self.engine, self.venue, self.i
+        assert engine is not None and venue is not None
         self.i += 1
         if i == 5:
             self.buy(bar.symbol, 50)
         elif 10 <= i < 15:
             self.buy(bar.symbol, 2, limit=round(bar.close * 0.93, 2))
         elif i == 20:
-            self.venue[0].fail_rate = 0.6
-            kernel.control.apply(Halt(operator="bob", reason="the venue is failing"))
-        elif self.flat_at is None and i > 20:
-            assert kernel.kill_switch is not None
-            if not kernel.kill_switch.verify_flat() and not kernel.broker.open_orders():
-                self.flat_at = i
+            venue.fail_rate = 0.6
+            control_of(engine).apply(Halt(operator="bob", reason="the venue is failing"))
+        elif (
+            self.flat_at is None
+            and i > 20
+            and not engine.parts.kill_switch.verify_flat()
+            and not venue.open_orders()
+        ):
+            self.flat_at = i
 
 
 def test_the_kill_switch_gets_flat_through_a_failing_broker() -> None:
     data = load_data("synthetic:n_bars=60,seed=3")
-    kernel_ref: list[Kernel] = []
-    venue_ref: list[FaultyBroker] = []
-    strategy = Halting(kernel_ref, venue_ref)
-    spec = RunSpec(strategy, data, hardened(), mode="paper")
-    capture = Capture()
-    kernel, venue = build_kernel_with_broker(
-        spec,
+    strategy = Halting()
+    engine, capture, venue = run_session(
+        strategy,
+        data,
+        hardened(),
         lambda inner: FaultyBroker(inner, fail_rate=0.0, seed=2, mode="before"),
-        Recorder(capture, spec.config.starting_cash),
+        before_run=strategy.before_run,
     )
-    kernel_ref.append(kernel)
-    venue_ref.append(venue)
-    kernel.run(data)
-    kernel.finish()
+    assert venue is not None
     states = final_states(capture)
     flatten = [r.client_order_id for r in capture.requests if r.tag == "kill_switch"]
 
@@ -762,10 +818,10 @@ def test_the_kill_switch_gets_flat_through_a_failing_broker() -> None:
     assert states[flatten[-1]] == [OrderStatus.FILLED]
     assert set(venue.fault_ids("submit", "before")) == set(flatten[:-1])
     assert strategy.flat_at is not None and strategy.flat_at <= 25
-    assert kernel.kill_switch is not None and kernel.kill_switch.verify_flat() == {}
-    assert kernel.risk.state is TradingState.HALTED and venue.open_orders() == []
+    assert engine.parts.kill_switch.verify_flat() == {}
+    assert engine.parts.risk.state is TradingState.HALTED and venue.open_orders() == []
     assert all(len(reached) == 1 for reached in states.values())
-    assert_books_reconcile(kernel, venue.inner, kernel.recorder.all_fills)
+    assert_books_reconcile(engine, venue.inner, engine.parts.recorder.all_fills)
 
 
 # -- 5. determinism ---------------------------------------------------------------------------
@@ -774,13 +830,13 @@ def test_the_same_seeds_give_the_same_run_and_another_seed_another() -> None:
     second, second_capture, second_faulty = flaky_broker_run()
     other, _, other_faulty = flaky_broker_run(seed=8)
 
-    assert first.recorder.all_fills == second.recorder.all_fills
+    assert first.parts.recorder.all_fills == second.parts.recorder.all_fills
     assert first_faulty.faults == second_faulty.faults
     assert [t[:4] for t in transitions(first, "execution")] == [
         t[:4] for t in transitions(second, "execution")
     ]
     assert first_capture.events == second_capture.events
     assert first_capture.denials == second_capture.denials
-    assert first.portfolio.equity() == second.portfolio.equity()
+    assert first.parts.portfolio.equity() == second.parts.portfolio.equity()
     assert other_faulty.faults != first_faulty.faults
-    assert other.recorder.all_fills != first.recorder.all_fills
+    assert other.parts.recorder.all_fills != first.parts.recorder.all_fills

@@ -12,9 +12,11 @@ from typing import Any
 from ultrathink.data.embedded import DATASETS, DEFAULT_DATASET, load_dataset
 from ultrathink.data.frame import MarketData
 from ultrathink.data.sources import load_data
-from ultrathink.data.synthetic import SyntheticConfig, generate, parse_synthetic_spec
 
 _LAZY = {
+    "SyntheticConfig": "ultrathink.data.synthetic",
+    "generate": "ultrathink.data.synthetic",
+    "parse_synthetic_spec": "ultrathink.data.synthetic",
     "load_csv": "ultrathink.data.loaders",
     "load_file": "ultrathink.data.loaders",
     "load_parquet": "ultrathink.data.loaders",

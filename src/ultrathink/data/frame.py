@@ -207,6 +207,7 @@ class MarketData:
 
         No validation happens here: use ``ultrathink.data.validate`` on untrusted input.
         """
+        # fixed-width str per row: use from_codes for large inputs with long symbol names
         names, sym_idx = np.unique(np.asarray(symbols, dtype=str), return_inverse=True)
         ts = np.asarray(ts_ns, dtype=np.int64)
         order = np.lexsort((sym_idx, ts))
@@ -219,5 +220,47 @@ class MarketData:
             low=np.asarray(low, dtype=np.float64)[order],
             close=np.asarray(close, dtype=np.float64)[order],
             volume=np.asarray(volume, dtype=np.float64)[order],
+            name=name,
+        )
+
+    @classmethod
+    def from_codes(
+        cls,
+        ts_ns: np.ndarray,
+        codes: np.ndarray,
+        names: np.ndarray | list[str],
+        open_: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        volume: np.ndarray,
+        name: str = "",
+    ) -> MarketData:
+        """Build from unsorted columns whose symbols are ``codes`` into distinct ``names``.
+
+        Same result as ``from_arrays`` with ``names[codes]``, without a string per row.
+        Input that is already sorted by (timestamp, symbol) is used as it is, not copied, so
+        pass arrays nobody else will change. No validation happens here.
+        """
+        by_name = np.argsort(np.asarray(names, dtype=object), kind="stable")
+        rank = np.empty(by_name.shape[0], dtype=np.int32)
+        rank[by_name] = np.arange(by_name.shape[0], dtype=np.int32)
+        sym_idx = rank[np.asarray(codes, dtype=np.intp)]
+        ts = np.asarray(ts_ns, dtype=np.int64)
+        columns = [np.asarray(c, dtype=np.float64) for c in (open_, high, low, close, volume)]
+        step = np.diff(ts)
+        if not bool(np.all((step > 0) | ((step == 0) & (np.diff(sym_idx) > 0)))):
+            order = np.lexsort((sym_idx, ts))
+            ts, sym_idx = ts[order], sym_idx[order]
+            columns = [c[order] for c in columns]
+        return cls(
+            ts_ns=ts,
+            symbol_idx=sym_idx,
+            symbols=tuple(str(names[i]) for i in by_name),
+            open=columns[0],
+            high=columns[1],
+            low=columns[2],
+            close=columns[3],
+            volume=columns[4],
             name=name,
         )

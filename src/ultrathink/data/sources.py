@@ -6,9 +6,11 @@ from pathlib import Path
 
 from ultrathink.data.embedded import DATASETS, load_dataset
 from ultrathink.data.frame import MarketData
-from ultrathink.data.synthetic import generate, parse_synthetic_spec
-from ultrathink.data.synthetic_spec import PREFIX
 from ultrathink.errors import DataSourceError
+
+#: the synthetic generator's spec prefix (``data/synthetic_spec.py``: not imported here, its
+#: pydantic models cost start-up time that a run on real data never needs)
+PREFIX = "synthetic"
 
 
 def load_data(spec: str) -> MarketData:
@@ -35,6 +37,8 @@ def load_data(spec: str) -> MarketData:
         return load_dataset(text)
     head = text.partition(":")[0].strip().lower()
     if head == PREFIX:
+        from ultrathink.data.synthetic import generate, parse_synthetic_spec  # pydantic models
+
         return generate(parse_synthetic_spec(text))
     # lazy: the file readers pull in pandas and pyarrow (~80 MB) that synthetic runs never need
     from ultrathink.data.loaders import SUFFIXES, file_suffix, load_file

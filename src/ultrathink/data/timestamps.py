@@ -3,7 +3,7 @@
 Accepted input: datetime columns (naive = UTC, aware = converted), ISO 8601 strings and dates
 (``1999-01-04`` is midnight UTC), other date strings whose format pandas can infer from the
 first value, and integer epoch timestamps whose unit (s, ms, us or ns) follows from their
-magnitude.
+magnitude. ``timestamps_from_text`` parses an Arrow text column in C where that is exact.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _INT64_MAX = np.iinfo(np.int64).max
 _CLOCK_WORDS = ("now", "today")
@@ -96,6 +98,34 @@ def _parse_other_formats(subset: pd.Series) -> pd.Series:
 
 
 _Unit = Literal["s", "ms", "us", "ns"]
+# pandas.read_csv's default NA words (pandas._libs.parsers.STR_NA_VALUES)
+_NA_TEXT = pa.array([
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+])  # fmt: skip
+
+
+def timestamps_from_text(array: pa.Array) -> np.ndarray | pd.Series:
+    """Read an Arrow text column of timestamps the fast way where that is exact.
+
+    Returns ``datetime64[ns]`` UTC values when Arrow's ISO 8601 parser takes every value (all
+    with a zone offset, or all without: naive = UTC); else epoch numbers as an int64 or
+    float64 Series (pandas' NA words missing), as ``pandas.read_csv`` would infer them; else
+    the text as a Series. ``parse_timestamps`` reads the two Series forms.
+    """
+    for zone in ("UTC", None):
+        try:
+            ts = pc.cast(array, pa.timestamp("ns", zone))
+        except pa.ArrowInvalid:
+            continue
+        return ts.cast(pa.int64()).to_numpy().view("datetime64[ns]")
+    numbers = pc.if_else(pc.is_in(array, _NA_TEXT), pa.scalar(None, array.type), array)
+    for epoch in (pa.int64(), pa.float64()):
+        try:
+            return pc.cast(numbers, epoch).to_pandas()
+        except pa.ArrowInvalid:
+            continue
+    return array.to_pandas()
 
 
 def _finest_unit(*series: pd.Series) -> _Unit:

@@ -30,6 +30,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ultrathink.core.events import Bar, OrderDenied
+from ultrathink.core.timing import TimingPoint
 from ultrathink.decision.strategy import Strategy
 from ultrathink.errors import StrategyError
 from ultrathink.features.spec import WARMUP_BARS
@@ -76,10 +77,11 @@ class ModelBundle:
 
 
 class _SymbolState:
-    __slots__ = ("features", "last_close", "state", "var")
+    __slots__ = ("features", "last_close", "state", "update", "var")
 
     def __init__(self) -> None:
         self.features = StreamingFeatures()
+        self.update = self.features.update  # a timing point (``features``)
         self.state = 0  # -1 short, 0 flat, 1 long
         self.var = math.nan
         self.last_close = math.nan
@@ -179,7 +181,7 @@ class MLStrategy(Strategy):
         if st is None:
             st = self._symbols[bar.symbol] = _SymbolState()
         self._update_vol(st, bar.close)
-        row = st.features.update(bar.ts_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        row = st.update(bar.ts_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
         self.n_bars += 1
         return st, row
 
@@ -276,6 +278,15 @@ class MLStrategy(Strategy):
         if last == last and last > 0 and close > 0:
             r2 = math.log(close / last) ** 2
             st.var = r2 if st.var != st.var else _VOL_DECAY * st.var + (1 - _VOL_DECAY) * r2
+
+    def timing_points(self) -> list[TimingPoint]:
+        """The model's prediction (``model``), for the profiler."""
+        return [TimingPoint("model", self.bundle, "predict_row")] if self.bundle else []
+
+    def symbol_timing_points(self, symbol: str) -> list[TimingPoint]:
+        """The streaming features of ``symbol`` (``features``), for the profiler."""
+        st = getattr(self, "_symbols", {}).get(symbol)
+        return [TimingPoint("features", st, "update")] if st is not None else []
 
     def stats(self) -> dict[str, Any]:
         """Decision statistics for the run summary."""

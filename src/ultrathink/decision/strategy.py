@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ultrathink.core.enums import OrderType, Side, TimeInForce
 from ultrathink.core.events import Bar, Fill, OrderDenied, OrderEvent
+from ultrathink.core.timing import TimingPoint
 from ultrathink.errors import ConfigError, StrategyError
 from ultrathink.features.indicators import EMA, SMA
 
@@ -66,6 +67,10 @@ class StrategyContext(Protocol):
     def last_price(self, symbol: str) -> float | None: ...
 
     def order_size(self, symbol: str, price: float) -> float: ...
+
+    def affordable_buy(self, symbol: str, current: float, quantity: float) -> float:
+        """The part of a buy of ``quantity`` from position ``current`` that cash covers now."""
+        ...
 
 
 class IndicatorSet:
@@ -180,6 +185,14 @@ class Strategy:
         """Strategy-specific statistics added to the run summary (none by default)."""
         return {}
 
+    def timing_points(self) -> list[TimingPoint]:
+        """Where the profiler may time this strategy's model (``core/timing.py``); none."""
+        return []
+
+    def symbol_timing_points(self, symbol: str) -> list[TimingPoint]:
+        """Timing points of one symbol's state (e.g. its streaming features); none."""
+        return []
+
     # -- indicators -------------------------------------------------------------------------
     def indicator(self, factory: Any) -> IndicatorSet:
         """Register a streaming indicator built by ``factory()`` per symbol (fed closes)."""
@@ -247,10 +260,16 @@ class Strategy:
     def target_position(self, symbol: str, target: float, tag: str = "") -> str | None:
         """Send the market order that moves position + working orders to ``target``.
 
-        Returns the client order id, or None when nothing needs to trade.
+        A buy that ends long is cut to what the account can pay for now (cash less working
+        buys and estimated costs, at the last close: the sizing convention of
+        ``ultrathink.decision.sizing``), so it is never denied for buying power. Returns the
+        client order id, or None when nothing needs (or can) trade.
         """
-        current = self.ctx.position(symbol) + self.ctx.pending_qty(symbol)
+        ctx = self.ctx
+        current = ctx.position(symbol) + ctx.pending_qty(symbol)
         delta = target - current
+        if delta > 0:
+            delta = ctx.affordable_buy(symbol, current, delta)
         if abs(delta) < 1e-9:
             return None
         side = Side.BUY if delta > 0 else Side.SELL

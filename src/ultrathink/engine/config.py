@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ultrathink.execution.costs import PaperBrokerConfig
 from ultrathink.hardening.breaker import BreakerConfig
@@ -13,20 +13,27 @@ from ultrathink.hardening.degraded import DegradedConfig
 from ultrathink.hardening.rate_limit import RateLimitConfig
 from ultrathink.risk.config import RiskConfig
 
+#: Every config model: frozen, unknown keys refused, and no type coercion (``true`` is not
+#: 1.0, ``"5"`` is not 5; an int is still a valid float) and no inf/nan.
+_STRICT = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
+
 
 class SizingConfig(BaseModel):
     """How many units ``Strategy.order_size`` returns.
 
     ``all_in`` invests ``fraction`` of equity, split equally across the data's symbols;
-    ``fixed`` trades ``quantity`` units. Quantities are rounded down to ``lot_size``.
+    ``fixed`` trades ``quantity`` units. Quantities are rounded down to ``lot_size``. A buy
+    that ends long is cut to what the cash covers at the signal close, less
+    ``cash_buffer_pct`` of cash kept back for gaps to the fill (``decision/sizing.py``).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STRICT
 
     mode: Literal["all_in", "fixed"] = "all_in"
     quantity: float | None = Field(default=None, gt=0)
     fraction: float = Field(default=1.0, gt=0, le=10)
     lot_size: float = Field(default=1.0, gt=0)
+    cash_buffer_pct: float = Field(default=0.0, ge=0, lt=100)
 
     @model_validator(mode="after")
     def _quantity_for_fixed(self) -> SizingConfig:
@@ -48,7 +55,7 @@ class KillSwitchConfig(BaseModel):
         Fire when a symbol falls ``pct`` % within ``n_bars`` bars.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STRICT
 
     on_limit_breach: bool = False
     flatten: bool = True
@@ -95,7 +102,7 @@ class HardeningConfig(BaseModel):
         Bars between two degraded-mode samples in an unpaced run (paced: every idle tick).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STRICT
 
     enabled: bool = False
     decision: BreakerConfig = BreakerConfig(**_BREAKERS["decision"])
@@ -106,6 +113,16 @@ class HardeningConfig(BaseModel):
     min_stale_s: float = Field(default=0.5, gt=0)
     degraded: DegradedConfig | None = DegradedConfig()
     degraded_sample_bars: int = Field(default=4096, ge=1)
+
+    @model_validator(mode="after")
+    def _decision_breaker_counts_failures_only(self) -> HardeningConfig:
+        if self.decision.slow_call_s is not None:
+            raise ValueError(
+                f"hardening.decision.slow_call_s must be unset, was {self.decision.slow_call_s}: "
+                "the decision breaker counts failures only (a restart replays it exactly); "
+                "slow decisions are degraded mode's: set hardening.degraded.latency_enter_ms"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -122,19 +139,31 @@ class HardeningConfig(BaseModel):
 class ControlConfig(BaseModel):
     """The operator control endpoint of a paper session (HTTP on 127.0.0.1 with a token)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STRICT
 
     enabled: bool = False
     port: int = Field(default=0, ge=0, le=65535, description="0: any free port")
     session_file: str | None = Field(
-        default=None, description="where url + token are written (mode 0600); default next to db"
+        default=None,
+        min_length=1,
+        max_length=4096,
+        description="where url + token are written (mode 0600); default next to db",
     )
+
+    @field_validator("session_file")
+    @classmethod
+    def _printable_path(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
+            raise ValueError(
+                f"session_file must be a path without control characters, was {value!r}"
+            )
+        return value
 
 
 class EngineConfig(BaseModel):
     """Everything one run needs besides data and strategy."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _STRICT
 
     starting_cash: float = Field(default=100_000.0, gt=0)
     sizing: SizingConfig = SizingConfig()

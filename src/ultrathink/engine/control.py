@@ -4,12 +4,13 @@ The HTTP endpoint (``web/control_api.py``) and Python callers hand a validated c
 (``hardening/overrides.py``) to ``SessionControl.execute``, which queues it and waits; the
 kernel thread runs queued commands at every new timestamp and, in a paced session, while it
 waits for the next bar (every 20 ms). A command that has not started when its caller gives
-up is cancelled, never run late. ``apply`` runs a command directly on the kernel thread
-(from a strategy, a test, or before/after the run).
+up is cancelled, never run late. ``status`` is answered from the latest engine snapshot
+without waiting for the kernel.
 
-Every command that changes something writes an ``operator.<action>`` audit row with who,
-when (wall clock, UTC), what, the reason, and the fields it changed before and after; a
-refused command writes ``operator.refused``. ``status`` only reads and is not audited.
+Every command is a session input (``engine/inputs.py``): written ahead to the input log, then
+applied, so a restart replays it at the same bar. Every command that changes something writes
+an ``operator.<action>`` audit row with who, when (wall clock, UTC), what, the reason, and the
+fields it changed before and after; a refused command writes ``operator.refused``.
 """
 
 from __future__ import annotations
@@ -19,13 +20,21 @@ import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import ValidationError
 
+from ultrathink.core.clock import Clock
 from ultrathink.core.enums import DenyReason, TradingState
 from ultrathink.core.times import iso_ns
+from ultrathink.engine.guards import Guards
+from ultrathink.engine.inputs import SessionInputs
+from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.metrics import RunMetrics
+from ultrathink.engine.router import OrderRouter
+from ultrathink.engine.snapshot import SnapshotPublisher
+from ultrathink.engine.working import WorkingOrders
+from ultrathink.execution.broker import Broker
 from ultrathink.hardening.overrides import (
     MUTABLE_LIMITS,
     Command,
@@ -38,10 +47,10 @@ from ultrathink.hardening.overrides import (
     SetLimit,
     Status,
     SymbolSwitch,
+    parse_command,
 )
-
-if TYPE_CHECKING:
-    from ultrathink.engine.kernel import Kernel
+from ultrathink.portfolio.portfolio import Portfolio
+from ultrathink.risk.engine import RiskEngine
 
 _Item = tuple[Command, "Future[dict[str, Any]]"]
 
@@ -51,15 +60,33 @@ class SessionControl:
 
     def __init__(
         self,
-        kernel: Kernel,
+        *,
+        clock: Clock,
+        risk: RiskEngine,
+        kill: KillSwitch,
+        router: OrderRouter,
+        portfolio: Portfolio,
+        broker: Broker,
+        working: WorkingOrders,
+        guards: Guards | None,
         symbols: Sequence[str],
         metrics: RunMetrics,
-        wall_ns: Callable[[], int],
+        inputs: SessionInputs,
+        snapshots: SnapshotPublisher,
     ) -> None:
-        self._kernel = kernel
+        self._clock = clock
+        self._risk = risk
+        self._kill = kill
+        self._router = router
+        self._portfolio = portfolio
+        self._broker = broker
+        self._working = working
+        self._guards = guards
         self._symbols = tuple(symbols)
         self.metrics = metrics
-        self._wall_ns = wall_ns
+        self._inputs = inputs
+        self._snapshots = snapshots
+        inputs.on("operator", self._apply_recorded)
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._handlers: dict[type, Callable[[Any], str]] = {
             Halt: self._halt,
@@ -79,6 +106,8 @@ class SessionControl:
         Raises ``OverrideError`` if it cannot apply and ``TimeoutError`` if the session did
         not run it within ``timeout_s`` (it is then cancelled and never runs).
         """
+        if isinstance(command, Status):  # read-only: the latest snapshot, no kernel round trip
+            return self.status()
         future: Future[dict[str, Any]] = Future()
         self._queue.put((command, future))
         try:
@@ -91,11 +120,18 @@ class SessionControl:
                 ) from None
             return future.result()  # it started meanwhile: wait for the outcome
 
+    def status(self) -> dict[str, Any]:
+        """The session as its latest snapshot shows it (any thread; no kernel round trip)."""
+        snap = self._snapshots.latest
+        after = snap.to_dict() if snap is not None else {"state": "starting"}
+        return {"action": "status", "ok": True, "message": "", "before": {}, "after": after}
+
     def metrics_text(self) -> bytes:
-        """The session's metrics in the Prometheus text format."""
-        k = self._kernel
-        self.metrics.bars.set(k.n_bars_seen)
-        self.metrics.equity.set(k.portfolio.equity())
+        """The session's metrics in the Prometheus text format (from the latest snapshot)."""
+        snap = self._snapshots.latest
+        if snap is not None:
+            self.metrics.bars.set(snap.n_bars)
+            self.metrics.equity.set(snap.equity)
         return self.metrics.exposition()
 
     # -- kernel thread ----------------------------------------------------------------------
@@ -112,14 +148,27 @@ class SessionControl:
                 future.set_exception(exc)
 
     def apply(self, command: Command) -> dict[str, Any]:
-        """Run ``command`` now, on the kernel thread; return action, before, after, message."""
+        """Run ``command`` now, on the kernel thread, as a session input (written ahead).
+
+        Returns action, before, after and message; raises ``OverrideError`` if refused.
+        """
+        if isinstance(command, Status):
+            return self.status()
+        result: dict[str, Any] = self._inputs.submit("operator", command.model_dump())
+        return result
+
+    def _apply_recorded(self, data: dict[str, Any], wall_ns: int) -> dict[str, Any]:
+        # an operator input, live or replayed: the same command at the same bar
+        return self._run(parse_command(data), wall_ns)
+
+    def _run(self, command: Command, wall_ns: int) -> dict[str, Any]:
         handler = self._handlers[type(command)]
         before = self.snapshot()
         try:
             message = handler(command)
         except OverrideError as exc:
             self.metrics.operator_commands.labels(command.action, "refused").inc()
-            self._audit("operator.refused", command, {"error": str(exc)})
+            self._audit("operator.refused", command, {"error": str(exc)}, wall_ns)
             raise
         after = self.snapshot()
         self.metrics.operator_commands.labels(command.action, "ok").inc()
@@ -131,44 +180,38 @@ class SessionControl:
             "before": {k: before[k] for k in changed},
             "after": {k: after[k] for k in changed},
         }
-        if isinstance(command, Status):  # the whole state, not a difference
-            result["before"], result["after"] = {}, after
-        else:
-            self._audit(f"operator.{command.action}", command, result)
+        self._audit(f"operator.{command.action}", command, result, wall_ns)
         return result
 
     def snapshot(self) -> dict[str, Any]:
         """The session state an operator sees and that commands change."""
-        k = self._kernel
-        risk, pf = k.risk, k.portfolio
+        risk, pf = self._risk, self._portfolio
         snap: dict[str, Any] = {
             "trading_state": risk.state.value,
             "state_reason": risk.state_reason,
             "disabled_symbols": sorted(risk.disabled_symbols),
             "limits": {name: getattr(risk.config, name) for name in MUTABLE_LIMITS},
             "positions": {s: p.quantity for s, p in sorted(pf.positions().items()) if p.quantity},
-            "open_orders": len(k.broker.open_orders()),
+            "open_orders": self._working.n_open_orders(),
             "equity": round(pf.equity(), 2),
-            "bars_processed": k.n_bars_seen,
-            "clock": iso_ns(k.clock.now_ns()),
+            "clock": iso_ns(self._clock.now_ns()),
         }
-        if k.guards is not None:
-            snap.update(k.guards.snapshot())
+        if self._guards is not None:
+            snap.update(self._guards.snapshot())
         return snap
 
     # -- handlers: each returns a message or raises OverrideError ---------------------------
     def _halt(self, cmd: Halt) -> str:
-        kill = self._kill()
-        n = kill.trigger(cmd.reason or "operator halt", source=f"operator {cmd.operator}",
-                         flatten=cmd.flatten)  # fmt: skip
+        n = self._kill.trigger(cmd.reason or "operator halt", source=f"operator {cmd.operator}",
+                               flatten=cmd.flatten)  # fmt: skip
         return f"HALTED; working orders cancelled; {n} flatten orders sent"
 
     def _resume(self, cmd: Resume) -> str:
-        risk, guards = self._kernel.risk, self._kernel.guards
+        risk, guards = self._risk, self._guards
         if risk.state is TradingState.ACTIVE:
             raise OverrideError("trading is already ACTIVE: nothing to resume")
         if risk.state is TradingState.HALTED:
-            self._kill().resume(cmd.operator, cmd.reason)
+            self._kill.resume(cmd.operator, cmd.reason)
         else:
             risk.set_state(TradingState.ACTIVE, f"resumed by {cmd.operator}: {cmd.reason}")
         if guards is not None:  # automatic REDUCING (stale data, degraded) still applies
@@ -177,7 +220,7 @@ class SessionControl:
         return f"trading is {risk.state.value}"
 
     def _reduce(self, cmd: Reduce) -> str:
-        risk, guards = self._kernel.risk, self._kernel.guards
+        risk, guards = self._risk, self._guards
         if risk.state is TradingState.HALTED:
             raise OverrideError("trading is HALTED: resume first, then set REDUCING")
         detail = f"{cmd.operator}: {cmd.reason or 'operator order'}"
@@ -188,24 +231,23 @@ class SessionControl:
         return "REDUCING: only exposure-reducing orders pass"
 
     def _flatten(self, cmd: Flatten) -> str:
-        k = self._kernel
         symbols = [cmd.symbol] if cmd.symbol is not None else self._symbols
         if cmd.symbol is not None:
             self._known(cmd.symbol)
         why = f"operator {cmd.operator}: {cmd.reason or 'flatten'}"
         n = 0
         for symbol in symbols:
-            for order in k.broker.open_orders(symbol):
-                k.ctx.cancel_order(order.client_order_id, why)
-            qty = k.portfolio.position(symbol)
+            for order in self._broker.open_orders(symbol):
+                self._router.cancel_order(order.client_order_id, why)
+            qty = self._portfolio.position(symbol)
             if qty:
-                k.ctx.submit_flatten(symbol, -qty, why)
+                self._router.submit_flatten(symbol, -qty, why)
                 n += 1
         return f"{n} flatten orders sent (they fill at the next bar of each symbol)"
 
     def _set_limit(self, cmd: SetLimit) -> str:
         try:
-            self._kernel.risk.set_limit(cmd.limit, cmd.value)
+            self._risk.set_limit(cmd.limit, cmd.value)
         except ValidationError as exc:
             err = exc.errors()[0]
             raise OverrideError(f"{cmd.limit} {err['msg'].lower()}, was {cmd.value!r}") from None
@@ -213,7 +255,7 @@ class SessionControl:
 
     def _symbol_switch(self, cmd: SymbolSwitch) -> str:
         self._known(cmd.symbol)
-        disabled = self._kernel.risk.disabled_symbols
+        disabled = self._risk.disabled_symbols
         if cmd.action == "disable_symbol":
             disabled.add(cmd.symbol)
             return f"{cmd.symbol} disabled: only reducing orders pass"
@@ -221,7 +263,7 @@ class SessionControl:
         return f"{cmd.symbol} enabled"
 
     def _force_breaker(self, cmd: ForceBreaker) -> str:
-        guards = self._kernel.guards
+        guards = self._guards
         if guards is None:
             raise OverrideError(
                 "circuit breakers are off in this run (hardening.enabled = false); "
@@ -236,24 +278,18 @@ class SessionControl:
         return f"breaker {cmd.breaker} is {breaker.state.value}"
 
     # -- helpers ----------------------------------------------------------------------------
-    def _kill(self) -> Any:
-        kill = self._kernel.kill_switch
-        if kill is None:
-            raise OverrideError("this session has no kill switch wired")
-        return kill
-
     def _known(self, symbol: str) -> None:
         if symbol not in self._symbols:
             raise OverrideError(
                 f"unknown symbol {symbol!r}; this session trades {', '.join(self._symbols)}"
             )
 
-    def _audit(self, kind: str, command: Command, result: dict[str, Any]) -> None:
+    def _audit(self, kind: str, command: Command, result: dict[str, Any], wall_ns: int) -> None:
         record = {
             "who": command.operator,
-            "when": iso_ns(self._wall_ns()),
+            "when": iso_ns(wall_ns),
             "what": command.model_dump(exclude={"operator", "reason"}),
             "reason": command.reason,
             **{k: v for k, v in result.items() if k in ("before", "after", "message", "error")},
         }
-        self._kernel.ctx.audit(kind, json.dumps(record, sort_keys=True, default=str))
+        self._router.audit(kind, json.dumps(record, sort_keys=True, default=str))

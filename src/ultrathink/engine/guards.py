@@ -4,48 +4,56 @@
 breaker        guards                       fallback while OPEN
 =============  ===========================  =============================================
 decision       ``Strategy.on_bar`` (model)  hold: no new orders; indicators keep updating
-market_data    every bar (bad bar; paced:   the bad bar is dropped, prices stay at the last
-               no bar for N x interval)     good bar; trading REDUCING until it closes
+market_data    every bar (a bad bar)        the bad bar is dropped, prices stay at the last
+                                            good bar; trading REDUCING until it closes
 execution      broker submit / cancel       the order is denied BROKER_UNAVAILABLE
 risk           the pre-trade check          the kill switch fires (HALTED)
 =============  ===========================  =============================================
 
-Every breaker transition, trading-state change made here and degraded-mode change is a
-``HardeningEvent`` (kept in ``events`` and published on the run's bus), an audit row and a
-Prometheus metric. Everything runs on the kernel thread: breakers are only called from it,
-and operator commands reach it through ``engine/control.py``'s queue.
+The breakers run on the run's clock (bar time), so they are deterministic: a replay of the
+same bars opens and closes them at the same bars. What depends on the wall clock is kept
+apart and goes through the session's input log (``engine/inputs.py``), so a restart replays
+it exactly: degraded mode (latency, CPU, memory) and, in a paced session, the feed
+watchdog — no bar for ``stale_after_s`` of wall time asks for REDUCING (``DATA_STALE``) until
+the next bar arrives.
+
+Every transition is a ``HardeningEvent`` (kept in ``events`` and published on the run's
+bus), an audit row and a Prometheus metric. Everything runs on the kernel thread.
 
 ``StateArbiter`` owns the REDUCING that several sources may ask for at once (market data,
-degraded mode, operator): trading goes back to ACTIVE only when the last of them clears, and
-never leaves HALTED by itself — only the kill switch's audited ``resume`` does that.
+feed, degraded mode, operator): trading goes back to ACTIVE only when the last of them
+clears, and never leaves HALTED by itself — only the kill switch's audited ``resume`` does.
 """
 
 from __future__ import annotations
 
 import gc
-import math
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ultrathink.core.bus import MessageBus
-from ultrathink.core.clock import Clock, LiveClock
+from ultrathink.core.clock import Clock
 from ultrathink.core.enums import DenyReason, TradingState
 from ultrathink.core.events import Bar
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import HardeningConfig
-from ultrathink.engine.context import TradingContext
+from ultrathink.engine.inputs import SessionInputs
 from ultrathink.engine.killswitch import KillSwitch
-from ultrathink.engine.metrics import RunMetrics
+from ultrathink.engine.router import OrderRouter
 from ultrathink.hardening.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ultrathink.hardening.degraded import DegradedModeMonitor, DegradedTransition
 from ultrathink.risk.engine import RiskEngine
 
-_NS = 1_000_000_000
-_INF = math.inf
+if TYPE_CHECKING:
+    from ultrathink.engine.metrics import RunMetrics  # prometheus-client: sessions only
+
+_INF = float("inf")
 #: How many hardening events a run keeps in memory (all of them are in the audit trail).
 MAX_KEPT_EVENTS = 1000
+#: Bus topic of every hardening event.
+HARDENING = "hardening"
 
 
 class HardeningEvent(NamedTuple):
@@ -53,9 +61,32 @@ class HardeningEvent(NamedTuple):
 
     ts_ns: int
     wall_ns: int
-    kind: str  # breaker | degraded | trading_state | decision | execution | operator
+    kind: str  # breaker | degraded | feed | trading_state | decision | execution | operator
     name: str
     detail: str
+
+
+class Breakers(NamedTuple):
+    """The four circuit breakers of a run, on the run's clock."""
+
+    decision: CircuitBreaker
+    market_data: CircuitBreaker
+    execution: CircuitBreaker
+    risk: CircuitBreaker
+
+    @classmethod
+    def build(cls, config: HardeningConfig, clock: Clock) -> Breakers:
+        """One breaker per component, from ``config``."""
+        return cls(
+            CircuitBreaker(config.decision, clock),
+            CircuitBreaker(config.market_data, clock),
+            CircuitBreaker(config.execution, clock),
+            CircuitBreaker(config.risk, clock),
+        )
+
+    def by_name(self) -> dict[str, CircuitBreaker]:
+        """Name -> breaker."""
+        return {b.name: b for b in self}
 
 
 class StateArbiter:
@@ -108,69 +139,97 @@ class StateArbiter:
 
 
 class Guards:
-    """Breakers, fallbacks, degraded mode and the events they produce, for one run."""
+    """Breakers, fallbacks, degraded mode, the feed watchdog and their events, for one run.
+
+    Parameters
+    ----------
+    config : HardeningConfig
+        Thresholds.
+    clock : Clock
+        The run's clock (event times, breaker timers).
+    breakers : Breakers
+        Built by the wiring; the router holds the risk and execution ones too.
+    router : OrderRouter
+        Audit rows, unknown orders to resolve, the broker's memory to trim.
+    risk : RiskEngine
+        Its state is what the arbiter moves.
+    kill : KillSwitch
+        Fired when the risk breaker opens; kept up while engaged.
+    inputs : SessionInputs
+        Where wall-clock transitions are written ahead (and replayed from).
+    bus : MessageBus
+        ``hardening`` events are published on it.
+    metrics : RunMetrics
+        Breaker, state and degraded gauges.
+    degraded : DegradedModeMonitor or None
+        Degraded-mode judge (None: off).
+    trim_history : callable or None
+        Frees the broker's memory of terminal orders (the degraded cleanup).
+    feed_stale_s : float or None
+        Paced sessions: wall seconds without a bar before the feed counts as stale.
+    mono_ns : callable
+        The wall monotonic clock.
+    """
 
     def __init__(
         self,
         config: HardeningConfig,
         clock: Clock,
-        ctx: TradingContext,
+        breakers: Breakers,
+        router: OrderRouter,
         risk: RiskEngine,
         kill: KillSwitch,
+        inputs: SessionInputs,
+        bus: MessageBus,
+        metrics: RunMetrics,
         *,
-        paced_stale_s: float | None = None,
-        wall_clock: LiveClock | None = None,
-        metrics: RunMetrics | None = None,
+        degraded: DegradedModeMonitor | None = None,
+        trim_history: Callable[[], int] | None = None,
+        feed_stale_s: float | None = None,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.config = config
         self._clock = clock
-        self._wall = wall_clock or LiveClock()
-        self._ctx = ctx
+        self._router = router
         self._kill = kill
-        self.metrics = metrics if metrics is not None else RunMetrics()
-        self.bus = MessageBus()
+        self._inputs = inputs
+        self.bus = bus
+        self.metrics = metrics
         self.events: deque[HardeningEvent] = deque(maxlen=MAX_KEPT_EVENTS)
         self.arbiter = StateArbiter(risk, self.emit)
-        self.decision = CircuitBreaker(config.decision, clock)
-        self.execution = CircuitBreaker(config.execution, clock)
-        self.risk = CircuitBreaker(config.risk, clock)
-        md = config.market_data
-        self._paced = paced_stale_s is not None
-        self._fed = False
-        if paced_stale_s is not None:  # a live feed: staleness on the wall clock
-            md = md.model_copy(update={"stale_after_s": paced_stale_s})
-            self.market_data = CircuitBreaker(md, self._wall)
-        else:
-            self.market_data = CircuitBreaker(md, clock)
-        self.breakers = {
-            b.name: b for b in (self.decision, self.market_data, self.execution, self.risk)
-        }
-        for b in self.breakers.values():
+        self.breakers = breakers.by_name()
+        self.decision, self.market_data = breakers.decision, breakers.market_data
+        for b in breakers:
             b.on_transition(self._on_breaker)
-            self.metrics.set_breaker(b.name, "CLOSED", transition=False)
+            metrics.set_breaker(b.name, "CLOSED", transition=False)
         self.md_closed = True  # read per bar: the market-data breaker's fast path
         self.n_holds = 0
         self.n_bad_bars = 0
-        self.degraded: DegradedModeMonitor | None = None
-        if config.degraded is not None:
-            cfg = config.degraded
-            if paced_stale_s is None:  # unpaced runs are meant to keep a core busy
-                cfg = cfg.model_copy(update={"cpu_enter_pct": None})
-            self.degraded = DegradedModeMonitor(cfg, self._wall)
-            self.degraded.on_change(self._on_degraded)
-            self.degraded.add_cleanup(self._cleanup)
+        self.degraded = degraded
+        self._is_degraded = False  # as last applied (live or replayed)
+        self._trim = trim_history
+        self._stale_ns = int(feed_stale_s * 1e9) if feed_stale_s is not None else None
+        self._mono = mono_ns
+        self._last_bar_mono: int | None = None
+        self.feed_stale = False
         self._n_ticks = 0
         self._last_sample_ns = 0
+        if degraded is not None:
+            degraded.on_change(self._degraded_changed)
+            degraded.add_cleanup(self._degraded_cleanup)
+        inputs.on("degraded", self._apply_degraded)
+        inputs.on("degraded_cleanup", self._apply_cleanup)
+        inputs.on("feed", self._apply_feed)
         kill.listeners.append(self._on_kill)
-        self.metrics.trading_state.state(risk.state.value)
+        metrics.trading_state.state(risk.state.value)
 
     # -- events -----------------------------------------------------------------------------
     def emit(self, kind: str, name: str, detail: str) -> None:
         """Record one hardening event: kept, published, audited and (state) measured."""
         event = HardeningEvent(self._clock.now_ns(), time.time_ns(), kind, name, detail)
         self.events.append(event)
-        self.bus.publish("hardening", event)
-        self._ctx.audit(f"{kind}.{name}", detail)
+        self.bus.publish(HARDENING, event)
+        self._router.audit(f"{kind}.{name}", detail)
         if kind == "trading_state":
             self.metrics.trading_state.state(name)
 
@@ -184,29 +243,59 @@ class Guards:
             elif t.to_state is BreakerState.CLOSED:
                 self.arbiter.release("market_data")
         elif t.name == "risk" and t.to_state is BreakerState.OPEN:
-            kill = self._kill
-            kill.trigger(t.reason, source="risk_breaker", flatten=kill.auto_flatten)
-
-    def _on_degraded(self, t: DegradedTransition) -> None:
-        self.metrics.degraded.set(1 if t.entered else 0)
-        reasons = ",".join(t.reasons)
-        self.emit("degraded", "entered" if t.entered else "left", f"{reasons}: {t.detail}")
-        if t.entered:
-            self.arbiter.reduce("degraded", DenyReason.DEGRADED_MODE, f"{reasons}: {t.detail}")
-        else:
-            self.arbiter.release("degraded")
+            self._kill.fire(t.reason, "risk_breaker")
 
     def _on_kill(self, source: str, reason: str) -> None:
         self.metrics.kill_switch.labels(source=source).inc()
         self.metrics.trading_state.state(TradingState.HALTED.value)
 
-    def _cleanup(self) -> None:
+    # -- wall-clock sources: written ahead as session inputs --------------------------------
+    def _degraded_changed(self, t: DegradedTransition) -> None:
+        if not self._inputs.replaying:
+            data = {"entered": t.entered, "reasons": sorted(t.reasons), "detail": t.detail}
+            self._inputs.submit("degraded", data)
+
+    def _degraded_cleanup(self) -> None:
+        if not self._inputs.replaying:
+            self._inputs.submit("degraded_cleanup", {})
+
+    def _apply_degraded(self, data: dict[str, Any], wall_ns: int) -> None:
+        entered, reasons = bool(data["entered"]), ",".join(data["reasons"])
+        self._is_degraded = entered
+        self.metrics.degraded.set(1 if entered else 0)
+        self.emit("degraded", "entered" if entered else "left", f"{reasons}: {data['detail']}")
+        if entered:
+            detail = f"{reasons}: {data['detail']}"
+            self.arbiter.reduce("degraded", DenyReason.DEGRADED_MODE, detail)
+        else:
+            self.arbiter.release("degraded")
+
+    def _apply_cleanup(self, data: dict[str, Any], wall_ns: int) -> None:
         # memory pressure: drop what the session keeps only for reporting, then collect
-        trimmed = (
-            self._ctx.broker.trim_history() if hasattr(self._ctx.broker, "trim_history") else 0
-        )
+        trimmed = self._trim() if self._trim is not None else 0
         gc.collect()
         self.emit("degraded", "cleanup", f"trimmed {trimmed} terminal orders; gc collected")
+
+    def _apply_feed(self, data: dict[str, Any], wall_ns: int) -> None:
+        self.feed_stale = bool(data["stale"])
+        self.emit("feed", "stale" if self.feed_stale else "fresh", str(data["detail"]))
+        if self.feed_stale:
+            self.arbiter.reduce("feed", DenyReason.DATA_STALE, str(data["detail"]))
+        else:
+            self.arbiter.release("feed")
+
+    def go_live(self) -> None:
+        """A replay ended: what the wall clock decided before the restart starts over.
+
+        Degraded mode and a stale feed are judged afresh by this process, so a session that
+        was in either when it stopped leaves it now (recorded as inputs, like any change).
+        """
+        if self._is_degraded:
+            self._inputs.submit(
+                "degraded", {"entered": False, "reasons": [], "detail": "restarted"}
+            )
+        if self.feed_stale:
+            self._inputs.submit("feed", {"stale": False, "detail": "restarted"})
 
     # -- decision ---------------------------------------------------------------------------
     def guard_decision(
@@ -217,7 +306,8 @@ class Guards:
         A decision fails when ``on_bar`` raises or the strategy reports a decision it could
         not make (``Strategy.failed_decision``, e.g. a model with no healthy fallback).
         While the breaker refuses, ``Strategy.on_bar_held`` lets the strategy keep its own
-        state (features) in step with the bars.
+        state (features) in step with the bars. Decision latency feeds degraded mode, never
+        the breaker: the breaker must decide the same way when a restart replays the bars.
         """
         allow, success, failure = (
             self.decision.allow,
@@ -240,16 +330,15 @@ class Guards:
                 failure(f"{type(exc).__name__}: {exc}")
                 self.n_holds += 1
                 self.metrics.fallbacks.labels(kind="hold").inc()
-                self._ctx.audit("decision.error", f"{bar.symbol}: {exc!r}; fallback hold")
+                self._router.audit("decision.error", f"{bar.symbol}: {exc!r}; fallback hold")
                 return
-            dt = clock() - t0
             if strategy.failed_decision:
                 failure(strategy.failed_decision)
                 strategy.failed_decision = ""
             else:
-                success(dt / _NS)
+                success()
             if monitor is not None:
-                monitor(dt)
+                monitor(clock() - t0)
 
         return guarded
 
@@ -267,27 +356,33 @@ class Guards:
 
     # -- periodic work ----------------------------------------------------------------------
     def tick(self) -> None:
-        """Per new timestamp: feed heartbeat (paced), unknown orders, kill-switch upkeep and
-        degraded sampling."""
-        if self._paced:
-            self._fed = True
-            self.market_data.record_heartbeat()
+        """Per new timestamp: feed heartbeat, breaker recovery, unknown orders, kill-switch
+        upkeep and degraded sampling."""
+        live = not self._inputs.replaying
+        if self._stale_ns is not None and live:
+            self._last_bar_mono = self._mono()
+            if self.feed_stale:
+                self._inputs.submit("feed", {"stale": False, "detail": "a bar arrived"})
         if not self.md_closed and self.market_data.allow():  # a good bar at its own time
             self.market_data.record_success()
-        ctx = self._ctx
-        if ctx.has_unknown_orders:
-            ctx.resolve_unknown_orders()
+        router = self._router
+        if router.has_unknown_orders:
+            router.resolve_unknown_orders()
         if self._kill.is_engaged:
             self._kill.maintain()
         self._n_ticks += 1
-        if self.degraded is not None and self._n_ticks % self.config.degraded_sample_bars == 0:
+        sample_due = self._n_ticks % self.config.degraded_sample_bars == 0
+        if self.degraded is not None and live and sample_due:
             self.degraded.sample()
 
     def idle(self) -> None:
-        """While a paced session waits for the next bar: staleness and degraded sampling."""
-        if self._fed:  # the watchdog starts with the first bar
-            self.market_data.check_staleness()
-        now = time.perf_counter_ns()
+        """While a paced session waits for the next bar: feed watchdog and degraded sampling."""
+        now = self._mono()
+        last = self._last_bar_mono
+        stale = self._stale_ns is not None and last is not None and now - last > self._stale_ns
+        if stale and not self.feed_stale:
+            waited = (now - (last or now)) / 1e9
+            self._inputs.submit("feed", {"stale": True, "detail": f"no bar for {waited:.2f} s"})
         if self.degraded is not None and now - self._last_sample_ns >= 100_000_000:
             self._last_sample_ns = now
             self.degraded.sample()
@@ -298,8 +393,9 @@ class Guards:
         return {
             "breakers": {name: b.state.value for name, b in self.breakers.items()},
             "reducing_sources": self.arbiter.reasons,
-            "degraded": bool(self.degraded is not None and self.degraded.is_degraded),
+            "degraded": self._is_degraded,
             "degraded_readings": readings._asdict() if readings is not None else None,
+            "feed_stale": self.feed_stale,
             "decision_holds": self.n_holds,
             "bad_bars": self.n_bad_bars,
         }

@@ -6,7 +6,13 @@ strategy sees the close), the portfolio marks the close, risk sees the new equit
 indicators update, and the strategy's ``on_bar`` runs — its orders go through risk to the
 broker and can fill from the next bar on. When the timestamp changes, the close-marked
 equity of the previous one is recorded; every ``chunk_size`` points the recorder hands a
-batch to the persistence writer.
+batch to the persistence writer. At each new timestamp the session's periodic work runs
+(``on_tick``: session inputs, guards, operator commands, snapshots) and a requested stop
+(Ctrl-C) ends the loop between two timestamps.
+
+A restart (``engine/recovery.py``) runs the same loop from the first bar: up to
+``Replay.end_ts_ns`` the session replays its history (no pacing, recorded inputs instead of
+live ones), then ``Replay.go_live`` verifies it against the venue and the session continues.
 
 The cyclic garbage collector is paused while the loop runs. The hot path creates no
 reference cycles (events are tuples, orders and positions slotted objects referenced from
@@ -17,7 +23,8 @@ every live order, fill and event of the run, which cost 25–30 % of throughput 
 A profiled run (``ultrathink profile``) has a ``KernelProfiler``: the loop compares its bar
 count with the next bar to sample (one int comparison per bar; -1, never, when not
 profiled) and runs a sampled bar with the timed callables the profiler hands back. The
-profiler itself lives in ``ultrathink.perf.profiler``; the engine knows only this Protocol.
+profiler lives in ``ultrathink.perf.profiler``; the engine knows only this Protocol and
+the timing points its components declare (``core/timing.py``).
 """
 
 from __future__ import annotations
@@ -26,21 +33,22 @@ import gc
 import time
 from array import array
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from typing import TYPE_CHECKING, Protocol
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
 
 from ultrathink.core.clock import LiveClock, TestClock
 from ultrathink.core.events import Bar
+from ultrathink.core.timing import TimingPoint
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
-from ultrathink.engine.context import TradingContext, hook_error
+from ultrathink.engine.booking import ExecutionBooker, hook_error
+from ultrathink.engine.facade import StrategyFacade
 from ultrathink.engine.guards import Guards
-
-if TYPE_CHECKING:
-    from ultrathink.engine.control import SessionControl
-    from ultrathink.engine.recovery import RecoveryReport
+from ultrathink.engine.inputs import RunPosition
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
+from ultrathink.engine.router import OrderRouter
 from ultrathink.errors import StrategyError
 from ultrathink.execution.broker import Broker
 from ultrathink.hardening.crash import CrashDetector
@@ -62,7 +70,7 @@ Stages = tuple[
 class KernelProfiler(Protocol):
     """What the loop calls on a profiled run (implemented in ``ultrathink.perf.profiler``)."""
 
-    def start(self) -> int:
+    def start(self, kernel: Kernel) -> int:
         """The loop starts: the index of the first bar to call ``switch`` at."""
         ...
 
@@ -77,6 +85,29 @@ class KernelProfiler(Protocol):
     def stop(self) -> None:
         """The loop ended (or raised): drop an open sample, put back what was wrapped."""
         ...
+
+
+class Replay(Protocol):
+    """A restart's replay of the session's history (``engine/recovery.py``)."""
+
+    end_ts_ns: int
+
+    def idle(self, ts_ns: int) -> None:
+        """Where a paced session waited for ``ts_ns``: apply the inputs recorded there."""
+        ...
+
+    def go_live(self) -> None:
+        """The history is replayed: verify it against the venue, then continue live."""
+        ...
+
+
+class StopToken:
+    """Set from a signal handler (Ctrl-C); the loop stops at the next timestamp."""
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
 
 
 @contextmanager
@@ -95,7 +126,8 @@ class Pacer:
     """Paces a replay at ``speed`` × real time on the live clock (paper mode).
 
     While it waits it calls ``idle()`` every ``idle_every_ms`` at most (operator commands,
-    the market-data staleness watchdog, degraded-mode sampling), on the kernel thread.
+    the feed watchdog, degraded-mode sampling, snapshots), on the kernel thread, and returns
+    early when ``stop`` is requested.
     """
 
     def __init__(
@@ -104,13 +136,15 @@ class Pacer:
         clock: LiveClock | None = None,
         idle: Callable[[], None] | None = None,
         idle_every_ms: float = 20.0,
+        stop: StopToken | None = None,
     ) -> None:
         self._speed = speed
         self._clock = clock or LiveClock()
         self._first_ts: int | None = None
         self._start_mono = 0
-        self.idle = idle
+        self._idle = idle
         self._slice_ns = int(idle_every_ms * 1e6)
+        self._stop = stop
 
     def wait(self, ts_ns: int) -> None:
         """Block until the wall-clock moment that corresponds to ``ts_ns``."""
@@ -119,131 +153,165 @@ class Pacer:
             self._start_mono = self._clock.monotonic_ns()
             return
         deadline = self._start_mono + int((ts_ns - self._first_ts) / self._speed)
-        clock, idle = self._clock, self.idle
-        if idle is None:
-            clock.sleep_until_monotonic_ns(deadline)
-            return
+        clock, idle, stop = self._clock, self._idle, self._stop
         while True:
-            idle()
+            if idle is not None:
+                idle()
             now = clock.monotonic_ns()
-            if now >= deadline:
+            if now >= deadline or (stop is not None and stop.requested):
                 return
             clock.sleep_until_monotonic_ns(min(deadline, now + self._slice_ns))
 
 
+@dataclass(frozen=True)
+class KernelParts:
+    """Everything the loop drives, built once by ``engine/wiring.py``."""
+
+    clock: TestClock
+    strategy: Strategy
+    facade: StrategyFacade
+    router: OrderRouter
+    booker: ExecutionBooker
+    broker: Broker
+    risk: RiskEngine
+    portfolio: Portfolio
+    recorder: Recorder
+    kill_switch: KillSwitch
+    guards: Guards | None = None
+    crash: CrashDetector | None = None
+
+
 class Kernel:
-    """Runs one strategy over ``MarketData`` through risk, broker and portfolio."""
+    """Runs one strategy over ``MarketData`` through risk, broker and portfolio.
+
+    Parameters
+    ----------
+    parts : KernelParts
+        The components.
+    chunk_size : int
+        Timestamps per batch handed to the store (1 in a paced session).
+    pacer : Pacer or None
+        Paces a paper session on the wall clock.
+    on_tick : callable or None
+        Called at every new timestamp, after the clock moved (session upkeep).
+    latency_ns : array or None
+        When given, every ``on_bar`` duration in ns is appended (decision latency).
+    profiler : KernelProfiler or None
+        Samples the loop stage by stage.
+    stop : StopToken or None
+        Checked at every new timestamp when ``on_tick`` is set (a live session; a replay
+        runs to its end first).
+    replay : Replay or None
+        A restart's replay of the history before the session continues.
+    position : RunPosition or None
+        Shared with the session's inputs: the bars processed at the last new timestamp.
+    """
 
     def __init__(
         self,
-        clock: TestClock,
-        ctx: TradingContext,
-        strategy: Strategy,
-        broker: Broker,
-        risk: RiskEngine,
-        portfolio: Portfolio,
-        recorder: Recorder,
+        parts: KernelParts,
+        *,
         chunk_size: int = 65_536,
         pacer: Pacer | None = None,
+        on_tick: Callable[[], None] | None = None,
         latency_ns: array[int] | None = None,
+        profiler: KernelProfiler | None = None,
+        stop: StopToken | None = None,
+        replay: Replay | None = None,
+        position: RunPosition | None = None,
     ) -> None:
-        self.clock = clock
-        self.ctx = ctx
-        self.strategy = strategy
-        self.broker = broker
-        self.risk = risk
-        self.portfolio = portfolio
-        self.recorder = recorder
+        self.parts = parts
+        self.clock = parts.clock
+        self.strategy = parts.strategy
+        self.broker = parts.broker
+        self.risk = parts.risk
+        self.portfolio = parts.portfolio
+        self.recorder = parts.recorder
+        self.guards = parts.guards
+        self.kill_switch = parts.kill_switch
+        self.crash = parts.crash
         self.chunk_size = chunk_size
         self.pacer = pacer
-        #: when given, every ``on_bar`` duration in ns is appended (decision latency)
+        self.on_tick = on_tick
         self.latency_ns = latency_ns
-        #: set by the wiring: the kill switch, and the crash detector that may fire it
-        self.kill_switch: KillSwitch | None = None
-        self.crash: CrashDetector | None = None
-        #: the hardening layer (breakers, fallbacks, degraded mode); None = off
-        self.guards: Guards | None = None
-        #: called at every new timestamp on the kernel thread (e.g. operator commands)
-        self.on_tick: Callable[[], None] | None = None
-        #: operator commands (``engine/control.py``), set by the wiring
-        self.control: SessionControl
-        #: what a restart reconciled (``engine/recovery.py``); None for a fresh run
-        self.recovery: RecoveryReport | None = None
+        self.profiler = profiler
+        self.stop = stop if stop is not None else StopToken()
+        self.replay = replay
+        # timing points of the kernel itself (exact: timed at every call when profiled)
+        self._flush = self._flush_records
+        self._pace = pacer.wait if pacer is not None else None
         self.n_bars = 0
-        #: bars replayed to warm up after a restart (not traded)
-        self.n_warm = 0
-        #: bars processed, updated at every tick (for status while running)
-        self.n_bars_seen = 0
-        #: the sampling profiler of ``ultrathink profile``, set by the wiring; None = off
-        self.profiler: KernelProfiler | None = None
+        #: bars processed, updated at every new timestamp (snapshots, input positions)
+        self.position = position if position is not None else RunPosition()
+        #: the timestamp of the last bar, and whether the loop was stopped early
+        self.last_ts_ns = -1
+        self.stopped = False
         self._sample_at = -1  # the bar index at which to call the profiler; -1: never
         self._buf: tuple[list[int], list[float]] = ([], [])
 
-    def run(
-        self,
-        data: MarketData,
-        progress: ProgressFn | None = None,
-        warmup: MarketData | None = None,
-    ) -> None:
-        """Replay ``data`` to the end (or until the strategy raises).
+    # -- timing points ----------------------------------------------------------------------
+    def timing_points(self) -> list[TimingPoint]:
+        """Timing points of the components a sampled bar may time (router, booking, strategy)."""
+        parts = self.parts
+        return [
+            *parts.router.timing_points(),
+            *parts.booker.timing_points(),
+            *self.strategy.timing_points(),
+        ]
 
-        ``warmup`` (a restart) is replayed first with orders and audit rows suppressed, to
-        bring indicators and the strategy back to where they were.
-        """
-        self.strategy.bind(self.ctx)
+    def exact_timing_points(self) -> list[TimingPoint]:
+        """Calls timed every time when profiled: store hand-offs and a paced session's waits."""
+        points = [TimingPoint("persistence_queue", self, "_flush")]
+        if self._pace is not None:
+            points.append(TimingPoint("pacing_wait", self, "_pace"))
+        return points
+
+    @property
+    def status_counts(self) -> dict[str, int]:
+        """Orders per terminal status so far."""
+        return {s.value: n for s, n in self.parts.booker.status_counts.items()}
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, data: MarketData, progress: ProgressFn | None = None) -> None:
+        """Replay ``data`` to the end (or until stopped, or the strategy raises)."""
+        self.strategy.bind(self.parts.facade)
         with paused_gc():  # see the module docstring
             self._hook("on_start")
-            if warmup is not None:
-                self._warm_up(warmup)
             self._loop(data, progress)
+            if self.replay is not None:  # the history covered every bar: live from here on
+                self._go_live()
             self._hook("on_stop")
-
-    def _warm_up(self, data: MarketData) -> None:
-        ctx, clock, mark = self.ctx, self.clock, self.portfolio.mark
-        observe = getattr(self.broker, "observe", None)
-        updaters: dict[str, tuple[Callable[[float], object], ...]] = {}
-        ctx.shadow = True
-        try:
-            for bar in data.iter_bars():
-                clock.set_ns(max(bar.ts_ns, clock.now_ns()))
-                mark(bar.symbol, bar.close)
-                if observe is not None:
-                    observe(bar)
-                ups = updaters.get(bar.symbol)
-                if ups is None:
-                    ups = updaters[bar.symbol] = self._indicator_updaters(bar.symbol)
-                for update in ups:
-                    update(bar.close)
-                with suppress(Exception):  # its decisions are discarded anyway
-                    self.strategy.on_bar(bar)
-                self.n_warm += 1
-        finally:
-            ctx.shadow = False
 
     def _loop(self, data: MarketData, progress: ProgressFn | None) -> None:
         self._n = 0
         self._prev_ts = -1
         self._eq = self.portfolio.equity()
         self._room = self.chunk_size  # points left before the next flush
+        self._last_point = -1  # the timestamp of the last point put in the curve
         self._updaters: dict[str, tuple[Callable[[float], object], ...]] = {}
         prof, chunks = self.profiler, data.iter_chunks()
         if prof is not None:
-            self._sample_at, chunks = prof.start(), prof.chunks(chunks)
+            self._sample_at = prof.start(self)
+            chunks = prof.chunks(chunks)
         try:
             for bars in chunks:
-                self._run_chunk(bars, progress)
-        finally:  # also on Ctrl-C or a strategy error: keep the last close-marked point
-            if self._n:
+                if self._run_chunk(bars, progress):
+                    self.stopped = True
+                    break
+        finally:  # also on a strategy error: keep the last close-marked point
+            if self._n and self._last_point != self._prev_ts:
                 self._buf[0].append(self._prev_ts)
                 self._buf[1].append(self._eq)
-            self.n_bars = self._n
+            self.n_bars = self.position.n = self._n
+            self.position.phase = "idle"  # after the last bar: between timestamps again
+            self.last_ts_ns = self._prev_ts
             if prof is not None:
                 prof.stop()
         if progress is not None:
             progress(self._n)
 
-    def _run_chunk(self, bars: Iterator[Bar], progress: ProgressFn | None) -> None:
-        # the hot loop: everything it touches is bound to a local first
+    def _run_chunk(self, bars: Iterator[Bar], progress: ProgressFn | None) -> bool:
+        # the hot loop: everything it touches is bound to a local first; True: stopped
         ts_buf, eq_buf = self._buf
         risk, broker, clock = self.risk, self.broker, self.clock
         # a profiled run swaps timed versions of these in for its sampled bars
@@ -255,13 +323,15 @@ class Kernel:
             self._on_bar(),
         )
         broker_on_bar, mark, on_equity, updaters, on_bar = plain
-        pace = self.pacer.wait if self.pacer is not None else None
+        replay = self.replay
+        replay_end = replay.end_ts_ns if replay is not None else None
+        pace = replay.idle if replay is not None else self._pace
         crash = self.crash.update if self.crash is not None else None
-        guards, tick = self.guards, self.on_tick
+        guards, tick, stop, position = self.guards, self.on_tick, self.stop, self.position
         bad_bar = guards.bad_bar if guards is not None else None
         switch = self.profiler.switch if self.profiler is not None else None
         n, prev_ts, eq, room = self._n, self._prev_ts, self._eq, self._room
-        sample_at = self._sample_at
+        sample_at, last_point = self._sample_at, self._last_point
         try:
             for bar in bars:
                 if bad_bar is not None and bad_bar(bar):
@@ -272,23 +342,33 @@ class Kernel:
                     broker_on_bar, mark, on_equity, updaters, on_bar = stages
                 ts = bar[0]
                 if ts != prev_ts:
-                    if pace is not None:  # first: an interrupt here leaves no half-step
-                        pace(ts)
-                    if n:
+                    if n:  # the close-marked point of the timestamp that just ended
                         ts_buf.append(prev_ts)
                         eq_buf.append(eq)
                         room -= 1
-                        if not room:
-                            room = self.chunk_size
-                            self._flush()
-                            if progress is not None:
-                                progress(n)
+                        last_point = prev_ts
+                    if tick is not None:
+                        position.n = n  # where inputs recorded from here on apply
+                        position.phase = "idle"
+                    if replay_end is not None and ts > replay_end:
+                        self._go_live()
+                        replay_end, pace = None, self._pace
+                    if tick is not None and stop.requested and replay_end is None:
+                        return True  # nothing of ``ts`` happened yet
+                    if pace is not None:
+                        pace(ts)
+                        if stop.requested and replay_end is None:
+                            return True
+                    if not room:
+                        room = self.chunk_size
+                        self._flush()
+                        if progress is not None:
+                            progress(n)
                     prev_ts = ts
                     # the kernel owns this TestClock and feeds it time-sorted bars, so the
                     # monotonic check of set_ns() is redundant here (one call less per bar)
                     clock._now_ns = ts
                     if tick is not None:
-                        self.n_bars_seen = n
                         tick()
                 if broker.wants_bars:
                     broker_on_bar(bar)
@@ -310,12 +390,20 @@ class Kernel:
                 n += 1
         finally:  # written back even when the loop is interrupted
             self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
-            self._sample_at = sample_at
+            self._sample_at, self._last_point = sample_at, last_point
+        return False
+
+    def _go_live(self) -> None:
+        # the replayed records still buffered go through the replay's store gate first
+        replay, self.replay = self.replay, None
+        if replay is not None:
+            self._flush()
+            replay.go_live()
 
     def _check_crash(self, reason: str | None) -> None:
         kill = self.kill_switch
-        if reason is not None and kill is not None and not kill.is_engaged:
-            kill.trigger(reason, source="crash_detector", flatten=kill.auto_flatten)
+        if reason is not None and not kill.is_engaged:
+            kill.fire(reason, "crash_detector")
 
     def _on_bar(self) -> Callable[[Bar], None]:
         # decision latency = on_bar entry to return: features, model, decision, risk checks
@@ -352,14 +440,16 @@ class Kernel:
             f"({bar.symbol} ts_ns={bar.ts_ns}): {exc!r}"
         )
 
-    def _flush(self, positions: list[tuple[str, float, float, float, float]] | None = None) -> None:
+    def _flush_records(
+        self, positions: list[tuple[str, float, float, float, float]] | None = None
+    ) -> None:
         # the recorder copies the lists into arrays, so they are cleared in place for reuse
         self.recorder.flush(*self._buf, positions)
         for buf in self._buf:
             buf.clear()
 
     def flush_now(self) -> None:
-        """Hand everything recorded so far to the store now (e.g. after a reconciliation)."""
+        """Hand everything recorded so far to the store now."""
         self._flush()
 
     def finish(self) -> None:

@@ -8,9 +8,9 @@ bypasses risk. ``verify_flat`` reports what is still held once those orders have
 (at the next bar of each symbol). ``resume`` is the only way back to ACTIVE and writes who
 and why to the audit trail.
 
-Triggers wired by the engine: the operator (``Kernel.kill_switch.trigger`` from Python), a
-breach of the daily-loss or drawdown limit on mark-to-market equity, a failing risk check,
-and the crash detector (a fall of X % within N bars).
+Triggers wired by the engine (``engine/wiring.py``): the operator (``halt``), a breach of the
+daily-loss or drawdown limit on mark-to-market equity, a failing risk check, the risk
+breaker opening, and the crash detector (a fall of X % within N bars).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ultrathink.core.enums import TradingState
-from ultrathink.engine.context import TradingContext
+from ultrathink.engine.router import OrderRouter
 from ultrathink.execution.broker import Broker
 from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
@@ -28,16 +28,22 @@ class KillSwitch:
     """Halt, cancel everything, optionally flatten; resume only explicitly."""
 
     def __init__(
-        self, ctx: TradingContext, risk: RiskEngine, broker: Broker, portfolio: Portfolio
+        self,
+        router: OrderRouter,
+        risk: RiskEngine,
+        broker: Broker,
+        portfolio: Portfolio,
+        *,
+        auto_flatten: bool = True,
     ) -> None:
-        self._ctx = ctx
+        self._router = router
         self._risk = risk
         self._broker = broker
         self._portfolio = portfolio
         self.n_triggers = 0
         self.last_reason = ""
         #: whether automatic triggers (limits, crash, risk failure) also flatten
-        self.auto_flatten = True
+        self.auto_flatten = auto_flatten
         self._flatten_wanted = False
         #: called with (source, reason) after every trigger (metrics, events)
         self.listeners: list[Callable[[str, str], None]] = []
@@ -46,6 +52,10 @@ class KillSwitch:
     def is_engaged(self) -> bool:
         """True while trading is HALTED."""
         return self._risk.state is TradingState.HALTED
+
+    def fire(self, reason: str, source: str) -> int:
+        """An automatic trigger (limits, crash, failing risk): flattens if ``auto_flatten``."""
+        return self.trigger(reason, source=source, flatten=self.auto_flatten)
 
     def trigger(self, reason: str, *, source: str = "operator", flatten: bool = True) -> int:
         """Halt trading, cancel every working order and (optionally) flatten.
@@ -56,7 +66,7 @@ class KillSwitch:
         self.n_triggers += 1
         self.last_reason = f"{source}: {reason}"
         self._risk.set_state(TradingState.HALTED, f"kill switch ({self.last_reason})")
-        self._ctx.audit("killswitch.triggered", f"{self.last_reason}; flatten={flatten}")
+        self._router.audit("killswitch.triggered", f"{self.last_reason}; flatten={flatten}")
         self.sweep(reason, keep_flatten=False)  # a re-trigger sends fresh flatten orders
         self._flatten_wanted = flatten
         n = self._flatten(reason, set()) if flatten else 0
@@ -68,7 +78,7 @@ class KillSwitch:
         n = 0
         for symbol, position in sorted(self._portfolio.positions().items()):
             if position.quantity and symbol not in skip:
-                self._ctx.submit_flatten(symbol, -position.quantity, reason)
+                self._router.submit_flatten(symbol, -position.quantity, reason)
                 n += 1
         return n
 
@@ -94,7 +104,7 @@ class KillSwitch:
                 self._broker.cancel(order.client_order_id, why)
             except Exception as exc:  # a failing venue must not stop the kill switch
                 n_failed += 1
-                self._ctx.audit(
+                self._router.audit(
                     "killswitch.cancel_failed", f"{order.client_order_id}: {exc!r}; retrying"
                 )
         return n_failed
@@ -107,6 +117,6 @@ class KillSwitch:
         """Return to ACTIVE: the only way out of HALTED, written to the audit trail."""
         if not operator.strip() or not reason.strip():
             raise ValueError("resume needs the operator's name and a reason, for the audit trail")
-        self._ctx.audit("killswitch.resumed", f"{operator}: {reason}")
+        self._router.audit("killswitch.resumed", f"{operator}: {reason}")
         self._flatten_wanted = False
         self._risk.set_state(TradingState.ACTIVE, f"resumed by {operator}: {reason}")

@@ -1,8 +1,8 @@
 """Collects what a run produces on the kernel thread and hands it off in batches.
 
 Appending to lists is all the kernel pays per record; every ``flush`` packs the lists (and
-the equity points of the chunk) into one ``WriteBatch`` for the persistence writer thread,
-which owns the SQLite connection. Fills are also kept in memory for the run's result.
+the equity points of the chunk) into one batch for the store writer (a separate process
+that owns the SQLite connection). Fills are also kept in memory for the run's result.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 from ultrathink.core.events import Fill, OrderDenied, OrderEvent, OrderRequest
 
 BatchSink = Callable[[dict[str, Any]], None]
+#: Denials of one symbol for one reason from which the run summary calls them repeated.
+REPEATED_DENIALS = 10
 
 
 class Recorder:
@@ -35,6 +37,7 @@ class Recorder:
         "approved",
         "audit",
         "denial_reasons",
+        "denials_by_symbol",
         "eq_cash",
         "eq_exposed",
         "eq_ts",
@@ -65,6 +68,7 @@ class Recorder:
         self.all_fills: list[Fill] = []
         self.n_denied = 0
         self.denial_reasons: dict[str, int] = {}
+        self.denials_by_symbol: dict[tuple[str, str], int] = {}
         self.eq_ts: list[np.ndarray] = []
         self.eq_value: list[np.ndarray] = []
         self.eq_cash: list[np.ndarray] = []
@@ -76,6 +80,16 @@ class Recorder:
         self.n_denied += 1
         code = denial.reason.value
         self.denial_reasons[code] = self.denial_reasons.get(code, 0) + 1
+        key = (denial.symbol, code)
+        self.denials_by_symbol[key] = self.denials_by_symbol.get(key, 0) + 1
+
+    def repeated_denials(self, at_least: int = REPEATED_DENIALS) -> dict[str, dict[str, int]]:
+        """Symbols whose orders were denied for the same reason ``at_least`` times."""
+        out: dict[str, dict[str, int]] = {}
+        for (symbol, code), n in sorted(self.denials_by_symbol.items()):
+            if n >= at_least:
+                out.setdefault(symbol, {})[code] = n
+        return out
 
     def fill(self, fill: Fill, cash_after: float, exposed_after: bool) -> None:
         """An execution was booked; ``cash_after``/``exposed_after`` are the account after it."""
@@ -84,18 +98,6 @@ class Recorder:
         self._state_ts.append(fill.ts_ns)
         self._state_cash.append(cash_after)
         self._state_exp.append(exposed_after)
-
-    def set_account_state(self, cash: float, exposed: bool) -> None:
-        """Set the account state that precedes every fill recorded from now on (restarts)."""
-        self._state_cash[-1] = cash
-        self._state_exp[-1] = exposed
-
-    def prepend_history(self, ts: np.ndarray, equity: np.ndarray, cash: np.ndarray) -> None:
-        """Put a restarted run's stored equity curve before what this process records."""
-        self.eq_ts.insert(0, ts)
-        self.eq_value.insert(0, equity)
-        self.eq_cash.insert(0, cash)
-        self.eq_exposed.insert(0, np.abs(equity - cash) > 1e-9 * np.abs(equity))
 
     def flush(
         self,

@@ -48,6 +48,10 @@ class RunResult:
     recovery: dict[str, Any] | None = None
     #: hardening events of the run (breaker transitions, REDUCING sources, degraded mode)
     hardening_events: list[dict[str, Any]] = field(default_factory=list)
+    #: buys the sizing policy cut to what the account could pay for
+    capped_buys: int = 0
+    #: symbol -> reason -> count, where one symbol was denied for one reason many times
+    repeated_denials: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def bars_per_s(self) -> float:
@@ -77,6 +81,8 @@ class RunResult:
             "orders": self.order_counts,
             "n_denied": self.n_denied,
             "denial_reasons": self.denial_reasons,
+            "repeated_denials": self.repeated_denials,
+            "capped_buys": self.capped_buys,
             "final_positions": self.final_positions,
             "strategy_stats": self.strategy_stats,
             "trading_state": self.trading_state,

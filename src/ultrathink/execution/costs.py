@@ -25,7 +25,7 @@ class PaperBrokerConfig(BaseModel):
         Cap each fill at this share of the bar's volume (partial fills); None = no cap.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     commission_bps: float = Field(default=0.0, ge=0, le=1000)
     fee_per_order: float = Field(default=0.0, ge=0)

@@ -28,7 +28,7 @@ JOURNAL_KIND = "ultrathink-venue-journal"
 SCHEMA_VERSION = 1
 _BUSY_TIMEOUT_MS = 5_000
 
-_ORDER_COLUMNS = (
+ORDER_COLUMNS = (
     "client_order_id",
     "ts_ns",
     "symbol",
@@ -69,8 +69,8 @@ _SCHEMA = (
         slippage_bps REAL NOT NULL)""",
 )
 _UPSERT_ORDER = (
-    f"INSERT INTO venue_orders ({', '.join(_ORDER_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_ORDER_COLUMNS))}) ON CONFLICT (client_order_id) DO UPDATE SET "
+    f"INSERT INTO venue_orders ({', '.join(ORDER_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ORDER_COLUMNS))}) ON CONFLICT (client_order_id) DO UPDATE SET "
     "status = excluded.status, is_open = excluded.is_open, filled_qty = excluded.filled_qty, "
     "avg_fill_price = excluded.avg_fill_price, is_triggered = excluded.is_triggered, "
     "eligible_ns = excluded.eligible_ns, reason = excluded.reason, "
@@ -156,7 +156,7 @@ class VenueJournal:
         try:
             conn.execute("BEGIN")
             try:
-                conn.execute(_UPSERT_ORDER, _order_row(order, last_fill_ns, reason, updated_ns))
+                conn.execute(_UPSERT_ORDER, order_row(order, last_fill_ns, reason, updated_ns))
                 if fill is not None:
                     conn.execute(_INSERT_FILL, fill)
                 conn.execute("COMMIT")
@@ -171,11 +171,49 @@ class VenueJournal:
         except sqlite3.Error as exc:
             raise PersistenceError(f"cannot write venue journal {self.path}: {exc}") from exc
 
+    def raw_rows(self) -> tuple[dict[str, tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Every order's stored row (by client order id) and every fill row, as stored."""
+        try:
+            orders = self._conn.execute(
+                f"SELECT {', '.join(ORDER_COLUMNS)} FROM venue_orders ORDER BY rowid"
+            ).fetchall()
+            fills = self._conn.execute(
+                f"SELECT {', '.join(_FILL_COLUMNS)} FROM venue_fills ORDER BY seq"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise PersistenceError(f"cannot read venue journal {self.path}: {exc}") from exc
+        return {str(r[0]): tuple(r) for r in orders}, [tuple(r) for r in fills]
+
+    def write_rows(self, rows: Sequence[tuple[tuple[Any, ...], Fill | None]]) -> None:
+        """Store pre-built ``(order row, fill)`` records in one transaction (a restart's sync).
+
+        Raises
+        ------
+        PersistenceError
+            If the write fails; nothing of the call is stored.
+        """
+        if not rows:
+            return
+        conn = self._conn
+        try:
+            conn.execute("BEGIN")
+            try:
+                for row, fill in rows:
+                    conn.execute(_UPSERT_ORDER, row)
+                    if fill is not None:
+                        conn.execute(_INSERT_FILL, fill)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+        except sqlite3.Error as exc:
+            raise PersistenceError(f"cannot write venue journal {self.path}: {exc}") from exc
+
     def load(self) -> VenueState:
         """Read the whole journal back: orders rebuilt exactly, fills in execution order."""
         try:
             order_rows = self._conn.execute(
-                f"SELECT {', '.join(_ORDER_COLUMNS)} FROM venue_orders ORDER BY rowid"
+                f"SELECT {', '.join(ORDER_COLUMNS)} FROM venue_orders ORDER BY rowid"
             ).fetchall()
             fill_rows = self._conn.execute(
                 f"SELECT {', '.join(_FILL_COLUMNS)} FROM venue_fills ORDER BY seq"
@@ -228,9 +266,10 @@ def order_from_row(row: Sequence[Any]) -> Order:
     return order
 
 
-def _order_row(
+def order_row(
     order: Order, last_fill_ns: int | None, reason: str, updated_ns: int
 ) -> tuple[object, ...]:
+    """The ``venue_orders`` row of ``order``'s current state."""
     return (
         order.client_order_id,
         order.ts_ns,

@@ -7,26 +7,43 @@ buy triggers at max(open, stop) if high >= stop and then behaves as a market ord
 mirror this). Slippage moves market and stop fills against the trader; limit fills are never
 worse than their limit. Fills may be capped at a share of bar volume, leaving the rest working.
 
-Restarts: with a :class:`~ultrathink.execution.journal.VenueJournal` every change of an order's
-state is committed before the sink hears of it, so the venue is always ahead of the engine's
-own store. A new broker on the same journal calls :meth:`PaperBroker.restore` and continues:
-submits are idempotent by client order id, and an order never fills twice on one bar (bars at
-or before the bar of its last fill are skipped), so the engine may replay its last bar.
+Slippage never takes a fill outside the bar's traded range: a slipped buy fills at most at
+the bar's high, a slipped sell at least at its low (the recorded ``slippage_bps`` is the
+slippage actually paid). A price outside the range never traded, so no fill could get it.
+
+Restarts: with a journal (``execution/journal.py``) every change of an order's state is
+committed before the sink hears of it, so the venue is always ahead of the engine's own
+store. A restart replays the session into a new broker whose journal checks the replay
+against the file (``execution/journal_replay.py``). Submits are idempotent by client order
+id, and an order never fills twice on one bar.
 """
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ultrathink.core.clock import Clock
 from ultrathink.core.enums import OrderType, Side, TimeInForce
 from ultrathink.core.events import Bar, Fill, OrderRequest
-from ultrathink.errors import ConfigError
 from ultrathink.execution.broker import Broker, ExecutionSink
 from ultrathink.execution.costs import PaperBrokerConfig
-from ultrathink.execution.journal import VenueJournal, VenueState
 from ultrathink.execution.orders import Order
 
 _NS_PER_MS = 1_000_000
 _NO_MARK = (0, -(2**63))  # (n fills, last fill bar ts) of an order that never filled
+
+
+class JournalSink(Protocol):
+    """Where the venue commits each change of an order (``VenueJournal``, ``ReplayJournal``)."""
+
+    def record(
+        self,
+        order: Order,
+        fill: Fill | None = None,
+        reason: str = "",
+        *,
+        updated_ns: int | None = None,
+    ) -> None: ...
 
 
 class PaperBroker(Broker):
@@ -40,7 +57,7 @@ class PaperBroker(Broker):
         Time of submits and cancels.
     sink : ExecutionSink
         Hears every order event and fill.
-    journal : VenueJournal or None
+    journal : JournalSink or None
         The venue's durable state: each state change is committed to it before the sink is
         told. A failed write raises ``PersistenceError``; the session must then stop and
         restart from the journal. None (backtests) keeps everything in memory.
@@ -51,7 +68,7 @@ class PaperBroker(Broker):
         config: PaperBrokerConfig,
         clock: Clock,
         sink: ExecutionSink,
-        journal: VenueJournal | None = None,
+        journal: JournalSink | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
@@ -59,6 +76,7 @@ class PaperBroker(Broker):
         self._latency_ns = int(config.latency_ms * _NS_PER_MS)
         self._fee_rate = config.commission_bps / 1e4
         self._open: dict[str, dict[str, Order]] = {}
+        self._open_all: dict[str, Order] = {}  # every working order, in submission order
         self._orders: dict[str, Order] = {}
         self._positions: dict[str, float] = {}
         self._prev_range_bps: dict[str, float] = {}
@@ -89,6 +107,7 @@ class PaperBroker(Broker):
             self._journal.record(order, updated_ns=now)
         self._orders[order.client_order_id] = order
         self._open.setdefault(order.symbol, {})[order.client_order_id] = order
+        self._open_all[order.client_order_id] = order
         self.n_open += 1
         self.wants_bars = True
         self._sink.on_order_event(event)
@@ -116,7 +135,7 @@ class PaperBroker(Broker):
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         if symbol is not None:
             return list(self._open.get(symbol, {}).values())
-        return [o for book in self._open.values() for o in book.values()]
+        return list(self._open_all.values())
 
     def positions(self) -> dict[str, float]:
         return {s: q for s, q in self._positions.items() if q != 0.0}
@@ -124,74 +143,13 @@ class PaperBroker(Broker):
     def get_order(self, client_order_id: str) -> Order | None:
         return self._orders.get(client_order_id)
 
-    # -- restart ----------------------------------------------------------------------------
-    def restore(self) -> VenueState:
-        """Rebuild this new broker from its journal after a restart; report nothing.
-
-        Restores every order (open ones back in their books), the positions (summed from the
-        fills), each open order's fill count (fill ids continue at ``-F<n+1>``, the per-order
-        fee is not charged again) and its last fill's bar. A DAY/IOC order whose fill was
-        committed just before a kill, without its expiry, is expired now and recorded as it
-        would have been. The previous bar's range (volatility slippage) is not stored:
-        replaying the last bar restores it. Call once, before any other method.
-
-        Returns
-        -------
-        VenueState
-            The journal's content after restoring, for the engine to reconcile against.
-
-        Raises
-        ------
-        ConfigError
-            If the broker has no journal or has already seen orders.
-        """
-        if self._journal is None:
-            raise ConfigError("PaperBroker.restore needs a broker built with journal=...")
-        if self._orders:
-            raise ConfigError(
-                f"PaperBroker.restore must run on a new broker, this one holds "
-                f"{len(self._orders)} orders; build a new PaperBroker on the journal"
-            )
-        state = self._journal.load()
-        self._expire_interrupted(state)
-        n_fills: dict[str, int] = {}
-        for fill in state.fills:
-            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
-            self._positions[fill.symbol] = self._positions.get(fill.symbol, 0.0) + signed
-            n_fills[fill.client_order_id] = n_fills.get(fill.client_order_id, 0) + 1
-        for coid, order in state.orders.items():
-            self._orders[coid] = order
-            if order.is_open:
-                self._open.setdefault(order.symbol, {})[coid] = order
-                self.n_open += 1
-                if coid in state.last_fill_ts:
-                    self._fill_marks[coid] = (n_fills[coid], state.last_fill_ts[coid])
-        self.wants_bars = self._track_range or self.n_open > 0
-        return state
-
-    def _expire_interrupted(self, state: VenueState) -> None:
-        # a DAY/IOC order that filled is past its only eligible bar: finish its expiry
-        assert self._journal is not None
-        for coid, order in state.orders.items():
-            last_fill_ns = state.last_fill_ts.get(coid)
-            if order.is_open and order.tif is not TimeInForce.GTC and last_fill_ns is not None:
-                reason = f"{order.tif.value} order not (fully) filled on its first eligible bar"
-                order.expire(last_fill_ns, reason)
-                self._journal.record(order, reason=reason, updated_ns=last_fill_ns)
-                state.reasons[coid] = reason
-
-    # -- matching ---------------------------------------------------------------------------
-    def observe(self, bar: Bar) -> None:
-        """See a bar without matching anything (a restart's warm-up: volatility slippage)."""
-        if self._track_range and bar.close > 0:
-            self._prev_range_bps[bar.symbol] = (bar.high - bar.low) / bar.close * 1e4
-
+    # -- housekeeping -------------------------------------------------------------------
     def trim_history(self) -> int:
         """Forget terminal orders kept in memory (degraded-mode cleanup); return how many.
 
         The journal (when there is one) keeps them; ``get_order`` then answers None for a
-        forgotten order, which only a restart's replay would ask about — and a restart
-        restores every order from the journal first.
+        forgotten order. The engine keeps its own view of working orders, so nothing it
+        needs is lost.
         """
         done = [coid for coid, order in self._orders.items() if not order.is_open]
         for coid in done:
@@ -261,7 +219,13 @@ class PaperBroker(Broker):
             self._prev_range_bps.get(bar.symbol, 0.0)
         )
         factor = 1.0 + slip_bps / 1e4 if buy else 1.0 - slip_bps / 1e4
-        return base * factor, slip_bps
+        price = base * factor
+        # never outside the bar's range: that price did not trade (a stop may trigger at
+        # its stop price beyond the bar, in which case the fill stays there, unslipped)
+        bound = max(bar.high, base) if buy else min(bar.low, base)
+        if (price > bound) if buy else (price < bound):
+            return bound, abs(bound - base) / base * 1e4
+        return price, slip_bps
 
     def _fillable_qty(self, order: Order, bar: Bar) -> float:
         remaining = order.remaining_qty
@@ -301,6 +265,7 @@ class PaperBroker(Broker):
     def _close(self, order: Order) -> None:
         book = self._open.get(order.symbol)
         if book is not None and book.pop(order.client_order_id, None) is not None:
+            del self._open_all[order.client_order_id]
             self.n_open -= 1
             self.wants_bars = self._track_range or self.n_open > 0
             self._fill_marks.pop(order.client_order_id, None)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ultrathink.core.clock import Clock
 from ultrathink.errors import UltrathinkError
@@ -81,7 +81,7 @@ class BreakerConfig(BaseModel):
     the rate are counted in ``window_s / 64`` time buckets; the count rule is exact.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, description="used in transitions, errors and metrics")
     failure_threshold: int = Field(default=3, ge=1, description="failures in window_s that trip")
@@ -103,6 +103,13 @@ class BreakerConfig(BaseModel):
     stale_after_s: float | None = Field(
         default=None, gt=0, description="trip when record_heartbeat() is silent this long"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError(f"name must be printable text (no control characters), was {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _closable(self) -> BreakerConfig:

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class CrashConfig(BaseModel):
     """Trip when a close is ``pct`` % or more below the highest of the last ``n_bars`` closes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     pct: float = Field(gt=0, lt=100)
     n_bars: int = Field(default=5, ge=1, le=100_000)

@@ -64,7 +64,7 @@ class DegradedReadings(NamedTuple):
 class DegradedConfig(BaseModel):
     """Thresholds of degraded mode; each exit level must be below its enter level."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     cpu_enter_pct: float | None = Field(
         default=90.0, gt=0, description="enter at CPU >= this (1 core); None: not watched"

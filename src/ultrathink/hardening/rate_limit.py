@@ -18,6 +18,7 @@ import math
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
@@ -145,7 +146,8 @@ class RateWindow(BaseModel):
         Window length in seconds; the refill rate is ``limit / per_s``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: no type coercion (true is not 1); inf/nan reach _check_per_s, which names them
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     limit: int
     per_s: float
@@ -200,11 +202,17 @@ class RateLimitConfig(BaseModel):
         order limits. At least one.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     windows: tuple[RateWindow, ...] = (RateWindow(limit=100, per_s=1.0),)
     per_symbol: tuple[RateWindow, ...] = ()
     cancel_windows: tuple[RateWindow, ...] = (RateWindow(limit=1000, per_s=1.0),)
+
+    @field_validator("windows", "per_symbol", "cancel_windows", mode="before")
+    @classmethod
+    def _array_as_tuple(cls, value: Any) -> Any:
+        # TOML arrays and stored JSON configs arrive as lists; strict mode wants the tuple
+        return tuple(value) if isinstance(value, list) else value
 
     @field_validator("windows", "cancel_windows")
     @classmethod

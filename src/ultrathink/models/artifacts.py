@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from ultrathink.errors import PersistenceError
 MANIFEST = "manifest.json"
 MANIFEST_HASH = "manifest.sha256"
 MANIFEST_FORMAT = 1
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_RESTORE = "restore the version directory from a backup or save the model again; nothing was loaded"
 
 
 class ModelIntegrityError(PersistenceError):
@@ -95,7 +99,7 @@ def read_verified(directory: Path, only: set[str] | None = None) -> dict[str, by
     _check_file_set(directory, set(expected))
     verified: dict[str, bytes] = {}
     for name in sorted(expected if only is None else only & set(expected)):
-        data = (directory / name).read_bytes()
+        data = read_regular_file(directory / name)
         actual = sha256_hex(data)
         if actual != expected[name]:
             raise ModelIntegrityError(
@@ -108,35 +112,109 @@ def read_verified(directory: Path, only: set[str] | None = None) -> dict[str, by
     return verified
 
 
+def read_regular_file(path: Path, fix: str = _RESTORE) -> bytes:
+    """Return the bytes of the regular file ``path`` (symlinks followed).
+
+    Raises
+    ------
+    ModelIntegrityError
+        When it is missing, a directory, or not a regular file (a FIFO would block forever).
+    PersistenceError
+        When it exists but cannot be read (permissions, I/O error).
+
+    ``fix`` ends the integrity messages: what the user should do.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ModelIntegrityError(f"{path}: missing; {fix}") from None
+    except IsADirectoryError:
+        raise _not_regular(path, "a directory", fix) from None
+    except OSError as exc:
+        raise PersistenceError(f"{path}: cannot be read ({_reason(exc)}); {_FIX_ACCESS}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a directory" if stat.S_ISDIR(mode) else "a special file"
+            raise _not_regular(path, kind, fix)
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise PersistenceError(f"{path}: cannot be read ({_reason(exc)}); {_FIX_ACCESS}") from None
+    finally:
+        os.close(fd)
+
+
+_FIX_ACCESS = "check its permissions and the disk, then retry"
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def _not_regular(path: Path, kind: str, fix: str) -> ModelIntegrityError:
+    return ModelIntegrityError(f"{path}: is {kind}, not a regular file; {fix}")
+
+
+def parse_json_file(path: Path, data: bytes, fix: str = _RESTORE) -> Any:
+    """Parse JSON ``data`` read from ``path``; ``ModelIntegrityError`` when it is not JSON."""
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ModelIntegrityError(f"{path}: not valid UTF-8 JSON ({detail}); {fix}") from None
+
+
 def _read_manifest(directory: Path) -> dict[str, Any]:
     manifest_path, sidecar_path = directory / MANIFEST, directory / MANIFEST_HASH
-    for path in (manifest_path, sidecar_path):
-        if not path.is_file():
-            raise ModelIntegrityError(
-                f"{path}: missing; the version cannot be verified, so it is refused. "
-                "Restore the version directory from a backup or save the model again"
-            )
-    data = manifest_path.read_bytes()
-    sidecar = sidecar_path.read_text(encoding="utf-8", errors="replace").split()
+    data = read_regular_file(manifest_path)
+    sidecar = read_regular_file(sidecar_path).decode("utf-8", errors="replace").split()
     expected = sidecar[0] if sidecar else "<empty>"
     actual = sha256_hex(data)
     if actual != expected:
         raise ModelIntegrityError(
-            f"{manifest_path}: SHA-256 does not match {MANIFEST_HASH} (expected {expected}, "
-            f"actual {actual}); the manifest was edited. Restore it from a backup or save "
-            "the model again; nothing was loaded"
+            f"{manifest_path}: SHA-256 does not match {MANIFEST_HASH} (expected "
+            f"{expected[:64]!r}, actual {actual}); the manifest was edited. Restore it from a "
+            "backup or save the model again; nothing was loaded"
         )
-    manifest = json.loads(data)
-    if manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
+    manifest = parse_json_file(manifest_path, data)
+    if not isinstance(manifest, dict):
         raise ModelIntegrityError(
-            f"{manifest_path}: unsupported manifest format {manifest.get('format')!r}, "
-            f"expected {MANIFEST_FORMAT}; this registry was written by another version"
+            f"{manifest_path}: must be a JSON object, was {type(manifest).__name__}; {_RESTORE}"
         )
+    if manifest.get("format") != MANIFEST_FORMAT:
+        found = str(manifest.get("format"))[:40]
+        raise ModelIntegrityError(
+            f"{manifest_path}: unsupported manifest format {found!r}, expected "
+            f"{MANIFEST_FORMAT}; this registry was written by another version"
+        )
+    _check_manifest_files(manifest_path, manifest.get("files"))
     return manifest
 
 
+def _check_manifest_files(path: Path, files: Any) -> None:
+    if not isinstance(files, dict) or not files:
+        raise ModelIntegrityError(
+            f"{path}: 'files' must be an object of file name to SHA-256, was "
+            f"{type(files).__name__}; {_RESTORE}"
+        )
+    for name, digest in files.items():
+        plain = name not in ("", ".", "..", MANIFEST, MANIFEST_HASH) and "/" not in name
+        if not plain or not isinstance(digest, str) or not _SHA256_RE.match(digest):
+            raise ModelIntegrityError(
+                f"{path}: entry {name[:80]!r}: {str(digest)[:80]!r} is not a file name with a "
+                f"hex SHA-256; {_RESTORE}"
+            )
+
+
 def _check_file_set(directory: Path, expected: set[str]) -> None:
-    present = {p.name for p in directory.iterdir()} - {MANIFEST, MANIFEST_HASH}
+    try:
+        present = {p.name for p in directory.iterdir()} - {MANIFEST, MANIFEST_HASH}
+    except OSError as exc:
+        raise PersistenceError(
+            f"{directory}: cannot be listed ({_reason(exc)}); {_FIX_ACCESS}"
+        ) from None
     missing, extra = sorted(expected - present), sorted(present - expected)
     if missing or extra:
         raise ModelIntegrityError(

@@ -34,6 +34,8 @@ from ultrathink.errors import PersistenceError
 from ultrathink.models.artifacts import (
     ModelIntegrityError,
     fsync_dir,
+    parse_json_file,
+    read_regular_file,
     read_verified,
     replace_file_atomically,
     write_version_files,
@@ -140,8 +142,7 @@ class ModelRegistry:
         """
         check_save_args(model, feature_names, data_hash, train_period)
         model_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        with self._locked(), self._writing():
             version = _format_version(self._max_number() + 1)
             created_ns = self._clock.now_ns()
             info = build_info(
@@ -170,9 +171,18 @@ class ModelRegistry:
             If the version does not exist or the registry is empty.
         """
         resolved = self._resolve(version)
-        files = read_verified(self._dir(resolved))
+        directory = self._dir(resolved)
+        files = read_verified(directory)
         info = info_from_json(resolved, files[INFO_FILE])
-        model = pickle.loads(files[MODEL_FILE])  # verified bytes only
+        try:
+            model = pickle.loads(files[MODEL_FILE])  # verified bytes only
+        except Exception as exc:  # any error of a foreign or broken pickle: one clear error
+            detail = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+            raise ModelIntegrityError(
+                f"{directory / MODEL_FILE}: matches its manifest but cannot be unpickled "
+                f"({detail}); it was saved by other library versions ({info.versions}) or "
+                "the manifest was rewritten. Save the model again with this installation"
+            ) from None
         return LoadedModel(model=model, info=info)
 
     def verify(self, version: str) -> ModelInfo:
@@ -246,16 +256,15 @@ class ModelRegistry:
 
     def _read_state(self) -> dict[str, Any]:
         path = self.root / _STATE_FILE
-        if not path.is_file():
+        if not path.exists() and not path.is_symlink():
             return {"format": 1, "stack": [], "history": []}
         try:
-            state = json.loads(path.read_bytes())
-        except ValueError as exc:
-            raise PersistenceError(
-                f"{path}: not valid JSON ({exc}); restore it from a backup"
-            ) from exc
-        if state.get("format") != 1:
-            raise PersistenceError(f"{path}: unsupported format {state.get('format')!r}")
+            state = parse_json_file(path, read_regular_file(path, _RESTORE_STATE), _RESTORE_STATE)
+        except ModelIntegrityError as exc:  # a broken state file is not a broken model
+            raise PersistenceError(str(exc)) from None
+        problem = _state_problem(state)
+        if problem:
+            raise PersistenceError(f"{path}: {problem}; {_RESTORE_STATE}")
         return dict(state)
 
     def _resolve(self, version: str | None) -> str:
@@ -279,8 +288,20 @@ class ModelRegistry:
 
     def _versions(self) -> builtins.list[str]:
         if not self.root.is_dir():
+            if self.root.exists():
+                raise PersistenceError(
+                    f"model registry {self.root} is not a directory; pass the registry "
+                    "directory (e.g. --registry .ultrathink/models)"
+                )
             return []
-        names = [p.name for p in self.root.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)]
+        try:
+            names = [p.name for p in self.root.iterdir() if _VERSION_RE.match(p.name)]
+            names = [n for n in names if (self.root / n).is_dir()]
+        except OSError as exc:
+            raise PersistenceError(
+                f"model registry {self.root} cannot be listed ({exc.strerror or exc}); "
+                "check its permissions"
+            ) from None
         return sorted(names, key=lambda n: int(n[1:]))
 
     def _max_number(self) -> int:
@@ -289,14 +310,57 @@ class ModelRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+b") as handle:
+        with self._writing():
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / ".lock", "a+b")  # noqa: SIM115 - closed below
+        with handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        # a full disk, a read-only mount or a file where the registry directory should be
+        try:
+            yield
+        except OSError as exc:
+            raise PersistenceError(
+                f"model registry {self.root}: cannot write ({exc.strerror or exc}: "
+                f"{exc.filename or self.root}); check that it is a writable directory with "
+                "free space"
+            ) from None
+
 
 def _format_version(number: int) -> str:
     return f"v{number:04d}"
+
+
+_RESTORE_STATE = f"restore {_STATE_FILE} from a backup (or delete it to forget every promotion)"
+_EVENT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "action": str, "version": str, "previous": (str, type(None)), "ts_ns": int, "at": str,
+}  # fmt: skip
+
+
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a parsed ``registry.json``, or None."""
+    if not isinstance(state, dict):
+        return f"must be a JSON object, was {type(state).__name__}"
+    if state.get("format") != 1:
+        return f"unsupported format {str(state.get('format'))[:40]!r}, expected 1"
+    stack, history = state.get("stack"), state.get("history")
+    if not isinstance(stack, list) or not all(
+        isinstance(v, str) and _VERSION_RE.match(v) for v in stack
+    ):
+        return "'stack' must be a list of version ids like 'v0001'"
+    if not isinstance(history, list):
+        return "'history' must be a list of promotion events"
+    for i, event in enumerate(history):
+        ok = isinstance(event, dict) and set(event) == set(_EVENT_TYPES)
+        if not ok or any(
+            not isinstance(event[k], t) or isinstance(event[k], bool)
+            for k, t in _EVENT_TYPES.items()
+        ):
+            return f"history[{i}] must be an object with {', '.join(_EVENT_TYPES)}"
+    return None

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ultrathink.core.times import iso_ns
 from ultrathink.errors import ConfigError
-from ultrathink.models.artifacts import ModelIntegrityError
+from ultrathink.models.artifacts import ModelIntegrityError, parse_json_file
 
 MODEL_FILE = "model.pkl"
 INFO_FILE = "info.json"
@@ -119,28 +121,85 @@ def build_info(
     return (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
 
 
+#: Fields of ``info.json`` and the check each value must pass (bools are not numbers).
+_INFO_FIELDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "version": ("a string", lambda v: isinstance(v, str)),
+    "created": ("a string", lambda v: isinstance(v, str)),
+    "created_ns": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "model_class": ("a string", lambda v: isinstance(v, str)),
+    "feature_names": (
+        "a list of strings",
+        lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v),
+    ),
+    "params": ("an object", lambda v: isinstance(v, dict)),
+    "data_hash": ("a string", lambda v: isinstance(v, str)),
+    "metrics": ("an object", lambda v: isinstance(v, dict)),
+    "train_period": (
+        "a list of two integers",
+        lambda v: (
+            isinstance(v, list)
+            and len(v) == 2
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in v)
+        ),
+    ),
+    "versions": (
+        "an object of strings",
+        lambda v: isinstance(v, dict) and all(isinstance(x, str) for x in v.values()),
+    ),
+    "extra": ("an object", lambda v: isinstance(v, dict)),
+}
+
+
 def info_from_json(version: str, data: bytes) -> ModelInfo:
-    """Parse verified ``info.json`` bytes of the version directory named ``version``."""
-    raw = json.loads(data)
-    if raw.get("version") != version:
+    """Parse verified ``info.json`` bytes of the version directory named ``version``.
+
+    Raises
+    ------
+    ModelIntegrityError
+        When the bytes are not a JSON object with every field of the right type, or
+        describe another version.
+    """
+    where = f"{version}/{INFO_FILE}"
+    raw = parse_json_file(Path(where), data)
+    if not isinstance(raw, dict):
+        raise _bad_info(where, f"must be a JSON object, was {type(raw).__name__}")
+    raw = {"extra": {}, **raw}
+    for name, (kind, is_ok) in _INFO_FIELDS.items():
+        if name not in raw:
+            raise _bad_info(where, f"has no {name!r} field")
+        if not is_ok(raw[name]):
+            raise _bad_info(where, f"field {name!r} must be {kind}, was {_shown(raw[name])}")
+    if raw["version"] != version:
         raise ModelIntegrityError(
-            f"{version}/{INFO_FILE} describes version {raw.get('version')!r}, not {version!r}; "
+            f"{where} describes version {_shown(raw['version'])}, not {version!r}; "
             "the version directory was renamed. Rename it back; nothing was loaded"
         )
     start, end = raw["train_period"]
     return ModelInfo(
         version=version,
         created=raw["created"],
-        created_ns=int(raw["created_ns"]),
+        created_ns=raw["created_ns"],
         model_class=raw["model_class"],
         feature_names=list(raw["feature_names"]),
         params=raw["params"],
         data_hash=raw["data_hash"],
         metrics=raw["metrics"],
-        train_period=(int(start), int(end)),
+        train_period=(start, end),
         versions=dict(raw["versions"]),
-        extra=raw.get("extra", {}),
+        extra=raw["extra"],
     )
+
+
+def _bad_info(where: str, problem: str) -> ModelIntegrityError:
+    return ModelIntegrityError(
+        f"{where} {problem}; the metadata was edited or written by another program. Restore "
+        "the version directory from a backup or save the model again; nothing was loaded"
+    )
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if not isinstance(value, dict | list) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def to_jsonable(value: Any, where: str) -> Any:

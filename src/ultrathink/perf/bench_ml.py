@@ -183,7 +183,8 @@ def ml_latency_runner(quick: bool, *, profiled: bool) -> Callable[[], Measuremen
 
     from ultrathink.engine.config import EngineConfig
     from ultrathink.engine.recorder import Recorder
-    from ultrathink.engine.runner import RunSpec, build_kernel
+    from ultrathink.engine.spec import RunSpec
+    from ultrathink.engine.wiring import build_engine
     from ultrathink.perf.profiler import ProfileSession
 
     bundle, data = _ml_session(quick)
@@ -191,9 +192,12 @@ def ml_latency_runner(quick: bool, *, profiled: bool) -> Callable[[], Measuremen
 
     def run() -> Measurement:
         strategy = _ml_strategy(bundle)
-        with ProfileSession() if profiled else nullcontext():
-            kernel = build_kernel(RunSpec(strategy, data, config), Recorder(None, 100_000.0))
-        kernel.run(data)
+        session = ProfileSession() if profiled else None
+        with session if session is not None else nullcontext():
+            factory = session.profiler_for if session is not None else None
+            spec = RunSpec(strategy, data, config, profiler=factory)
+            kernel = build_engine(spec, Recorder(None, 100_000.0)).kernel
+            kernel.run(data)
         kernel.finish()
         assert kernel.latency_ns is not None
         events = np.frombuffer(kernel.latency_ns, dtype=np.int64)[strategy.warmup_bars :]

@@ -1,7 +1,7 @@
 """Benchmarks with the sampling profiler on: compare them with their unprofiled twins.
 
 ``decision.ml_latency_profiled`` is ``decision.ml_latency`` (``bench_ml``) with every run
-inside a :class:`~ultrathink.perf.profiler.ProfileSession` (1 bar in 4096 by default timed
+profiled by a :class:`~ultrathink.perf.profiler.ProfileSession` (1 bar in 4096 by default timed
 stage by stage), and ``engine.sma_cross_profiled`` an ``sma_cross`` backtest without the store, with
 its unprofiled twin ``engine.sma_cross_unprofiled``: the ratio of the two is the profiler's
 throughput cost on the cheapest bar the engine runs. The budget (≤ 1 % of decision latency)
@@ -38,8 +38,11 @@ def _sma_cross(quick: bool, profiled: bool) -> Callable[[], Measurement]:
             return Measurement(
                 value=services.run_strategy(strategy, data, EngineConfig()).bars_per_s
             )
-        with ProfileSession():
-            result = services.run_strategy(strategy, data, EngineConfig())
+        with ProfileSession() as session:
+            result = services.run_strategy(
+                strategy, data, EngineConfig(), profiler=session.profiler_for
+            )
+        assert session.runs, "the run was not profiled"
         return Measurement(value=result.bars_per_s)
 
     return run

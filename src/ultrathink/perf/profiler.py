@@ -3,9 +3,9 @@
 Wiring
 ------
 The engine never imports ``perf``: the kernel holds a ``KernelProfiler`` (a Protocol in
-``engine/kernel.py``) built by the factory that :class:`ProfileSession` installs with
-``engine.runner.install_profiler``. While a session is active every kernel the process builds
-is profiled; ``ultrathink profile -- COMMAND`` runs a command inside one.
+``engine/kernel.py``) built by the factory a run's ``RunSpec.profiler`` carries —
+:meth:`ProfileSession.profiler_for`. ``ultrathink profile -- COMMAND`` runs a command with
+that factory in every run it makes; nothing is installed globally.
 
 Sampling
 --------
@@ -20,11 +20,11 @@ the cost of a bar when every bar is probed; after 4 probed bars, 1.1–1.5×).
 
 On a probed bar the kernel runs timed versions of the five callables it holds (broker
 matching, ``portfolio.mark``, ``risk.on_equity``, indicator updates, the strategy's
-``on_bar``) and the profiler swaps, until the bar after the recorded one, the values of
-attributes ``on_bar`` reaches: the context's ``risk``, ``broker`` and ``portfolio`` become
-proxies timing ``check``, ``submit``/``cancel`` and ``apply_fill``; the ML strategy's
-``bundle.predict_row`` and its bar's symbol's ``StreamingFeatures`` get probes. Only values
-of existing attributes are swapped, and no component's ``__dict__`` is read: a new instance
+``on_bar``) and the profiler swaps in probes, until the bar after the recorded one, for the
+*timing points* the components declare (``core/timing.py``): the order router's risk check,
+broker submit and cancel, execution booking's ``apply_fill``, the ML strategy's
+``predict_row`` and the bar's symbol's streaming features. The profiler reaches no name a
+component did not declare. Only values of existing attributes are swapped: a new instance
 attribute, or a dict materialised from the inline values CPython 3.11+ keeps, slows
 attribute access on every bar for good (measured: +4–6 % decision latency).
 
@@ -42,7 +42,7 @@ bar: kernel glue, per-timestamp upkeep, the crash detector). A paced session's w
 
 The probes' own cost is calibrated when the loop starts and subtracted (the part inside a
 probe from its stage, the part outside from its caller's); the proxies' attribute forwarding
-is not, and lands in ``decision``. So recorded bars still read high in absolute terms (ML
+is not. So recorded bars still read high in absolute terms (ML
 strategy: ~15.6 µs per recorded bar against 12.1 µs per bar on average): read the shares. A
 stage's estimated total is its sum over recorded bars × (bars / recorded bars) plus its
 exact totals; its share is that over Σ estimates.
@@ -60,12 +60,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from types import FunctionType, MemberDescriptorType, MethodType, TracebackType
+from types import MemberDescriptorType, TracebackType
 from typing import Any
 
 from ultrathink.core.events import Bar
+from ultrathink.core.timing import TimingPoint
 from ultrathink.engine.kernel import Kernel, Stages
-from ultrathink.engine.runner import ProfilerFactory, install_profiler
 from ultrathink.errors import ConfigError
 from ultrathink.perf.process import (
     Durations,
@@ -144,51 +144,6 @@ class _TimedUpdaters(dict[str, tuple[Callable[[float], object], ...]]):
 
     def __setitem__(self, key: str, value: tuple[Callable[[float], object], ...]) -> None:
         self._real[key] = value
-
-
-class _Proxy:
-    # stands in for a component on probed bars: the named methods are probes, the rest is
-    # forwarded (properties by generated descriptors; the class's own methods are cached,
-    # their bound method being stable; data attributes are read through every time)
-    def __init__(self, target: object, timed: dict[str, Callable[..., Any]]) -> None:
-        self.__dict__.update(timed)
-        self.__dict__["_proxy_target"] = target
-
-    def __getattr__(self, name: str) -> Any:
-        target = self.__dict__["_proxy_target"]
-        value = getattr(target, name)
-        if type(value) is MethodType and value.__self__ is target:
-            func = getattr(type(target), name, None)
-            if isinstance(func, FunctionType) and value.__func__ is func:
-                self.__dict__[name] = value
-        return value
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        setattr(self.__dict__["_proxy_target"], name, value)
-
-
-_PROXY_TYPES: dict[type, type[_Proxy]] = {}
-
-
-def _forwarding(name: str) -> property:
-    def get(self: _Proxy) -> Any:
-        return getattr(self.__dict__["_proxy_target"], name)
-
-    return property(get)
-
-
-def _proxy_type(cls: type) -> type[_Proxy]:
-    # a _Proxy subclass forwarding the properties of ``cls`` (cheaper than __getattr__)
-    known = _PROXY_TYPES.get(cls)
-    if known is None:
-        props = {
-            name: _forwarding(name)
-            for klass in reversed(cls.__mro__)
-            for name, attr in vars(klass).items()
-            if isinstance(attr, property)
-        }
-        known = _PROXY_TYPES[cls] = type(f"Profiled{cls.__name__}", (_Proxy,), props)
-    return known
 
 
 def _swappable(owner: object, name: str) -> bool:
@@ -282,7 +237,7 @@ class Profiler:
         self._onbar_end: int | None = None
         self._undo: list[Callable[[], None]] = []  # puts back what probed bars swapped
         self._undo_bar: list[Callable[[], None]] = []  # the same, for one bar's symbol
-        self._proxies: dict[int, tuple[object, _Proxy]] = {}
+        self._probes: dict[tuple[int, str], tuple[object, Callable[..., Any]]] = {}
         self._plain: Stages | None = None
         self._timed: Stages | None = None
         self._wrapped_exact = False
@@ -295,18 +250,14 @@ class Profiler:
         self._proc_start: ProcessSample | None = None
         self._proc: tuple[ProcessSample, ProcessSample] | None = None
 
-    def attach(self, kernel: Kernel) -> Profiler:
-        """Become ``kernel``'s profiler (its components are looked up when the loop starts)."""
+    # -- KernelProfiler ---------------------------------------------------------------------
+    def start(self, kernel: Kernel) -> int:
+        """The loop of ``kernel`` starts: calibrate, read the process, listen to the GC; the
+        first probed bar."""
         self._kernel = kernel
         self.strategy = kernel.strategy.name
-        kernel.profiler = self
-        return self
-
-    # -- KernelProfiler ---------------------------------------------------------------------
-    def start(self) -> int:
-        """The loop starts: calibrate, read the process, listen to the GC; first probed bar."""
-        if self._kernel is not None and not self._wrapped_exact:
-            self._wrap_exact(self._kernel)
+        if not self._wrapped_exact:
+            self._wrap_exact(kernel)
         self.probe_cost = probe_cost_ns(self._timer)
         self.gc.start()
         self._proc_start = ProcessSample.now()
@@ -346,12 +297,11 @@ class Profiler:
         if self._proc_start is not None:
             self._proc = (self._proc_start, ProcessSample.now())
         kernel, self._kernel = self._kernel, None  # a session keeps its profilers, not runs
-        self._proxies.clear()
+        self._probes.clear()
         self._plain = self._timed = None
         if kernel is not None:
             self.n_bars = kernel.n_bars
-            counts = kernel.ctx.status_counts
-            self.n_orders = sum(counts.values()) + len(kernel.broker.open_orders())
+            self.n_orders = kernel.parts.router.n_orders
             self.n_fills = len(kernel.recorder.all_fills)
 
     # -- sampling ---------------------------------------------------------------------------
@@ -411,39 +361,38 @@ class Profiler:
     def _install(self) -> None:
         self._installed = True
         kernel = self._kernel
-        if kernel is None:
-            return
-        ctx = kernel.ctx
-        for attr, methods in (
-            ("risk", {"check": RISK}), ("broker", {"submit": EXEC, "cancel": EXEC}),
-            ("portfolio", {"apply_fill": PF}),
-        ):  # fmt: skip
-            if _swappable(ctx, attr):
-                self._swap(ctx, attr, self._proxy(getattr(ctx, attr), methods), self._undo)
-        bundle = getattr(kernel.strategy, "bundle", None)
-        predict = getattr(bundle, "predict_row", None)
-        if callable(predict) and _swappable(bundle, "predict_row"):  # the ML strategy's model
-            self._swap(bundle, "predict_row", self._wrapper(predict, MODEL), self._undo)
+        if kernel is not None:
+            self._swap_points(kernel.timing_points(), self._undo)
 
     def _swap_features(self, bar: Bar) -> None:
-        # the ML strategy's streaming features of the bar's symbol (per-symbol state)
+        # per-symbol state of the bar's symbol (e.g. the ML strategy's streaming features)
         self._restore(self._undo_bar)
         kernel = self._kernel
-        states = getattr(kernel.strategy, "_symbols", None) if kernel is not None else None
-        state = states.get(bar[1]) if isinstance(states, dict) else None
-        features = getattr(state, "features", None)
-        if callable(getattr(features, "update", None)) and _swappable(state, "features"):
-            self._swap(state, "features", self._proxy(features, {"update": FEAT}), self._undo_bar)
+        if kernel is not None:
+            self._swap_points(kernel.strategy.symbol_timing_points(bar[1]), self._undo_bar)
 
-    def _proxy(self, target: object, methods: dict[str, int]) -> _Proxy:
-        # one proxy per component, reused by every probed bar
-        known = self._proxies.get(id(target))
-        if known is not None and known[0] is target:
+    def _swap_points(self, points: list[TimingPoint], undo: list[Callable[[], None]]) -> None:
+        for point in points:
+            if point.stage not in STAGES:
+                raise ConfigError(
+                    f"timing point {type(point.owner).__name__}.{point.attr} names stage "
+                    f"{point.stage!r}; stages are {', '.join(STAGES)}"
+                )
+            slot = STAGES.index(point.stage)
+            owner, attr = point.owner, point.attr
+            if owner is None or not _swappable(owner, attr):
+                continue
+            self._swap(owner, attr, self._probe_for(owner, attr, slot), undo)
+
+    def _probe_for(self, owner: object, attr: str, slot: int) -> Callable[..., Any]:
+        # one probe per timing point, reused by every probed bar
+        key = (id(owner), attr)
+        known = self._probes.get(key)
+        if known is not None and known[0] is owner:
             return known[1]
-        timed = {name: self._wrapper(getattr(target, name), slot) for name, slot in methods.items()}
-        proxy = _proxy_type(type(target))(target, timed)
-        self._proxies[id(target)] = (target, proxy)
-        return proxy
+        probe = self._wrapper(getattr(owner, attr), slot)
+        self._probes[key] = (owner, probe)
+        return probe
 
     @staticmethod
     def _swap(owner: object, name: str, value: object, undo: list[Callable[[], None]]) -> None:
@@ -463,16 +412,13 @@ class Profiler:
 
     # -- calls timed every time -------------------------------------------------------------
     def _wrap_exact(self, kernel: Kernel) -> None:
-        # for the kernel's whole life: its flushes (handing a batch to the recorder and
-        # clearing the buffers; the last one comes after the loop) and a paced session's
-        # waits. Shadowing ``_flush`` on the kernel is safe where it would not be on a
-        # component: the loop reads no kernel attribute per bar (its locals instead)
+        # for the kernel's whole life: the exact timing points it declares (its flushes to
+        # the store, the last one after the loop; a paced session's waits)
         self._wrapped_exact = True
-        kernel._flush = self._exact_probe(kernel._flush, "persistence_queue")  # type: ignore[method-assign]
-        if kernel.pacer is not None:
-            pacer = kernel.pacer
-            wait = self._exact_probe(pacer.wait, "pacing_wait")
-            kernel.pacer = _proxy_type(type(pacer))(pacer, {"wait": wait})  # type: ignore[assignment]
+        for point in kernel.exact_timing_points():
+            if point.stage in EXACT and _swappable(point.owner, point.attr):
+                fn = getattr(point.owner, point.attr)
+                setattr(point.owner, point.attr, self._exact_probe(fn, point.stage))
 
     def _exact_probe(self, fn: Callable[..., Any], key: str) -> Callable[..., Any]:
         clock = self._timer
@@ -551,7 +497,8 @@ class Profiler:
 
 
 class ProfileSession:
-    """Profiles every engine run the process makes while it is active (a context manager).
+    """Profiles every engine run whose ``RunSpec.profiler`` is ``profiler_for`` (a context
+    manager that also reads the process and the GC while it is active).
 
     Parameters
     ----------
@@ -566,18 +513,17 @@ class ProfileSession:
         self._timer = timer
         self.runs: list[Profiler] = []
         self.gc = GcMonitor(timer)
-        self._previous: ProfilerFactory | None = None
         self._proc: list[ProcessSample] = []
 
-    def profiler_for(self, kernel: Kernel, sample_every: int | None) -> Profiler:
-        """The factory installed in the runner: a new run's profiler, attached to ``kernel``."""
+    def profiler_for(self, sample_every: int | None) -> Profiler:
+        """The ``RunSpec.profiler`` factory: a new run's profiler (the run's N unless the
+        session sets one)."""
         n = self.sample_every or sample_every or DEFAULT_SAMPLE_EVERY
-        prof = Profiler(n, timer=self._timer, label=str(len(self.runs) + 1)).attach(kernel)
+        prof = Profiler(n, timer=self._timer, label=str(len(self.runs) + 1))
         self.runs.append(prof)
         return prof
 
     def __enter__(self) -> ProfileSession:
-        self._previous = install_profiler(self.profiler_for)
         self._proc = [ProcessSample.now()]
         self.gc.start()
         return self
@@ -588,7 +534,6 @@ class ProfileSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        install_profiler(self._previous)
         self.gc.stop()
         self._proc.append(ProcessSample.now())
 

@@ -34,7 +34,7 @@ import numpy as np
 from ultrathink.errors import ConfigError
 
 #: unit -> True when a lower value is better
-UNITS: dict[str, bool] = {"s": True, "ops/s": False, "us": True, "MB": True}
+UNITS: dict[str, bool] = {"s": True, "ops/s": False, "us": True, "MB": True, "x": True}
 QUICK_MAX_REPEATS = 3
 QUICK_MAX_WARMUP = 1
 _BENCH_PREFIX = "bench_"
@@ -112,7 +112,7 @@ def benchmark(
         Unique dotted name, e.g. ``"engine.backtest_sma_cross"``.
     group : str
         Pipeline stage (``data``, ``features``, ``models``, ``risk``, ...).
-    unit : {"s", "ops/s", "us", "MB"}
+    unit : {"s", "ops/s", "us", "MB", "x"}
         Unit of one repeat's value; ``ops/s`` is higher-is-better, the others lower.
     repeats, warmup : int
         Default timed repeats and untimed warm-up runs (full mode).

@@ -1,8 +1,9 @@
-"""Persistence: SQLite (WAL) store, single writer thread, hash-chained audit log.
+"""Persistence: SQLite (WAL) store, single writer, hash-chained audit log of the economic record.
 
-SQL lives only in this package. The kernel hands :class:`WriteBatch` records to a
-:class:`StoreWriter` (one writer thread, one transaction per batch); the CLI, reports and
-the web read through :class:`Store`; :func:`verify_audit` checks the audit chain.
+SQL lives only in this package. The kernel hands :class:`WriteBatch` records to a writer
+(one transaction per batch, audit rows included); the CLI, reports and the web read through
+:class:`Store` (``Store(path, readonly=True)`` for a store they may not write);
+:func:`verify_audit` checks the audit chain and cross-checks the tables against it.
 """
 
 from ultrathink.persistence.audit import AuditReport, verify_audit

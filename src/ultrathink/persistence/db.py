@@ -8,18 +8,31 @@ explicit ``BEGIN IMMEDIATE`` ... ``COMMIT`` so that it takes the write lock up f
 
 Migrations are the numbered ``migrations/NNNN_name.sql`` files shipped with the package,
 applied in order, each in its own transaction together with its ``schema_version`` row.
+
+Read-only connections (``connect(path, readonly=True)``) serve readers of a store they may
+not write: a file without write permission, a directory without it, read-only media. They
+open the file through a ``file:...?mode=ro`` URI, never migrate, and refuse writes. A WAL
+database needs its ``-shm`` index even to be read; when SQLite cannot create it (a read-only
+directory without a ``-shm`` file), the connection falls back to ``immutable=1``. The
+trade-off: an immutable connection takes no locks and ignores the ``-wal``/``-shm`` files, so
+it sees only what has been checkpointed into the main file, and a process writing the file
+meanwhile can make it read stale or torn pages. The fallback is therefore refused when a
+non-empty ``-wal`` file exists (committed transactions the main file does not hold yet); it
+is safe for a store nobody can write, which is what a read-only directory gives.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
-from collections.abc import Iterator, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from importlib import resources
 from itertools import chain
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from ultrathink.errors import PersistenceError
 
@@ -44,7 +57,9 @@ class Migration(NamedTuple):
     sql: str
 
 
-def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
+def connect(
+    path: str | Path, *, create: bool = True, readonly: bool = False, immutable: bool = False
+) -> sqlite3.Connection:
     """Open a SQLite database with the store's settings.
 
     Parameters
@@ -53,11 +68,18 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
         Database file; its parent directory is created when ``create`` is true.
     create : bool
         When false, a missing file is an error instead of a new empty database.
+    readonly : bool
+        Open read-only (``mode=ro``; implies ``create=False``): nothing is created or
+        migrated, writes fail. Falls back to ``immutable=1`` when the WAL index cannot be
+        created (see the module docstring for the trade-off).
+    immutable : bool
+        Open read-only with ``immutable=1`` straight away: for files nothing can change
+        (read-only media, a copy). Refused when a non-empty ``-wal`` file exists.
 
     Returns
     -------
     sqlite3.Connection
-        An autocommit connection in WAL mode, owned by the calling thread.
+        An autocommit connection (in WAL mode unless read-only), owned by the calling thread.
 
     Raises
     ------
@@ -65,8 +87,10 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
         If the file cannot be opened or is not a SQLite database.
     """
     path = Path(path)
-    if not create and not path.is_file():
-        raise PersistenceError(f"database {path} does not exist; check the --db path")
+    if readonly or immutable:
+        return _connect_readonly(path, immutable=immutable)
+    if not create:
+        _require_file(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, isolation_level=None)
@@ -80,11 +104,109 @@ def connect(path: str | Path, *, create: bool = True) -> sqlite3.Connection:
         conn.execute("PRAGMA foreign_keys = ON")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise PersistenceError(
-            f"{path} is not a usable SQLite database ({exc}); "
-            "move it away or choose another database path"
-        ) from exc
+        raise _unusable(path, exc) from exc
     return conn
+
+
+# Errors of a read-only open that mean "the WAL index (-shm) cannot be created or used".
+_NO_WAL_INDEX = frozenset(
+    {"SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY", "SQLITE_READONLY_CANTINIT",
+     "SQLITE_READONLY_CANTLOCK", "SQLITE_READONLY_RECOVERY"}
+)  # fmt: skip
+
+
+def _connect_readonly(path: Path, *, immutable: bool) -> sqlite3.Connection:
+    _require_file(path)
+    if not immutable:
+        conn = _open_uri(path, "mode=ro")
+        try:
+            return _probe(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if getattr(exc, "sqlite_errorname", "") not in _NO_WAL_INDEX:
+                raise _unusable(path, exc) from exc
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _unusable(path, exc) from exc
+    _refuse_pending_wal(path)
+    conn = _open_uri(path, "mode=ro&immutable=1")
+    try:
+        return _probe(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise _unusable(path, exc) from exc
+
+
+def _open_uri(path: Path, query: str) -> sqlite3.Connection:
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{query}"
+    try:
+        return sqlite3.connect(uri, uri=True, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise PersistenceError(f"cannot open database {path} read-only: {exc}") from exc
+
+
+def _probe(conn: sqlite3.Connection) -> sqlite3.Connection:
+    # The first read opens the WAL index and checks the header: errors surface here.
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA query_only = ON")
+    conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+    return conn
+
+
+def _refuse_pending_wal(path: Path) -> None:
+    wal = path.with_name(path.name + "-wal")
+    try:
+        n_bytes = wal.stat().st_size
+    except OSError:
+        return
+    if n_bytes:
+        raise PersistenceError(
+            f"cannot read {path} read-only: its write-ahead log {wal.name} holds {n_bytes} "
+            "bytes the main file may not have yet, and SQLite cannot create the log's index "
+            f"({path.name}-shm) in {path.parent}; let a process with write access open the "
+            "store once (it checkpoints the log), or copy the files to a writable directory"
+        )
+
+
+def _require_file(path: Path) -> None:
+    if path.is_dir():
+        raise PersistenceError(f"database {path} is a directory, not a file; check the --db path")
+    if not path.is_file():
+        raise PersistenceError(f"database {path} does not exist; check the --db path")
+
+
+def _unusable(path: Path, exc: sqlite3.Error) -> PersistenceError:
+    return PersistenceError(
+        f"{path} is not a usable SQLite database ({exc}); "
+        "move it away or choose another database path"
+    )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def read_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a reading method of an object with a ``path``: SQLite errors of a damaged
+    or foreign file become a one-line ``PersistenceError`` naming it, never a traceback.
+
+    ``sqlite3.ProgrammingError`` (e.g. a closed connection: a bug of the caller) passes.
+    """
+
+    @functools.wraps(method)
+    def read(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.ProgrammingError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            path = getattr(args[0], "path", "the store")
+            raise PersistenceError(
+                f"cannot read {path}: {exc}; the file is damaged or not an ultrathink store: "
+                "restore it from a backup, or check the --db path"
+            ) from exc
+
+    return read
 
 
 def insert_many(conn: sqlite3.Connection, head: str, n_cols: int, rows: Sequence[Row]) -> None:
@@ -175,6 +297,31 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None)
         return _check_version(conn, known)
     except sqlite3.Error as exc:
         raise PersistenceError(f"cannot migrate database {database_path(conn)}: {exc}") from exc
+
+
+def require_schema(conn: sqlite3.Connection) -> int:
+    """Check, without migrating, that the database is a store this code can read.
+
+    Returns
+    -------
+    int
+        The schema version (1 .. the newest packaged migration).
+
+    Raises
+    ------
+    PersistenceError
+        If the database has no ultrathink schema, or a schema newer than this code.
+    """
+    try:
+        current = _check_version(conn, len(load_migrations()))
+    except sqlite3.DatabaseError as exc:
+        raise _unusable(Path(database_path(conn)), exc) from exc
+    if current == 0:
+        raise PersistenceError(
+            f"database {database_path(conn)} has no ultrathink schema; check the --db path, "
+            "or open it writable once to create the schema"
+        )
+    return current
 
 
 def _apply(conn: sqlite3.Connection, migration: Migration, known: int) -> None:

@@ -16,11 +16,17 @@ Semantics match ``StoreWriter``: ``put`` returns once the batch is in the pipe (
 ``max_pending`` unacknowledged batches: back-pressure, not unbounded memory), ``flush``
 waits for every batch to commit, failures are sticky and raised as ``PersistenceError`` on
 the next call, and ``close`` drains, stops and joins the process.
+
+The child runs in a session (process group) of its own and ignores SIGINT: a terminal's
+Ctrl-C reaches the terminal's foreground process group, and the parent, which handles it (an
+interrupted run is written to the end), still needs its writer.
+The child ends when told to stop, when its parent goes away (end of the pipe), or on SIGTERM.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from multiprocessing.connection import Connection
@@ -61,6 +67,7 @@ class ProcessStoreWriter:
             [sys.executable, "-m", "ultrathink.persistence.process_writer", str(self.path),
              str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, close_fds=True,
+            start_new_session=True,  # out of the terminal's process group: no Ctrl-C at all
         )  # fmt: skip
         os.close(to_child_r)
         os.close(from_child_w)
@@ -220,6 +227,7 @@ def _serve(path: str, inbox: Connection, outbox: Connection) -> None:
 
 
 if __name__ == "__main__":  # the child: python -m ultrathink.persistence.process_writer DB R W
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C (see above)
     _serve(
         sys.argv[1],
         Connection(int(sys.argv[2]), writable=False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -9,6 +10,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ultrathink.core.events import Fill, OrderDenied, OrderEvent, OrderRequest
+from ultrathink.errors import ConfigError
 
 RUN_KINDS = ("backtest", "paper", "run")
 RUN_STATUSES = ("running", "completed", "failed", "interrupted")
@@ -101,6 +103,45 @@ class RunRecord:
     ended_ns: int | None
     status: str
     summary: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> RunRecord:
+        """Build a record from a ``runs`` row (columns in declaration order)."""
+        return cls(
+            run_id=row[0],
+            kind=row[1],
+            strategy=row[2],
+            params=json.loads(row[3]),
+            config=json.loads(row[4]),
+            data_name=row[5],
+            data_hash=row[6],
+            code_version=row[7],
+            started_ns=row[8],
+            ended_ns=row[9],
+            status=row[10],
+            summary=json.loads(row[11]) if row[11] is not None else None,
+        )
+
+
+def dumps_run_json(value: dict[str, Any]) -> str:
+    """Return the stored JSON text of a run's params, config or summary (sorted keys).
+
+    Raises
+    ------
+    ConfigError
+        If ``value`` is not JSON-serialisable.
+    """
+    try:
+        return json.dumps(value, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"run params/config/summary must be JSON-serialisable: {exc}") from exc
+
+
+def _json_default(value: object) -> object:
+    # numpy scalars and arrays (np.int64 is not an int) become plain Python values.
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
 class PositionRecord(NamedTuple):

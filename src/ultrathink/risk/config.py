@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class RiskConfig(BaseModel):
@@ -21,7 +23,8 @@ class RiskConfig(BaseModel):
     price_band_pct : float or None
         Limit/stop prices must lie within this % of the last price.
     max_open_orders : int or None
-        Largest number of working orders across symbols.
+        Largest number of working orders across symbols (a whole-number float such as 50.0,
+        as ``ctl set-limit`` and the audit trail carry it, is that count; 2.5 is refused).
     check_buying_power : bool
         Buys that add exposure must be covered by cash (order value + estimated fees).
     max_daily_loss_pct : float or None
@@ -34,7 +37,7 @@ class RiskConfig(BaseModel):
         Cost allowance used by the buying-power check.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
     max_position_qty: float | None = Field(default=None, gt=0)
     max_position_notional: float | None = Field(default=None, gt=0)
@@ -46,6 +49,14 @@ class RiskConfig(BaseModel):
     max_daily_loss_pct: float | None = Field(default=None, gt=0, le=100)
     max_drawdown_pct: float | None = Field(default=None, gt=0, le=100)
     fee_estimate_bps: float = Field(default=0.0, ge=0)
+
+    @field_validator("max_open_orders", mode="before")
+    @classmethod
+    def _whole_number_of_orders(cls, value: Any) -> Any:
+        # runtime limits travel as JSON numbers (ctl, audit trail): 50.0 is the count 50
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 #: Limits used by ``ultrathink run`` and ``ultrathink paper``.

@@ -5,6 +5,16 @@ loss / drawdown for orders that add exposure, open orders, price band, order not
 position, gross exposure, buying power);
 the first failing one names the reason. Exposure projections include working orders, so a
 strategy cannot slip past a limit by splitting orders.
+
+Price bands guard against fat-fingered *limit* prices, as exchanges do: a limit price more
+than ``price_band_pct`` away from the last price is refused. A stop price is a trigger, not a
+price the order will trade at, so it is not banded (a protective stop 20 % below the market
+is normal); once a stop triggers it trades as a market order, priced by the market.
+
+Buying power: a buy that ends long must be covered by cash less working buys, valued at the
+order's price (the last close for a market order) times ``1 + fee_estimate_bps``, plus the
+broker's fixed fee per order. ``decision/sizing.py`` sizes with the same arithmetic, so a
+sized order is never refused for buying power.
 """
 
 from __future__ import annotations
@@ -58,9 +68,18 @@ class OrdersView(Protocol):
 class RiskEngine:
     """Applies ``RiskConfig`` to requests and owns the ``TradingState``."""
 
-    def __init__(self, config: RiskConfig, account: AccountView, orders: OrdersView) -> None:
+    def __init__(
+        self,
+        config: RiskConfig,
+        account: AccountView,
+        orders: OrdersView,
+        *,
+        fixed_fee_estimate: float = 0.0,
+        on_breach: Callable[[DenyReason, str], None] | None = None,
+    ) -> None:
         self._account = account
         self._orders = orders
+        self._fixed_fee = fixed_fee_estimate
         self.state = TradingState.ACTIVE
         self.state_reason = ""
         self.peak_equity = 0.0
@@ -70,7 +89,7 @@ class RiskEngine:
         self._last_equity = 0.0
         self._reducing_code = DenyReason.REDUCE_ONLY
         #: called once per breach of the daily-loss or drawdown limit (e.g. the kill switch)
-        self.breach_listener: Callable[[DenyReason, str], None] | None = None
+        self.breach_listener = on_breach
         #: symbols an operator disabled: only reducing orders pass in them
         self.disabled_symbols: set[str] = set()
         self.n_approved = 0
@@ -186,7 +205,7 @@ class RiskEngine:
                 f"{self.config.max_open_orders} orders already working"
             )
         ref = last
-        if req.order_type is not OrderType.MARKET:
+        if req.order_type is OrderType.LIMIT:
             ref = _reference_price(req, last)
             off_pct = abs(ref - last) / last * 100.0
             if abs(ref - last) > last * self._band_pct / 100.0 * (1 + 1e-12):
@@ -194,6 +213,8 @@ class RiskEngine:
                     f"{req.order_type.value} price {ref} is {off_pct:.2f}% from last {last}; "
                     f"price_band_pct is {self._band_pct}"
                 )
+        elif req.order_type is OrderType.STOP:
+            ref = _reference_price(req, last)  # valued at its trigger; never banded
         notional = req.quantity * ref
         if notional > self._max_order_notional:
             return DenyReason.MAX_ORDER_NOTIONAL, (
@@ -240,11 +261,12 @@ class RiskEngine:
                     f"of equity {equity:,.2f}"
                 )
         if self.config.check_buying_power and req.side is Side.BUY and after > 0:
-            cost = notional * self._fee_factor
+            cost = notional * self._fee_factor + self._fixed_fee
             available = account.cash - self._orders.pending_buy_notional() * self._fee_factor
             if cost > available + 1e-9:
                 return DenyReason.INSUFFICIENT_BUYING_POWER, (
-                    f"buy of {notional:,.2f} (+fees) exceeds available cash {available:,.2f} "
+                    f"buy of {notional:,.2f} (+{cost - notional:,.2f} est. costs) exceeds "
+                    f"available cash {available:,.2f} "
                     f"(cash {account.cash:,.2f} less working buys)"
                 )
         return None

@@ -7,7 +7,8 @@ from ultrathink.stress.faults import (
     FaultyCall,
     InjectedFault,
     RaisingStrategy,
-    build_kernel_with_broker,
+    WrappedBroker,
+    build_engine_with_broker,
     corrupt_bars,
     faulty_predictor,
 )
@@ -19,7 +20,8 @@ __all__ = [
     "FaultyCall",
     "InjectedFault",
     "RaisingStrategy",
-    "build_kernel_with_broker",
+    "WrappedBroker",
+    "build_engine_with_broker",
     "corrupt_bars",
     "faulty_predictor",
 ]

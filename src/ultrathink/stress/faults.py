@@ -17,10 +17,9 @@ injector               wraps                       exercises
 ``corrupt_bars``       ``MarketData``              the market-data breaker (bad bars dropped)
 =====================  ==========================  =========================================
 
-``build_kernel_with_broker`` puts a wrapped broker into a run: ``build_kernel`` has no seam
-for a custom broker, so it builds the kernel and swaps every reference to the paper broker
-(kernel, trading context, kill switch) for the wrapper. This is test and stress tooling; it
-is not used by the engine.
+``WrappedBroker`` is a ``RunSpec.broker_factory`` that wraps the run's paper broker (e.g. in a
+``FaultyBroker``) and keeps the wrapper for inspection; ``build_engine_with_broker`` wires a
+run with it. This is test and stress tooling; the engine only knows the factory seam.
 """
 
 from __future__ import annotations
@@ -32,15 +31,19 @@ from typing import Any, Generic, Literal, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 
+from ultrathink.core.clock import Clock
 from ultrathink.core.events import Bar, Fill, OrderDenied, OrderEvent, OrderRequest
+from ultrathink.core.timing import TimingPoint
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import IndicatorSet, Strategy, StrategyContext
-from ultrathink.engine.kernel import Kernel
 from ultrathink.engine.recorder import Recorder
-from ultrathink.engine.runner import RunSpec, build_kernel
+from ultrathink.engine.spec import RunSpec
+from ultrathink.engine.wiring import Engine, build_engine
 from ultrathink.errors import BrokerError, ConfigError
-from ultrathink.execution.broker import Broker
+from ultrathink.execution.broker import Broker, ExecutionSink
+from ultrathink.execution.costs import PaperBrokerConfig
 from ultrathink.execution.orders import Order
+from ultrathink.execution.paper import JournalSink, PaperBroker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -322,6 +325,12 @@ class RaisingStrategy(Strategy):
     def on_stop(self) -> None:
         self.inner.on_stop()
 
+    def timing_points(self) -> list[TimingPoint]:
+        return self.inner.timing_points()
+
+    def symbol_timing_points(self, symbol: str) -> list[TimingPoint]:
+        return self.inner.symbol_timing_points(symbol)
+
     def stats(self) -> dict[str, Any]:
         return {**self.inner.stats(), "injected_faults": self.fault.n_faults}
 
@@ -360,23 +369,37 @@ def corrupt_bars(
     )
 
 
-def build_kernel_with_broker(
-    spec: RunSpec, wrap: Callable[[Broker], B], recorder: Recorder | None = None
-) -> tuple[Kernel, B]:
-    """Build ``spec``'s kernel with its paper broker wrapped by ``wrap`` (e.g. a
-    ``FaultyBroker``); return the kernel and the wrapper.
+class WrappedBroker(Generic[B]):
+    """A broker factory: the paper broker, wrapped by ``wrap``; the wrapper is kept.
 
-    ``build_kernel`` offers no seam for a custom broker, so the wrapper replaces the paper
-    broker in the three places that hold it: the kernel, the trading context (orders, the
-    query of unknown orders, the guards' cleanup, operator commands) and the kill switch
-    (its cancels). The paper broker keeps reporting to the trading context. ``recorder``
-    defaults to one without a sink (nothing persisted).
+    Parameters
+    ----------
+    wrap : callable
+        ``Broker -> B``, e.g. ``lambda b: FaultyBroker(b, fail_rate=0.1, seed=1)``.
     """
+
+    def __init__(self, wrap: Callable[[Broker], B]) -> None:
+        self._wrap = wrap
+        self.broker: B | None = None
+
+    def __call__(
+        self,
+        config: PaperBrokerConfig,
+        clock: Clock,
+        sink: ExecutionSink,
+        journal: JournalSink | None,
+    ) -> Broker:
+        self.broker = self._wrap(PaperBroker(config, clock, sink, journal))
+        return self.broker
+
+
+def build_engine_with_broker(
+    spec: RunSpec, wrap: Callable[[Broker], B], recorder: Recorder | None = None
+) -> tuple[Engine, B]:
+    """Wire ``spec`` with its paper broker wrapped by ``wrap`` (e.g. a ``FaultyBroker``);
+    return the engine and the wrapper. ``recorder`` defaults to one without a sink."""
     rec = recorder if recorder is not None else Recorder(None, spec.config.starting_cash)
-    kernel = build_kernel(spec, rec)
-    broker = wrap(kernel.broker)
-    kernel.broker = broker
-    kernel.ctx.broker = broker
-    if kernel.kill_switch is not None:
-        kernel.kill_switch._broker = broker
-    return kernel, broker
+    factory = WrappedBroker(wrap)
+    engine = build_engine(dataclasses.replace(spec, broker_factory=factory), rec)
+    assert factory.broker is not None
+    return engine, factory.broker

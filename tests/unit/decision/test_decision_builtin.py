@@ -15,13 +15,18 @@ CROSSING_CLOSES = [10.0, 9.0, 8.0, 7.0, 8.0, 9.0, 10.0, 11.0, 10.0, 9.0, 8.0, 7.
 
 
 class RecordingContext:
-    """A real StrategyContext: orders fill at once; every submit is recorded with its bar."""
+    """A real StrategyContext: orders fill at once; every submit is recorded with its bar.
 
-    def __init__(self, size: float = 10.0) -> None:
+    ``affordable`` is what cash covers of any buy (None: everything).
+    """
+
+    def __init__(self, size: float = 10.0, affordable: float | None = None) -> None:
         self.size = size
+        self.affordable = affordable
         self.bar_index = -1
         self.submits: list[tuple[int, str, Side, float]] = []
         self.positions: dict[str, float] = {}
+        self.audits: list[tuple[str, str]] = []
 
     def now_ns(self) -> int:
         return self.bar_index
@@ -47,6 +52,9 @@ class RecordingContext:
     def cancel(self, client_order_id: str) -> bool:
         return False
 
+    def audit(self, kind: str, detail: str) -> None:
+        self.audits.append((kind, detail))
+
     def cancel_all(self, symbol: str | None) -> int:
         return 0
 
@@ -67,6 +75,9 @@ class RecordingContext:
 
     def order_size(self, symbol: str, price: float) -> float:
         return self.size
+
+    def affordable_buy(self, symbol: str, current: float, quantity: float) -> float:
+        return quantity if self.affordable is None else min(quantity, self.affordable)
 
 
 def run(strategy: Strategy, bars: list[tuple[str, float]], **ctx_kw: Any) -> RecordingContext:
@@ -168,3 +179,16 @@ def test_restart_resets_strategy_state() -> None:
     ctx = run(strategy, [("AAA", 10.0)])  # on_start again: a fresh run buys again
 
     assert ctx.submits == [(0, "AAA", Side.BUY, 10.0)]
+
+
+def test_sma_cross_enters_with_what_cash_covers() -> None:
+    ctx = run(SmaCross(fast=2, slow=3), one_symbol(CROSSING_CLOSES), affordable=6.0)
+
+    assert ctx.submits == [(5, "AAA", Side.BUY, 6.0), (9, "AAA", Side.SELL, 6.0)]
+    assert ctx.positions["AAA"] == 0.0
+
+
+def test_buy_and_hold_with_nothing_affordable_sends_nothing() -> None:
+    ctx = run(BuyAndHold(), [("AAA", 10.0), ("AAA", 11.0)], affordable=0.0)
+
+    assert ctx.submits == []

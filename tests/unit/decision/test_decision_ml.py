@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from ultrathink.core.events import Bar
+from ultrathink.core.timing import TimingPoint
 from ultrathink.data import MarketData, load_data
 from ultrathink.decision.ml import MLStrategy, ModelBundle
 from ultrathink.engine.config import EngineConfig
@@ -329,6 +331,46 @@ def test_partial_overlap_counts_only_the_overlapping_bars(data: MarketData) -> N
     strategy, _ = run_ml(data, ScriptedModel(), bundle_kw=bundle_kw)
 
     assert strategy.n_in_sample_bars == last_in_sample - (WARMUP_BARS - 1) + 1
+
+
+# -- timing points (what the profiler may time) ----------------------------------------------
+def test_the_model_and_each_symbols_features_are_declared_timing_points(data: MarketData) -> None:
+    symbol = data.symbols[0]
+    assert MLStrategy().timing_points() == []  # no model yet
+    assert MLStrategy().symbol_timing_points(symbol) == []  # not started
+
+    strategy, _ = run_ml(data, ScriptedModel())
+
+    state = strategy._symbols[symbol]
+    assert strategy.timing_points() == [TimingPoint("model", strategy.bundle, "predict_row")]
+    assert strategy.symbol_timing_points(symbol) == [TimingPoint("features", state, "update")]
+    assert strategy.symbol_timing_points("UNSEEN") == []
+    assert "update" in type(state).__slots__  # swapping it adds no instance attribute
+
+
+def test_each_bar_goes_through_the_features_timing_point(data: MarketData) -> None:
+    symbol = data.symbols[0]
+    strategy = MLStrategy(max_model_age_days=None)
+    strategy.attach_model(make_bundle(ScriptedModel()))
+    strategy.on_start()
+    columns = (data.open, data.high, data.low, data.close, data.volume)
+    bars = [Bar(int(data.ts_ns[i]), symbol, *(float(c[i]) for c in columns)) for i in range(3)]
+    strategy.on_bar(bars[0])  # warming up: the strategy needs no context yet
+    [point] = strategy.symbol_timing_points(symbol)
+    original = getattr(point.owner, point.attr)
+    timed: list[int] = []
+
+    def timing(ts_ns: int, *ohlcv: float) -> np.ndarray:
+        timed.append(ts_ns)
+        return original(ts_ns, *ohlcv)
+
+    setattr(point.owner, point.attr, timing)  # what the profiler does on a sampled bar
+    strategy.on_bar(bars[1])
+    setattr(point.owner, point.attr, original)
+    strategy.on_bar(bars[2])
+
+    assert timed == [bars[1].ts_ns]
+    assert strategy.n_bars == 3
 
 
 # -- configuration errors --------------------------------------------------------------------

@@ -16,13 +16,22 @@ from ultrathink.features.indicators import EMA, SMA
 
 
 class RecordingContext:
-    """A real StrategyContext: records submits, keeps positions/pending, fixed sizing."""
+    """A real StrategyContext: records submits, keeps positions/pending, fixed sizing.
 
-    def __init__(self, size: float = 10.0, fill_immediately: bool = True) -> None:
+    ``affordable`` is what cash covers of any buy (None: everything); every question the
+    strategy asks about it is kept in ``affordability_asked``.
+    """
+
+    def __init__(
+        self, size: float = 10.0, fill_immediately: bool = True, affordable: float | None = None
+    ) -> None:
         self.size = size
         self.fill_immediately = fill_immediately
+        self.affordable = affordable
+        self.affordability_asked: list[tuple[str, float, float]] = []
         self.submits: list[dict[str, Any]] = []
         self.cancels: list[str] = []
+        self.audits: list[tuple[str, str]] = []
         self.positions: dict[str, float] = {}
         self.pending: dict[str, float] = {}
 
@@ -63,6 +72,9 @@ class RecordingContext:
         self.cancels.append(client_order_id)
         return True
 
+    def audit(self, kind: str, detail: str) -> None:
+        self.audits.append((kind, detail))
+
     def cancel_all(self, symbol: str | None) -> int:
         self.cancels.append(f"all:{symbol}")
         return 3
@@ -84,6 +96,10 @@ class RecordingContext:
 
     def order_size(self, symbol: str, price: float) -> float:
         return self.size
+
+    def affordable_buy(self, symbol: str, current: float, quantity: float) -> float:
+        self.affordability_asked.append((symbol, current, quantity))
+        return quantity if self.affordable is None else min(quantity, self.affordable)
 
 
 class Plain(Strategy):
@@ -278,6 +294,56 @@ def test_target_position_trades_the_difference_including_pending(
     assert sub["order_type"] is OrderType.MARKET
     assert sub["tag"] == "t"
     assert coid == "O-1"
+
+
+@pytest.mark.parametrize(
+    ("position", "pending", "target", "affordable", "expected"),
+    [
+        (0.0, 0.0, 10.0, 4.0, 4.0),  # cash covers 4 of 10
+        (4.0, 3.0, 10.0, 1.0, 1.0),  # asked from position + pending = 7
+        (-5.0, 0.0, 10.0, 7.0, 7.0),  # the context decides what a short cover costs
+        (0.0, 0.0, 10.0, 10.0, 10.0),  # everything affordable: the full difference
+    ],
+)
+def test_target_position_caps_a_buy_at_what_cash_covers(
+    position: float, pending: float, target: float, affordable: float, expected: float
+) -> None:
+    s, ctx = bound(affordable=affordable)
+    ctx.positions["AAA"], ctx.pending["AAA"] = position, pending
+
+    s.target_position("AAA", target)
+
+    assert ctx.affordability_asked == [("AAA", position + pending, target - position - pending)]
+    [sub] = ctx.submits
+    assert (sub["side"], sub["quantity"]) == (Side.BUY, expected)
+
+
+def test_target_position_sends_nothing_when_no_unit_is_affordable() -> None:
+    s, ctx = bound(affordable=0.0)
+
+    assert s.target_position("AAA", 10.0) is None
+    assert ctx.submits == []
+    assert ctx.affordability_asked == [("AAA", 0.0, 10.0)]
+
+
+def test_target_position_never_asks_about_sells() -> None:
+    s, ctx = bound(affordable=0.0)
+    ctx.positions["AAA"] = 10.0
+
+    s.target_position("AAA", -5.0)
+
+    assert ctx.affordability_asked == []
+    assert [(x["side"], x["quantity"]) for x in ctx.submits] == [(Side.SELL, 15.0)]
+
+
+def test_buy_and_sell_helpers_are_not_capped() -> None:
+    # only target_position sizes against cash; an explicit buy is the strategy's own call
+    s, ctx = bound(affordable=0.0)
+
+    s.buy("AAA", 3)
+
+    assert [x["quantity"] for x in ctx.submits] == [3]
+    assert ctx.affordability_asked == []
 
 
 def test_target_position_already_reached_sends_nothing() -> None:

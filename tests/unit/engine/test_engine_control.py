@@ -1,9 +1,9 @@
-"""Operator commands on a real kernel (``engine/control.py``) and the REDUCING arbiter.
+"""Operator commands on a real engine (``engine/control.py``) and the REDUCING arbiter.
 
-The kernel is built by the engine's own wiring (``build_kernel``) over synthetic data and run
-to the end; commands are then applied on this thread, as the kernel thread would between
-bars. Every changing command leaves an ``operator.<action>`` audit row with who, when, what,
-why, before and after; a refused one an ``operator.refused`` row.
+The engine is built by the production wiring (``ultrathink.testing.engine.engine_for``) over
+synthetic data and run to the end; commands are then applied on this thread, as the kernel
+thread would between bars. Every changing command leaves an ``operator.<action>`` audit row
+with who, when, what, why, before and after; a refused one an ``operator.refused`` row.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from ultrathink.core.enums import DenyReason, TradingState
 from ultrathink.data import load_data
 from ultrathink.decision.builtin import SmaCross
 from ultrathink.engine.config import EngineConfig, HardeningConfig
+from ultrathink.engine.control import SessionControl
 from ultrathink.engine.guards import StateArbiter
-from ultrathink.engine.kernel import Kernel
-from ultrathink.engine.recorder import Recorder
-from ultrathink.engine.runner import RunSpec, build_kernel
+from ultrathink.engine.wiring import Engine
 from ultrathink.hardening.overrides import (
     Flatten,
     ForceBreaker,
@@ -34,95 +33,110 @@ from ultrathink.hardening.overrides import (
     Status,
     SymbolSwitch,
 )
+from ultrathink.testing.engine import BatchCapture, engine_for, run_engine
 
 DATA = "synthetic:n_bars=300,seed=4"
 
 
-def kernel_after_run(hardening: bool = True) -> tuple[Kernel, list[tuple[int, str, str]]]:
+def engine_after_run(hardening: bool = True) -> tuple[Engine, BatchCapture]:
     values = realistic_defaults()
     values["hardening"] = {"enabled": hardening, "degraded": None}
     config = EngineConfig(**values)
     data = load_data(DATA)
-    audit: list[tuple[int, str, str]] = []
-    recorder = Recorder(lambda batch: audit.extend(batch["audit_extra"]), config.starting_cash)
-    kernel = build_kernel(RunSpec(SmaCross(fast=3, slow=8), data, config, "paper"), recorder)
-    kernel.run(data)
-    kernel.finish()
-    return kernel, audit
+    capture = BatchCapture()
+    engine = engine_for(SmaCross(fast=3, slow=8), data, config, mode="paper", capture=capture)
+    run_engine(engine, data)
+    return engine, capture
 
 
-def rows(kernel: Kernel, audit: list[tuple[int, str, str]], kind: str) -> list[dict[str, Any]]:
-    kernel.flush_now()
-    return [json.loads(detail) for _ts, k, detail in audit if k == kind]
+def control(engine: Engine) -> SessionControl:
+    assert engine.control is not None, "a paper session always has a control channel"
+    return engine.control
+
+
+def rows(engine: Engine, capture: BatchCapture, kind: str) -> list[dict[str, Any]]:
+    engine.kernel.flush_now()
+    return [json.loads(detail) for _ts, _k, detail in capture.audit(kind)]
+
+
+def publish(engine: Engine) -> None:
+    """Publish a snapshot now, as the kernel thread does at its next tick."""
+    engine.snapshots.publish(engine.kernel.position.n, engine.parts.clock.now_ns())
 
 
 def test_halt_then_resume_is_audited_with_who_when_what_before_after() -> None:
-    kernel, audit = kernel_after_run()
+    engine, capture = engine_after_run()
+    ctl = control(engine)
 
-    result = kernel.control.apply(Halt(operator="alice", reason="outage", flatten=False))
+    result = ctl.apply(Halt(operator="alice", reason="outage", flatten=False))
     assert result["before"]["trading_state"] == "ACTIVE"
     assert result["after"]["trading_state"] == "HALTED"
-    kernel.control.apply(Resume(operator="bob", reason="outage over"))
+    ctl.apply(Resume(operator="bob", reason="outage over"))
 
-    assert kernel.risk.state is TradingState.ACTIVE
-    (halt,) = rows(kernel, audit, "operator.halt")
+    assert engine.parts.risk.state is TradingState.ACTIVE
+    (halt,) = rows(engine, capture, "operator.halt")
     assert halt["who"] == "alice" and halt["reason"] == "outage"
     assert halt["what"] == {"action": "halt", "flatten": False}
     assert (
         halt["before"]["trading_state"] == "ACTIVE" and halt["after"]["trading_state"] == "HALTED"
     )
     assert halt["when"].startswith("20")
-    (resume,) = rows(kernel, audit, "operator.resume")
+    (resume,) = rows(engine, capture, "operator.resume")
     assert resume["who"] == "bob" and resume["after"]["trading_state"] == "ACTIVE"
 
 
 def test_refused_commands_change_nothing_and_are_audited() -> None:
-    kernel, audit = kernel_after_run()
-    before = kernel.control.snapshot()
+    engine, capture = engine_after_run()
+    ctl = control(engine)
+    before = ctl.snapshot()
 
     with pytest.raises(OverrideError, match="already ACTIVE"):
-        kernel.control.apply(Resume(operator="a", reason="x"))
+        ctl.apply(Resume(operator="a", reason="x"))
     with pytest.raises(OverrideError, match="less than or equal to 100"):
-        kernel.control.apply(SetLimit(operator="a", limit="max_drawdown_pct", value=150))
+        ctl.apply(SetLimit(operator="a", limit="max_drawdown_pct", value=150))
     with pytest.raises(OverrideError, match="unknown symbol 'NOPE'"):
-        kernel.control.apply(Flatten(operator="a", symbol="NOPE"))
-    kernel.control.apply(Halt(operator="a", flatten=False))
+        ctl.apply(Flatten(operator="a", symbol="NOPE"))
+    ctl.apply(Halt(operator="a", flatten=False))
     with pytest.raises(OverrideError, match="HALTED: resume first"):
-        kernel.control.apply(Reduce(operator="a"))
+        ctl.apply(Reduce(operator="a"))
 
     moved = ("trading_state", "state_reason", "open_orders")  # by the halt, not the refusals
-    after = kernel.control.snapshot()
+    after = ctl.snapshot()
     assert {k: v for k, v in after.items() if k not in moved} == {
         k: v for k, v in before.items() if k not in moved
     }
-    assert len(rows(kernel, audit, "operator.refused")) == 4
+    assert len(rows(engine, capture, "operator.refused")) == 4
 
 
 def test_set_limit_disable_symbol_and_force_breaker_take_effect() -> None:
-    kernel, _ = kernel_after_run()
-    ctl = kernel.control
+    engine, _ = engine_after_run()
+    ctl, risk = control(engine), engine.parts.risk
 
     ctl.apply(SetLimit(operator="a", limit="max_position_qty", value=5))
     ctl.apply(SymbolSwitch(operator="a", action="disable_symbol", symbol="SYN"))
     ctl.apply(ForceBreaker(operator="a", breaker="execution", state="open"))
 
-    assert kernel.risk.config.max_position_qty == 5
-    assert kernel.risk.disabled_symbols == {"SYN"}
+    assert risk.config.max_position_qty == 5
+    assert risk.disabled_symbols == {"SYN"}
+    # status is now the latest engine snapshot (no kernel round trip): the commands show
+    # once the kernel publishes its next one
+    publish(engine)
     status = ctl.apply(Status(operator="a"))["after"]
-    assert status["breakers"]["execution"] == "OPEN"
+    assert status["hardening"]["breakers"]["execution"] == "OPEN"
     assert status["limits"]["max_position_qty"] == 5
+    assert status["disabled_symbols"] == ("SYN",)
     ctl.apply(SymbolSwitch(operator="a", action="enable_symbol", symbol="SYN"))
     ctl.apply(SetLimit(operator="a", limit="max_position_qty", value=None))
-    assert kernel.risk.disabled_symbols == set() and kernel.risk.config.max_position_qty is None
+    assert risk.disabled_symbols == set() and risk.config.max_position_qty is None
 
 
 def test_flatten_sends_reduce_only_orders_for_held_positions() -> None:
-    kernel, _ = kernel_after_run()
-    held = kernel.portfolio.position("SYN")
+    engine, _ = engine_after_run()
+    held = engine.parts.portfolio.position("SYN")
 
-    result = kernel.control.apply(Flatten(operator="a", reason="end of day"))
+    result = control(engine).apply(Flatten(operator="a", reason="end of day"))
 
-    sent = [o for o in kernel.broker.open_orders() if o.tag == "kill_switch"]
+    sent = [o for o in engine.parts.broker.open_orders() if o.tag == "kill_switch"]
     if held:
         assert len(sent) == 1 and sent[0].reduce_only
         assert (sent[0].quantity, sent[0].side.sign) == (abs(held), -1 if held > 0 else 1)
@@ -132,38 +146,46 @@ def test_flatten_sends_reduce_only_orders_for_held_positions() -> None:
 
 
 def test_execute_from_another_thread_runs_on_drain_and_times_out_cleanly() -> None:
-    kernel, _ = kernel_after_run()
+    engine, _ = engine_after_run()
+    ctl = control(engine)
     out: dict[str, Any] = {}
+    # Status no longer goes through the kernel thread (it reads the latest snapshot), so a
+    # command that changes something shows that execute runs on the kernel's drain
     caller = threading.Thread(
-        target=lambda: out.update(kernel.control.execute(Status(operator="t"), timeout_s=5))
+        target=lambda: out.update(
+            ctl.execute(SetLimit(operator="t", limit="max_position_qty", value=7), timeout_s=30)
+        )
     )
     caller.start()
     while not out:
-        kernel.control.drain()  # what the kernel thread does between bars
+        ctl.drain()  # what the kernel thread does between bars
     caller.join()
-    assert out["after"]["trading_state"] == "ACTIVE"
+    assert out["after"]["limits"]["max_position_qty"] == 7
+    assert engine.parts.risk.config.max_position_qty == 7
+    # status needs no drain at all: answered from the latest snapshot on the caller's thread
+    assert ctl.execute(Status(operator="t"), timeout_s=0.05)["action"] == "status"
 
     with pytest.raises(TimeoutError, match="cancelled"):
-        kernel.control.execute(Halt(operator="t"), timeout_s=0.05)
-    kernel.control.drain()  # the cancelled command never runs late
-    assert kernel.risk.state is TradingState.ACTIVE
+        ctl.execute(Halt(operator="t"), timeout_s=0.05)
+    ctl.drain()  # the cancelled command never runs late
+    assert engine.parts.risk.state is TradingState.ACTIVE
 
 
 def test_force_breaker_without_hardening_is_refused() -> None:
-    kernel, _ = kernel_after_run(hardening=False)
+    engine, _ = engine_after_run(hardening=False)
     with pytest.raises(OverrideError, match=r"hardening\.enabled"):
-        kernel.control.apply(ForceBreaker(operator="a", breaker="risk", state="open"))
+        control(engine).apply(ForceBreaker(operator="a", breaker="risk", state="open"))
 
 
 # -- StateArbiter ----------------------------------------------------------------------------
 def test_arbiter_is_active_only_when_the_last_source_clears() -> None:
-    kernel, _ = kernel_after_run()
-    risk, events = kernel.risk, []
+    engine, _ = engine_after_run()
+    risk, events = engine.parts.risk, []
     arb = StateArbiter(risk, lambda *e: events.append(e))
 
-    arb.reduce("market_data", DenyReason.DATA_STALE, "stale")
+    arb.reduce("feed", DenyReason.DATA_STALE, "stale")
     arb.reduce("degraded", DenyReason.DEGRADED_MODE, "cpu")
-    arb.release("market_data")
+    arb.release("feed")
     assert risk.state is TradingState.REDUCING and "degraded" in risk.state_reason
     arb.release("degraded")
     assert risk.state is TradingState.ACTIVE
@@ -171,8 +193,8 @@ def test_arbiter_is_active_only_when_the_last_source_clears() -> None:
 
 
 def test_arbiter_never_ends_halted_nor_a_drawdown_reducing() -> None:
-    kernel, _ = kernel_after_run()
-    risk = kernel.risk
+    engine, _ = engine_after_run()
+    risk = engine.parts.risk
     arb = StateArbiter(risk, lambda *e: None)
 
     risk.set_state(TradingState.REDUCING, "drawdown", DenyReason.MAX_DRAWDOWN)

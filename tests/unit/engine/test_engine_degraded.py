@@ -1,10 +1,11 @@
 """Degraded mode wired into a run: slow decisions make trading REDUCING, fast ones end it.
 
-A strategy that sleeps 20 ms in some ``on_bar`` calls pushes the p99 of the last decisions
-over ``latency_enter_ms``; the monitor (sampled every timestamp here) asks the arbiter for
+A strategy that sleeps 250 ms in some ``on_bar`` calls pushes the p99 of the last decisions
+over ``latency_enter_ms`` (150 ms: far above what a fast decision takes even on a loaded
+machine, far below the sleep); the monitor (sampled every timestamp here) asks the arbiter for
 REDUCING, so buys are denied DEGRADED_MODE; once decisions are fast again and the p99 drops
-below ``latency_exit_ms``, trading is ACTIVE again by itself. Transitions are events, audit
-rows and the ``ultrathink_degraded`` metric.
+below ``latency_exit_ms``, trading is ACTIVE again by itself. Transitions are session inputs
+(recorded, then applied), events, audit rows and the ``ultrathink_degraded`` metric.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from ultrathink.core.events import Bar, OrderDenied
 from ultrathink.data import load_data
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
-from ultrathink.engine.recorder import Recorder
-from ultrathink.engine.runner import RunSpec, build_kernel
+from ultrathink.risk.engine import RiskEngine
+from ultrathink.testing.engine import engine_for
 
-SLOW = range(40, 52)  # bars whose decision takes 20 ms
+SLOW = range(40, 43)  # bars whose decision takes 250 ms
 
 
 class SlowThenFast(Strategy):
     name = "slow_then_fast"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.risk: RiskEngine | None = None  # the run's risk engine: reads the trading state
 
     def on_start(self) -> None:
         self.n = 0
@@ -33,9 +38,10 @@ class SlowThenFast(Strategy):
 
     def on_bar(self, bar: Bar) -> None:
         self.n += 1
-        self.states.append(self.ctx.risk_state())  # type: ignore[attr-defined]
+        assert self.risk is not None
+        self.states.append(self.risk.state)
         if self.n in SLOW:
-            time.sleep(0.02)
+            time.sleep(0.25)
         if self.n % 2 == 0:
             self.buy(bar.symbol, 1)
         else:
@@ -50,18 +56,18 @@ def test_slow_decisions_enter_degraded_mode_and_fast_ones_leave_it() -> None:
     values["hardening"] = {
         "enabled": True,
         "degraded_sample_bars": 1,
-        "degraded": {"cpu_enter_pct": None, "latency_enter_ms": 12.0, "latency_exit_ms": 5.0,
+        "degraded": {"cpu_enter_pct": None, "latency_enter_ms": 150.0, "latency_exit_ms": 50.0,
                      "latency_window": 10, "latency_min_samples": 5, "min_dwell_s": 0.0},
     }  # fmt: skip
     config = EngineConfig(**values)
     data = load_data("synthetic:n_bars=120,seed=2")
     strategy = SlowThenFast()
-    kernel = build_kernel(RunSpec(strategy, data, config, "paper"), Recorder(None, 1e5))
-    kernel.ctx.risk_state = lambda: kernel.risk.state  # type: ignore[attr-defined]
+    engine = engine_for(strategy, data, config, mode="paper")
+    strategy.risk = engine.parts.risk
 
-    kernel.run(data)
+    engine.kernel.run(data)
 
-    guards = kernel.guards
+    guards = engine.kernel.guards
     assert guards is not None
     kinds = [(e.kind, e.name) for e in guards.events if e.kind in ("degraded", "trading_state")]
     assert kinds[:2] == [("degraded", "entered"), ("trading_state", "REDUCING")]

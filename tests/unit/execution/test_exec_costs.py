@@ -57,3 +57,24 @@ def test_config_is_frozen() -> None:
 def test_out_of_range_values_are_rejected_naming_the_field(field: str, value: float) -> None:
     with pytest.raises(ValidationError, match=field):
         PaperBrokerConfig(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("commission_bps", "5"),  # text is not a number
+        ("fee_per_order", True),  # nor is a bool
+        ("slippage_bps", float("nan")),
+        ("latency_ms", float("inf")),
+        ("max_volume_pct", float("nan")),
+    ],
+)
+def test_values_are_checked_strictly(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        PaperBrokerConfig(**{field: value})
+
+
+def test_an_integer_is_a_valid_cost() -> None:
+    config = PaperBrokerConfig(commission_bps=5, max_volume_pct=10)
+
+    assert (config.commission_bps, config.max_volume_pct) == (5, 10)

@@ -1,12 +1,8 @@
-"""The venue journal: the paper broker's durable state, restarts and idempotent submits."""
+"""The venue journal: the paper broker's durable state, raw rows and idempotent submits."""
 
 from __future__ import annotations
 
-import signal
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +11,9 @@ import pytest
 from ultrathink.core.clock import TestClock
 from ultrathink.core.enums import OrderStatus, OrderType, Side, TimeInForce
 from ultrathink.core.events import Bar, Fill, OrderEvent, OrderRequest
-from ultrathink.errors import ConfigError, PersistenceError
+from ultrathink.errors import PersistenceError
 from ultrathink.execution.costs import PaperBrokerConfig
-from ultrathink.execution.journal import SCHEMA_VERSION, VenueJournal, VenueState
+from ultrathink.execution.journal import ORDER_COLUMNS, SCHEMA_VERSION, VenueJournal, order_row
 from ultrathink.execution.orders import Order
 from ultrathink.execution.paper import PaperBroker
 
@@ -302,34 +298,7 @@ def test_submitting_a_known_client_order_id_returns_the_order_and_reports_nothin
         assert rows(path, "SELECT COUNT(*) FROM venue_orders") == [(2,)]
 
 
-# -- restart ------------------------------------------------------------------------------
-
-
-def restart(path: Path, config: PaperBrokerConfig = PARTIAL) -> tuple[Venue, VenueState]:
-    """A new process's view: new journal connection, new broker restored from it."""
-    venue = Venue(config, VenueJournal(path))
-    return venue, venue.broker.restore()
-
-
-def test_restart_neither_refills_the_last_bar_nor_recharges_the_order_fee(path: Path) -> None:
-    reference = Venue(PARTIAL)
-    for venue in (reference, Venue(PARTIAL, VenueJournal(path))):
-        venue.bar(0)
-        venue.submit("L", 120.0, order_type=OrderType.LIMIT, limit_price=100.0)
-        venue.bar(1)  # fills 50 of 120 (10% of 500)
-    del venue  # killed: no close, nothing flushed by us
-
-    restarted, _ = restart(path)
-    restarted.bar(1)  # the engine replays the bar it was processing
-    assert restarted.sink.fills == [] and restarted.sink.events == []
-    restarted.bar(2)
-    reference.bar(2)
-
-    assert [f.fill_id for f in restarted.sink.fills] == ["L-F2"]
-    assert restarted.sink.fills == reference.sink.fills[1:]
-    assert restarted.sink.fills[0].fee == pytest.approx(50.0 * 100.0 * 1e-4)  # no fee_per_order
-    assert restarted.broker.positions() == reference.broker.positions() == {"AAA": 100.0}
-    assert slots(restarted.broker.get_order("L")) == slots(reference.broker.get_order("L"))
+# -- replaying a bar ------------------------------------------------------------------------
 
 
 def test_a_bar_fed_twice_fills_an_order_once_even_without_a_journal() -> None:
@@ -345,78 +314,7 @@ def test_a_bar_fed_twice_fills_an_order_once_even_without_a_journal() -> None:
     assert [f.ts_ns for f in venue.sink.fills] == [MIN_NS, 2 * MIN_NS]
 
 
-def test_restore_rebuilds_books_positions_and_reports_nothing(path: Path) -> None:
-    live = Venue(PARTIAL, VenueJournal(path))
-    scripted_session(live)
-
-    restarted, state = restart(path)
-
-    assert restarted.sink.events == [] and restarted.sink.fills == []
-    assert [o.client_order_id for o in restarted.broker.open_orders()] == ["LMT"]
-    assert restarted.broker.n_open == live.broker.n_open == 1
-    assert restarted.broker.wants_bars
-    assert restarted.broker.positions() == live.broker.positions()
-    assert set(state.orders) == set(live.broker._orders)
-    assert slots(restarted.broker.get_order("BAD"))["status"] is S.REJECTED
-
-
-def test_a_session_continues_identically_after_a_restart(path: Path) -> None:
-    reference = Venue(PARTIAL)
-    scripted_session(reference)
-    scripted_session(Venue(PARTIAL, VenueJournal(path)))
-
-    restarted, _ = restart(path)
-    for venue in (reference, restarted):
-        venue.bar(4)  # replay
-        venue.submit("NEW", 20.0, order_type=OrderType.STOP, stop_price=100.5)
-        venue.bar(5, h=102.0)
-        venue.bar(6, volume=5000.0)
-
-    assert restarted.sink.fills == reference.sink.fills[-3:]
-    assert restarted.broker.positions() == reference.broker.positions()
-
-
-def test_restore_finishes_the_expiry_of_a_day_order_killed_after_its_fill(path: Path) -> None:
-    journal = VenueJournal(path)
-    order = Order(request("D", tif=TimeInForce.DAY))
-    order.accept(0)
-    order.fill(MIN_NS, 50.0, 100.0)
-    journal.record(order, Fill(MIN_NS, "D", "D-F1", "AAA", Side.BUY, 50.0, 100.0, 0.0))
-    del journal  # killed before the expiry was recorded
-
-    restarted, state = restart(path)
-    restarted.bar(2)
-
-    assert state.orders["D"].status is S.EXPIRED
-    restored = restarted.broker.get_order("D")
-    assert restored is not None and restored.status is S.EXPIRED
-    assert restarted.broker.n_open == 0 and restarted.sink.fills == []
-    reasons = VenueJournal(path).load().reasons
-    assert reasons["D"] == "DAY order not (fully) filled on its first eligible bar"
-
-
-def test_a_gtc_stop_triggered_without_volume_stays_triggered_after_restart(path: Path) -> None:
-    venue = Venue(PARTIAL, VenueJournal(path))
-    venue.bar(0)
-    venue.submit("S", 10.0, order_type=OrderType.STOP, stop_price=100.5)
-    venue.bar(1, volume=0.0)  # triggers, nothing to fill
-
-    restarted, _ = restart(path)
-    restarted.bar(2, h=100.2, volume=1000.0)  # below the stop: fills only if still triggered
-
-    assert [f.fill_id for f in restarted.sink.fills] == ["S-F1"]
-
-
-def test_restore_needs_a_journal_and_a_new_broker(path: Path) -> None:
-    with pytest.raises(ConfigError, match="journal="):
-        Venue(PARTIAL).broker.restore()
-    used = Venue(PARTIAL, VenueJournal(path))
-    used.submit("A")
-    with pytest.raises(ConfigError, match="new broker"):
-        used.broker.restore()
-
-
-# -- crashes -----------------------------------------------------------------------------------
+# -- crashes (restarts replay the session: see test_exec_journal_replay.py) --------------------
 
 
 def test_dropping_the_broker_between_two_orders_loses_nothing_committed(path: Path) -> None:
@@ -427,7 +325,7 @@ def test_dropping_the_broker_between_two_orders_loses_nothing_committed(path: Pa
     venue.submit("B", 10.0, order_type=OrderType.LIMIT, limit_price=90.0)
     del venue
 
-    _, state = restart(path)
+    state = VenueJournal(path).load()
 
     assert [(o.client_order_id, o.status) for o in state.orders.values()] == [
         ("A", S.FILLED),
@@ -436,45 +334,74 @@ def test_dropping_the_broker_between_two_orders_loses_nothing_committed(path: Pa
     assert [f.fill_id for f in state.fills] == ["A-F1"]
 
 
-_KILLED_SESSION = """
-import os, signal, sys
-from ultrathink.core.clock import TestClock
-from ultrathink.core.enums import OrderType, Side
-from ultrathink.core.events import Bar, OrderRequest
-from ultrathink.execution.costs import PaperBrokerConfig
-from ultrathink.execution.journal import VenueJournal
-from ultrathink.execution.paper import PaperBroker
-
-class Sink:
-    def on_order_event(self, event): pass
-    def on_fill(self, fill, order): pass
-
-clock = TestClock(0)
-config = PaperBrokerConfig(max_volume_pct=10.0)
-broker = PaperBroker(config, clock, Sink(), VenueJournal(sys.argv[1]))
-broker.submit(OrderRequest("A", 0, "AAA", Side.BUY, 120.0, OrderType.LIMIT, 100.0))
-clock.set_ns(60_000_000_000)
-broker.on_bar(Bar(60_000_000_000, "AAA", 100.0, 101.0, 99.0, 100.0, 500.0))
-broker.submit(OrderRequest("B", clock.now_ns(), "AAA", Side.SELL, 5.0))
-os.kill(os.getpid(), signal.SIGKILL)
-"""
+# -- raw rows: what a restart's sync compares and writes ----------------------------------------
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_a_session_killed_with_sigkill_restarts_from_everything_committed(path: Path) -> None:
-    path.parent.mkdir(parents=True)
-    script = textwrap.dedent(_KILLED_SESSION)
+def test_raw_rows_are_the_stored_rows_in_submission_and_execution_order(path: Path) -> None:
+    journal = VenueJournal(path)
+    venue = Venue(PARTIAL, journal)
+    scripted_session(venue)
 
-    done = subprocess.run([sys.executable, "-c", script, str(path)], check=False, timeout=60)
+    orders, fills = journal.raw_rows()
 
-    assert done.returncode == -signal.SIGKILL
-    venue = Venue(PaperBrokerConfig(max_volume_pct=10.0), VenueJournal(path))
-    state = venue.broker.restore()
-    assert [(o.client_order_id, o.status) for o in state.orders.values()] == [
-        ("A", S.PARTIALLY_FILLED),
-        ("B", S.ACCEPTED),
-    ]
-    assert venue.broker.positions() == {"AAA": 50.0}
+    assert list(orders) == ["MKT", "LMT", "STP", "DAY", "BAD", "CXL"]
+    assert orders == {
+        r[0]: r for r in rows(path, f"SELECT {', '.join(ORDER_COLUMNS)} FROM venue_orders")
+    }
+    assert [Fill(*f) for f in fills] == venue.sink.fills
+    assert orders["STP"][ORDER_COLUMNS.index("is_triggered")] == 1  # as SQLite stores a bool
+
+
+def test_order_row_is_the_stored_row_of_an_order(path: Path) -> None:
+    journal = VenueJournal(path)
+    order = Order(request("A", tif=TimeInForce.DAY, order_type=OrderType.LIMIT, limit_price=9.5))
+    order.accept(3)
+    order.fill(MIN_NS, 10.0, 9.5)
+    fill = Fill(MIN_NS, "A", "A-F1", "AAA", Side.BUY, 10.0, 9.5, 0.1)
+
+    journal.record(order, fill, "why", updated_ns=MIN_NS + 1)
+
+    row = order_row(order, MIN_NS, "why", MIN_NS + 1)
+    assert len(row) == len(ORDER_COLUMNS)
+    stored = journal.raw_rows()[0]["A"]
+    assert stored == tuple(int(v) if isinstance(v, bool) else v for v in row)
+
+
+def test_write_rows_stores_prebuilt_records_like_record_does(tmp_path: Path) -> None:
+    by_record, by_rows = VenueJournal(tmp_path / "a.sqlite"), VenueJournal(tmp_path / "b.sqlite")
+    order = Order(request("A", quantity=20.0))
+    order.accept(0)
+    batch: list[tuple[tuple[object, ...], Fill | None]] = [(order_row(order, None, "", 0), None)]
+    by_record.record(order, updated_ns=0)
+    order.fill(MIN_NS, 5.0, 100.0)
+    fill = Fill(MIN_NS, "A", "A-F1", "AAA", Side.BUY, 5.0, 100.0, 0.0)
+    batch.append((order_row(order, MIN_NS, "", MIN_NS), fill))
+    by_record.record(order, fill)
+
+    by_rows.write_rows(batch)
+    by_rows.write_rows([])  # nothing to write: no transaction, no error
+
+    assert by_rows.raw_rows() == by_record.raw_rows()
+    assert by_rows.load().last_fill_ts == {"A": MIN_NS}
+
+
+def test_write_rows_is_one_transaction(path: Path) -> None:
+    journal = VenueJournal(path)
+    order = Order(request("A"))
+    order.accept(0)
+    order.fill(MIN_NS, 10.0, 100.0)
+    fill = Fill(MIN_NS, "A", "A-F1", "AAA", Side.BUY, 10.0, 100.0, 0.0)
+    journal.record(order, fill)
+    other = Order(request("B"))
+    other.accept(0)
+
+    with pytest.raises(PersistenceError, match=r"cannot write venue journal"):
+        journal.write_rows(
+            [(order_row(other, None, "", 0), None), (order_row(order, 1, "", 1), fill)]
+        )
+
+    orders, fills = journal.raw_rows()
+    assert list(orders) == ["A"] and len(fills) == 1  # B was not kept either
 
 
 # -- determinism -------------------------------------------------------------------------------

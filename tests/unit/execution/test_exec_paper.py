@@ -151,7 +151,7 @@ def test_open_orders_by_symbol_in_submission_order(venue: Venue) -> None:
     assert venue.broker.open_orders("AAA") == [a1, a2]
     assert venue.broker.open_orders("BBB") == [b1]
     assert venue.broker.open_orders("CCC") == []
-    assert venue.broker.open_orders() == [a1, a2, b1]
+    assert venue.broker.open_orders() == [a1, b1, a2]  # submission order (Broker contract)
 
 
 def test_positions_reflect_fills_and_omit_flat_symbols(venue: Venue) -> None:
@@ -380,11 +380,101 @@ def test_slippage_vol_mult_adds_to_fixed_slippage_per_symbol() -> None:
     venue.submit(Side.SELL, 1, symbol="AAA")
     venue.submit(Side.SELL, 1, symbol="BBB")
 
-    venue.bar(1, o=50.0, symbol="AAA")
-    venue.bar(1, o=10.0, symbol="BBB")
+    # fill bars wide enough for the slipped prices (a fill never leaves its bar's range)
+    venue.bar(1, o=50.0, h=51.0, lo=47.0, c=50.0, symbol="AAA")
+    venue.bar(1, o=10.0, h=10.1, lo=9.7, c=10.0, symbol="BBB")
 
     slips = {f.symbol: f.slippage_bps for f in venue.sink.fills}
     assert slips == pytest.approx({"AAA": 405.0, "BBB": 205.0})
+    prices = {f.symbol: f.price for f in venue.sink.fills}
+    assert prices == pytest.approx({"AAA": 50.0 * (1 - 0.0405), "BBB": 10.0 * (1 - 0.0205)})
+
+
+@pytest.mark.parametrize(
+    ("side", "bar", "expected_price", "expected_bps"),
+    [
+        # the open is the high: any slippage would buy above every traded price
+        (Side.BUY, (101.0, 101.0, 99.0), 101.0, 0.0),
+        # 50 bps wanted (100.5), the bar traded up to 100.2: 20 bps paid
+        (Side.BUY, (100.0, 100.2, 99.0), 100.2, 20.0),
+        # mirror: the open is the low, then a low 20 bps under the open
+        (Side.SELL, (99.0, 101.0, 99.0), 99.0, 0.0),
+        (Side.SELL, (100.0, 101.0, 99.8), 99.8, 20.0),
+    ],
+)
+def test_slipped_fill_is_capped_to_the_bar_range_and_records_the_slippage_paid(
+    side: Side, bar: tuple[float, float, float], expected_price: float, expected_bps: float
+) -> None:
+    venue = Venue(slippage_bps=50.0, commission_bps=10.0)
+    venue.submit(side, 3)
+
+    o, h, lo = bar
+    venue.bar(1, o=o, h=h, lo=lo, c=o)
+
+    [fill] = venue.sink.fills
+    assert fill.price == expected_price
+    assert fill.slippage_bps == pytest.approx(expected_bps, abs=1e-9)
+    assert fill.fee == pytest.approx(3 * expected_price * 0.001)  # on the price paid
+
+
+def test_slipped_stop_fill_is_capped_to_the_bar_range() -> None:
+    venue = Venue(slippage_bps=100.0)
+    venue.submit(Side.BUY, 1, order_type=OrderType.STOP, stop=102.0)
+
+    venue.bar(1, o=100.0, h=102.5, lo=99.0, c=102.0)  # triggers at 102; 103.02 never traded
+
+    [fill] = venue.sink.fills
+    assert fill.price == 102.5
+    assert fill.slippage_bps == pytest.approx(0.5 / 102.0 * 1e4)
+
+
+@st.composite
+def ohlc(draw: st.DrawFn) -> tuple[float, float, float, float]:
+    """A consistent bar: low <= open, close <= high (zero ranges included)."""
+    o = draw(st.floats(min_value=1.0, max_value=1_000.0))
+    c = o * (1 + draw(st.floats(min_value=-0.1, max_value=0.1)))
+    h = max(o, c) * (1 + draw(st.sampled_from([0.0, 1e-6, 0.001, 0.05])))
+    lo = min(o, c) * (1 - draw(st.sampled_from([0.0, 1e-6, 0.001, 0.05])))
+    return o, h, lo, c
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    previous=ohlc(),
+    fill_bar=ohlc(),
+    side=st.sampled_from([Side.BUY, Side.SELL]),
+    stop_at=st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0)),
+    slippage_bps=st.floats(min_value=0.0, max_value=1_000.0),
+    vol_mult=st.floats(min_value=0.0, max_value=10.0),
+)
+def test_every_fill_price_lies_in_the_bar_range_around_its_base_price(
+    previous: tuple[float, float, float, float],
+    fill_bar: tuple[float, float, float, float],
+    side: Side,
+    stop_at: float | None,
+    slippage_bps: float,
+    vol_mult: float,
+) -> None:
+    venue = Venue(slippage_bps=slippage_bps, slippage_vol_mult=vol_mult)
+    o, h, lo, c = fill_bar
+    venue.bar(0, *previous)  # the range volatility slippage is taken from
+    stop = None if stop_at is None else lo + stop_at * (h - lo)  # a stop the bar reaches
+    kind = OrderType.MARKET if stop is None else OrderType.STOP
+    venue.submit(side, 1, order_type=kind, stop=stop)
+
+    venue.bar(1, o, h, lo, c)
+
+    [fill] = venue.sink.fills
+    triggered_at = None if stop is None else max(o, stop) if side is Side.BUY else min(o, stop)
+    base = o if triggered_at is None else triggered_at
+    assert min(lo, base) <= fill.price <= max(h, base)
+    adverse = fill.price >= base if side is Side.BUY else fill.price <= base
+    assert adverse
+    # the recorded slippage is the one paid, never more than asked for
+    assert fill.slippage_bps == pytest.approx(abs(fill.price - base) / base * 1e4, abs=1e-6)
+    _, h0, l0, c0 = previous
+    asked = slippage_bps + vol_mult * (h0 - l0) / c0 * 1e4
+    assert fill.slippage_bps <= asked * (1 + 1e-9) + 1e-9
 
 
 def test_slippage_vol_mult_without_previous_bar_adds_nothing() -> None:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +310,189 @@ def test_unpicklable_model_is_rejected_before_writing(registry):
         )
 
     assert registry.latest() is None
+
+
+# --- broken registry files: one clear PersistenceError line, never a traceback --------------
+
+
+def resign(directory: Path, name: str, data: bytes) -> None:
+    """Write ``data`` as ``name`` and re-sign the manifest: the bytes then pass hashing."""
+    (directory / name).write_bytes(data)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["files"][name] = hashlib.sha256(data).hexdigest()
+    sign_manifest(directory, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+
+
+def sign_manifest(directory: Path, manifest: bytes) -> None:
+    (directory / "manifest.json").write_bytes(manifest)
+    digest = hashlib.sha256(manifest).hexdigest()
+    (directory / "manifest.sha256").write_text(f"{digest}  manifest.json\n")
+
+
+def replace_with_dir(directory: Path, name: str) -> None:
+    (directory / name).unlink()
+    (directory / name).mkdir()
+
+
+def replace_with_fifo(directory: Path, name: str) -> None:
+    (directory / name).unlink()
+    os.mkfifo(directory / name)
+
+
+def edit_info(**changes) -> object:
+    def apply(directory: Path) -> None:
+        info = json.loads((directory / "info.json").read_text())
+        info.update(changes)
+        info = {k: v for k, v in info.items() if v is not ...}
+        resign(directory, "info.json", json.dumps(info).encode())
+
+    return apply
+
+
+MISSING_MODULE_PICKLE = b"cno_such_module\nX\n."  # protocol 0: a global, then STOP
+
+BROKEN_VERSIONS = [
+    ("pkl-is-dir", lambda d: replace_with_dir(d, "model.pkl"), "model.pkl: is a directory"),
+    ("pkl-is-fifo", lambda d: replace_with_fifo(d, "model.pkl"), "model.pkl: is a special file"),
+    ("pkl-garbage", lambda d: resign(d, "model.pkl", b"garbage"), "cannot be unpickled"),
+    ("pkl-empty", lambda d: resign(d, "model.pkl", b""), "cannot be unpickled (EOFError"),
+    ("pkl-foreign", lambda d: resign(d, "model.pkl", MISSING_MODULE_PICKLE), "ModuleNotFound"),
+    ("info-is-dir", lambda d: replace_with_dir(d, "info.json"), "info.json: is a directory"),
+    ("info-garbage", lambda d: resign(d, "info.json", b"\xffnot json"), "not valid UTF-8 JSON"),
+    ("info-deep", lambda d: resign(d, "info.json", b"[" * 100_000), "not valid UTF-8 JSON"),
+    ("info-list", lambda d: resign(d, "info.json", b"[]"), "must be a JSON object, was list"),
+    ("info-no-field", edit_info(data_hash=...), "has no 'data_hash' field"),
+    ("info-ns-str", edit_info(created_ns="x"), "'created_ns' must be an integer, was 'x'"),
+    ("info-ns-bool", edit_info(created_ns=True), "'created_ns' must be an integer, was True"),
+    ("info-period", edit_info(train_period=[1]), "'train_period' must be a list of two"),
+    ("info-names", edit_info(feature_names="ret_1"), "'feature_names' must be a list of str"),
+    ("info-versions", edit_info(versions={"numpy": 2}), "'versions' must be an object of str"),
+    ("info-version", edit_info(version=7), "'version' must be a string, was 7"),
+    ("manifest-is-dir", lambda d: replace_with_dir(d, "manifest.json"), "is a directory"),
+    ("sidecar-is-dir", lambda d: replace_with_dir(d, "manifest.sha256"), "is a directory"),
+    ("sidecar-is-fifo", lambda d: replace_with_fifo(d, "manifest.sha256"), "a special file"),
+    ("manifest-garbage", lambda d: sign_manifest(d, b"\xff{"), "not valid UTF-8 JSON"),
+    ("manifest-list", lambda d: sign_manifest(d, b"[1]"), "must be a JSON object, was list"),
+    ("manifest-format", lambda d: sign_manifest(d, b'{"format": 2}'), "unsupported manifest"),
+    ("manifest-no-files", lambda d: sign_manifest(d, b'{"format": 1}'), "'files' must be"),
+    ("manifest-files-list",
+     lambda d: sign_manifest(d, b'{"format": 1, "files": ["model.pkl"]}'), "'files' must be"),
+    ("manifest-digest",
+     lambda d: sign_manifest(d, b'{"format": 1, "files": {"model.pkl": 5}}'), "hex SHA-256"),
+    ("manifest-escape",
+     lambda d: sign_manifest(d, b'{"format": 1, "files": {"../x": "' + b"0" * 64 + b'"}}'),
+     "entry '../x'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("breaks", "fragment"), [b[1:] for b in BROKEN_VERSIONS], ids=[b[0] for b in BROKEN_VERSIONS]
+)
+def test_a_broken_version_is_one_integrity_error(registry, model, breaks, fragment):
+    version = save(registry, model)
+    breaks(registry.root / version)
+
+    with pytest.raises(ModelIntegrityError) as info:
+        registry.load(version)
+
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
+    assert (
+        "nothing was loaded" in message
+        or "Save the model again" in message
+        or ("another version" in message)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"), [(b[0], b[2]) for b in BROKEN_VERSIONS if b[0].startswith("info")]
+)
+def test_show_and_list_refuse_broken_metadata_too(registry, model, name, fragment):
+    version = save(registry, model)
+    {b[0]: b[1] for b in BROKEN_VERSIONS}[name](registry.root / version)
+
+    with pytest.raises(ModelIntegrityError, match=re.escape(fragment)):
+        registry.show(version)
+    with pytest.raises(ModelIntegrityError, match=re.escape(fragment)):
+        registry.list()
+
+
+def test_an_unreadable_model_file_is_a_persistence_error(registry, model):
+    version = save(registry, model)
+    path = registry.root / version / "model.pkl"
+    path.chmod(0o000)
+    try:
+        if os.access(path, os.R_OK):
+            pytest.skip("this user reads any file whatever its mode (root / CAP_DAC_OVERRIDE)")
+        with pytest.raises(PersistenceError, match="cannot be read"):
+            registry.load(version)
+    finally:
+        path.chmod(0o644)
+
+
+BROKEN_STATES = [
+    ("garbage", b"not json", "not valid UTF-8 JSON"),
+    ("binary", b"\xff\xfe\x00", "not valid UTF-8 JSON"),
+    ("deep", b"[" * 100_000, "not valid UTF-8 JSON (nested too deeply)"),
+    ("list", b"[]", "must be a JSON object, was list"),
+    ("format", b'{"format": 2, "stack": [], "history": []}', "unsupported format '2'"),
+    ("no-stack", b'{"format": 1, "history": []}', "'stack' must be a list of version ids"),
+    ("stack-ints", b'{"format": 1, "stack": [1], "history": []}', "'stack' must be a list"),
+    ("history-dict", b'{"format": 1, "stack": [], "history": {}}', "'history' must be a list"),
+    ("event-partial", b'{"format": 1, "stack": [], "history": [{"action": "promote"}]}',
+     "history[0] must be an object with action, version, previous, ts_ns, at"),
+    ("event-types", b'{"format": 1, "stack": [], "history": [{"action": "promote", '
+     b'"version": "v0001", "previous": null, "ts_ns": true, "at": ""}]}', "history[0]"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"), [b[1:] for b in BROKEN_STATES], ids=[b[0] for b in BROKEN_STATES]
+)
+@pytest.mark.parametrize("operation", ["production", "history", "load", "promote", "rollback"])
+def test_a_broken_registry_json_is_one_persistence_error(
+    registry, model, content, fragment, operation
+):
+    version = save(registry, model)
+    (registry.root / "registry.json").write_bytes(content)
+    call = {"promote": lambda: registry.promote(version)}.get(
+        operation, getattr(registry, operation)
+    )
+
+    with pytest.raises(PersistenceError) as info:
+        call()
+
+    message = str(info.value)
+    assert not isinstance(info.value, ModelIntegrityError)  # the models are fine
+    assert fragment in message and "registry.json" in message and "\n" not in message
+    assert "restore registry.json from a backup" in message
+
+
+def test_a_registry_json_directory_is_not_an_empty_history(registry, model):
+    # it used to read as "nothing promoted", so load() silently fell back to the latest
+    save(registry, model)
+    (registry.root / "registry.json").mkdir()
+
+    with pytest.raises(PersistenceError, match=r"registry\.json: is a directory"):
+        registry.load()
+
+
+def test_a_registry_root_that_is_a_file_is_refused(tmp_path, model):
+    root = tmp_path / "models"
+    root.write_text("not a directory")
+    registry = ModelRegistry(root)
+
+    with pytest.raises(PersistenceError, match="is not a directory"):
+        registry.list()
+    with pytest.raises(PersistenceError, match="cannot write"):
+        save(registry, model)
+
+
+def test_a_lock_file_that_is_a_directory_is_refused(registry, model):
+    version = save(registry, model)
+    (registry.root / ".lock").unlink()
+    (registry.root / ".lock").mkdir()
+
+    with pytest.raises(PersistenceError, match=r"cannot write \(Is a directory"):
+        registry.promote(version)

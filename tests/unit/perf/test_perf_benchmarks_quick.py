@@ -8,8 +8,10 @@ import pytest
 
 from ultrathink.perf import registry, run_benchmark
 
-# (benchmark, smallest plausible value): a broken benchmark returns 0 or nonsense
-FLOORS = {"ops/s": 100.0, "s": 1e-6, "us": 0.05, "MB": 10.0}
+# (unit, smallest plausible value): a broken benchmark returns 0 or nonsense. Not budgets
+# (those are `-m bench`): the throughput floor sits ~25x below the slowest quick benchmark
+# measured on a 2-core machine at load average 18, so load alone cannot trip it
+FLOORS = {"ops/s": 100.0, "s": 1e-6, "us": 0.05, "MB": 10.0, "x": 0.05}
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""The sampling profiler: which bars it times, what it measures, its exports, and that a
-profiled run trades exactly as an unprofiled one.
+"""The sampling profiler: which bars it times, what it measures, what it may touch, its
+exports, and that a profiled run trades exactly as an unprofiled one.
 
 Timings are checked with a fake clock that the fake stages advance by known amounts, so
 no test asserts wall-clock time.
@@ -7,10 +7,12 @@ no test asserts wall-clock time.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,17 +21,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from ultrathink.core.events import Bar
+from ultrathink.core.timing import TimingPoint
 from ultrathink.data import MarketData, load_data
 from ultrathink.decision.builtin import SmaCross
 from ultrathink.decision.ml import MLStrategy, ModelBundle
 from ultrathink.decision.strategy import Strategy
-from ultrathink.engine import runner
 from ultrathink.engine.config import EngineConfig, HardeningConfig
+from ultrathink.engine.kernel import Kernel, Stages
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.results import RunResult
-from ultrathink.engine.runner import RunSpec, build_kernel, run
+from ultrathink.engine.runner import run
+from ultrathink.engine.spec import RunSpec
+from ultrathink.engine.wiring import Engine, build_engine
 from ultrathink.errors import ConfigError, StrategyError
 from ultrathink.features.spec import FEATURE_INDEX, FEATURE_NAMES
+from ultrathink.features.streaming import StreamingFeatures
 from ultrathink.perf.process import GcMonitor, ProcessSample
 from ultrathink.perf.profiler import (
     RUN_SCHEMA,
@@ -55,14 +61,62 @@ class FakeClock:
         self.now += ns
 
 
+class FakeStrategy:
+    """The strategy side of a ``FakeKernel``: a name and per-symbol timing points."""
+
+    name = "fake"
+
+    def __init__(self, per_symbol: dict[str, list[TimingPoint]]) -> None:
+        self.per_symbol = per_symbol
+
+    def symbol_timing_points(self, symbol: str) -> list[TimingPoint]:
+        return list(self.per_symbol.get(symbol, ()))
+
+
+class FakeKernel:
+    """What the profiler reads of a ``Kernel``: its strategy, the timing points its components
+    declare, its exact timing point (``_flush``) and the run's counters."""
+
+    def __init__(
+        self,
+        points: Sequence[TimingPoint] = (),
+        symbol_points: dict[str, list[TimingPoint]] | None = None,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
+        self.strategy = FakeStrategy(symbol_points or {})
+        self.parts = SimpleNamespace(router=SimpleNamespace(n_orders=0))
+        self.recorder = SimpleNamespace(all_fills=[])
+        self.n_bars = 0
+        self._points = list(points)
+        self._flush = flush if flush is not None else (lambda: None)
+
+    def timing_points(self) -> list[TimingPoint]:
+        return list(self._points)
+
+    def exact_timing_points(self) -> list[TimingPoint]:
+        return [TimingPoint("persistence_queue", self, "_flush")]
+
+
+def as_kernel(kernel: FakeKernel) -> Kernel:
+    return kernel  # type: ignore[return-value]
+
+
 def decision_ns(n: int) -> int:
     # a different, known on_bar duration for every bar: 1..97 µs
     return 1_000 * (1 + n % 97)
 
 
-def drive(prof: Profiler, clock: FakeClock, n_bars: int) -> list[int]:
+def drive(
+    prof: Profiler,
+    clock: FakeClock,
+    n_bars: int,
+    kernel: FakeKernel | None = None,
+    inside_on_bar: Callable[[int], None] | None = None,
+) -> list[int]:
     """Run ``n_bars`` through the kernel's sampling protocol with fake stages; return the
-    indices of the bars that ran with timed stages."""
+    indices of the bars that ran with timed stages. ``inside_on_bar(n)`` runs within the
+    strategy's ``on_bar`` (e.g. calls through declared timing points)."""
+    kernel = kernel if kernel is not None else FakeKernel()
     state = {"n": 0}
 
     def broker_on_bar(bar: Bar) -> None:
@@ -80,29 +134,33 @@ def drive(prof: Profiler, clock: FakeClock, n_bars: int) -> list[int]:
 
     def on_bar(bar: Bar) -> None:
         clock.spend(decision_ns(state["n"]))
+        if inside_on_bar is not None:
+            inside_on_bar(state["n"])
 
     updaters: dict[str, tuple[Callable[[float], object], ...]] = {"X": (update,)}
-    plain = (broker_on_bar, mark, on_equity, updaters, on_bar)
+    plain: Stages = (broker_on_bar, mark, on_equity, updaters, on_bar)
     stages = plain
     probed = []
-    at = prof.start()
+    at = prof.start(as_kernel(kernel))
     for n in range(n_bars):
         state["n"] = n
         clock.spend(10)  # the market-data gap before the kernel sees the bar
         bar = Bar(n, "X", 1.0, 1.0, 1.0, 1.0, 1.0)
         if n == at:
-            at, stages = prof.switch(n, bar, plain)  # type: ignore[arg-type]
+            at, stages = prof.switch(n, bar, plain)
         if stages is not plain:
             probed.append(n)
         b_on_bar, s_mark, s_equity, s_updaters, s_on_bar = stages
         b_on_bar(bar)
         s_mark("X", 1.0)
         s_equity(n, 1.0)
-        for up in s_updaters.get("X"):  # type: ignore[union-attr]
+        ups = s_updaters.get("X")  # as the kernel reads them
+        assert ups is not None
+        for up in ups:
             up(1.0)
         s_on_bar(bar)
+    kernel.n_bars = n_bars  # as the kernel does before it stops the profiler
     prof.stop()
-    prof.n_bars = n_bars  # a kernel's profiler reads it from the kernel
     return probed
 
 
@@ -124,6 +182,7 @@ def test_one_bar_in_n_is_recorded_at_k_n_plus_half_n_after_its_warmup_bars(
     assert all(n % 64 in (30, 31, 32) for n in probed)  # 2 warm-up bars, then the recorded
     assert prof.n_sampled == len(recorded)
     assert prof.stages["decision"].n == prof.stages["bar"].n == prof.n_sampled
+    assert prof.n_bars == 64 * 200  # read from the kernel when the loop stops
 
 
 @pytest.mark.parametrize(("every", "expected"), [(1, 198), (2, 99)])
@@ -137,7 +196,7 @@ def test_small_n_probes_every_bar_and_records_one_in_n(every: int, expected: int
 
 def test_a_real_run_records_about_n_bars_over_n(sma_data: MarketData) -> None:
     with ProfileSession(256) as session:
-        result = run(RunSpec(SmaCross(), sma_data, EngineConfig()))
+        result = run(RunSpec(SmaCross(), sma_data, EngineConfig(), profiler=session.profiler_for))
     (prof,) = session.runs
     assert prof.n_bars == result.n_bars == N_BARS
     assert abs(prof.n_sampled - N_BARS / 256) <= 2
@@ -183,23 +242,210 @@ def test_bottleneck_ranks_stages_by_share_of_estimated_time(
 
 def test_exact_stages_are_timed_every_call_and_kept_out_of_the_sampled_bar() -> None:
     clock = FakeClock()
+    kernel = FakeKernel(flush=lambda: clock.spend(5_000))
     prof = Profiler(4, timer=clock, warmup_bars=0)
-    prof.start()
-    plain = (lambda b: None, lambda s, c: 0.0, lambda t, e: None, {}, lambda b: None)
+    assert prof.start(as_kernel(kernel)) == 6  # k·N + N/2 from the second block on
+    plain: Stages = (lambda b: None, lambda s, c: 0.0, lambda t, e: None, {}, lambda b: None)
     bar = Bar(0, "X", 1.0, 1.0, 1.0, 1.0, 1.0)
-    flush = prof._exact_probe(lambda: clock.spend(5_000), "persistence_queue")
-    prof._next = 6
-    _, stages = prof.switch(6, bar, plain)  # type: ignore[arg-type]
-    flush()  # a flush inside the recorded bar: exact, not the bar's
+    _, stages = prof.switch(6, bar, plain)
+    kernel._flush()  # a flush inside the recorded bar: exact, not the bar's
     stages[1]("X", 1.0)
     clock.spend(700)  # kernel glue: "other"
     stages[4](bar)
-    prof.switch(7, bar, plain)  # type: ignore[arg-type]
-    flush()  # and one outside any sample
+    prof.switch(7, bar, plain)
+    kernel._flush()  # and one outside any sample
     assert prof.exact["persistence_queue"].n == 2
     assert prof.exact["persistence_queue"].total_ns == 10_000
     assert prof.stages["bar"].total_ns == 700
     assert prof.stages["other"].total_ns == 700
+
+
+# -- what it may touch: the timing points components declare (core/timing.py) ----------------
+class Scorer:
+    """A slotted helper: ``score`` is declared as a timing point, ``spare`` never is, and
+    ``unset`` is a slot that never gets a value."""
+
+    __slots__ = ("score", "spare", "unset")
+
+    def __init__(self, score: Callable[..., object], spare: Callable[..., object]) -> None:
+        self.score = score
+        self.spare = spare
+
+
+class SymbolState:
+    """Per-symbol state whose ``update`` slot is a declared timing point (``features``)."""
+
+    __slots__ = ("n", "plain", "update")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.update = self.plain = self._update
+
+    def _update(self, close: float) -> None:
+        self.n += 1
+
+
+def test_a_declared_timing_point_is_timed_into_its_stage_and_out_of_its_callers() -> None:
+    clock = FakeClock()
+
+    def score() -> None:
+        clock.spend(400)
+
+    def spare() -> None:
+        clock.spend(1)
+
+    scorer = Scorer(score, spare)
+    state = SymbolState()
+    kernel = FakeKernel(
+        [TimingPoint("model", scorer, "score")],
+        {"X": [TimingPoint("features", state, "update")]},
+    )
+    seen: list[tuple[bool, bool, bool]] = []
+
+    def inside(n: int) -> None:
+        seen.append((scorer.score is not score, state.update != state.plain,
+                     scorer.spare is not spare))  # fmt: skip
+        scorer.score()
+        state.update(1.0)
+        scorer.spare()
+
+    prof = Profiler(64, timer=clock, warmup_bars=2)
+    probed = drive(prof, clock, 64 * 50, kernel, inside)
+
+    # probes on the probed bars only, and never on what was not declared
+    assert [n for n, (s, _, _) in enumerate(seen) if s] == probed
+    assert [n for n, (_, u, _) in enumerate(seen) if u] == probed
+    assert not any(sp for _, _, sp in seen)
+    # their time goes to their stage and out of on_bar's (the strategy's decision)
+    stages = prof.to_json()["stages"]
+    recorded = [n for n in probed if n % 64 == 32]
+    assert stages["model"]["count"] == len(recorded)
+    assert stages["model"]["max_us"] == pytest.approx(0.4, rel=1e-3)
+    assert stages["features"]["p50_us"] == pytest.approx(0.3, rel=1e-3)  # indicators
+    assert stages["features"]["mean_us"] == pytest.approx(0.3, rel=1e-3)  # + state: 0 ns
+    assert stages["decision"]["mean_us"] == pytest.approx(
+        (np.mean([decision_ns(n) for n in recorded]) + 1) / 1e3  # + spare's 1 ns, undeclared
+    )
+    assert prof.to_json()["probes"]["per_sampled_bar"] == 7  # 5 kernel stages + 2 declared
+    # and everything is put back: the same objects, no attribute added
+    assert scorer.score is score and scorer.spare is spare and state.update == state.plain
+    assert not hasattr(scorer, "unset") and prof._undo == prof._undo_bar == []
+
+
+def _score(close: float) -> float:
+    return close
+
+
+def _spare() -> None:
+    pass
+
+
+def _helper() -> None:
+    pass
+
+
+class Declaring(Strategy):
+    """Declares a timing point on a slot of its helper and one per symbol; also calls an
+    undeclared slot and an undeclared instance attribute on every bar, and records, per bar,
+    which of them held a probe."""
+
+    name = "declaring"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scorer = Scorer(_score, _spare)
+        self.helper = _helper  # an undeclared instance attribute
+        self.states: dict[str, SymbolState] = {}
+        self.extra: list[TimingPoint] = []  # more declared points (see the tests)
+        #: per bar: (score probed, own state probed, another state probed, spare, helper)
+        self.seen: list[tuple[bool, bool, bool, bool, bool]] = []
+
+    def on_bar(self, bar: Bar) -> None:
+        states = self.states
+        st = states.get(bar.symbol)
+        if st is None:
+            st = states[bar.symbol] = SymbolState()
+        self.seen.append((
+            self.scorer.score is not _score,
+            st.update != st.plain,
+            any(s.update != s.plain for sym, s in states.items() if sym != bar.symbol),
+            self.scorer.spare is not _spare,
+            self.helper is not _helper,
+        ))  # fmt: skip
+        st.update(bar.close)
+        self.scorer.score(bar.close)
+        self.scorer.spare()
+        self.helper()
+
+    def timing_points(self) -> list[TimingPoint]:
+        return [TimingPoint("model", self.scorer, "score"), *self.extra]
+
+    def symbol_timing_points(self, symbol: str) -> list[TimingPoint]:
+        st = self.states.get(symbol)
+        return [TimingPoint("features", st, "update")] if st is not None else []
+
+
+def profiled_engine(spec: RunSpec, session: ProfileSession) -> Engine:
+    spec = dataclasses.replace(spec, profiler=session.profiler_for)
+    return build_engine(spec, Recorder(None, 1e5))
+
+
+def test_the_profiler_reaches_only_the_timing_points_a_strategy_declares(
+    ml_data: MarketData,
+) -> None:
+    strategy = Declaring()
+    with ProfileSession(4) as session:
+        engine = profiled_engine(RunSpec(strategy, ml_data, EngineConfig()), session)
+        engine.kernel.run(ml_data)
+    prof = session.runs[0]
+
+    seen = strategy.seen
+    assert len(seen) == len(ml_data)
+    # N = 4, 2 warm-up bars: bars 4k, 4k+1 warm the probes, 4k+2 is recorded (k >= 1)
+    probed = [n for n in range(len(seen)) if n >= 4 and n % 4 != 3]
+    assert [n for n, row in enumerate(seen) if row[0]] == probed
+    assert [n for n, row in enumerate(seen) if row[1]] == probed  # the bar's own symbol ...
+    assert not any(row[2] for row in seen)  # ... never another symbol's state
+    assert not any(row[3] or row[4] for row in seen)  # undeclared: never touched
+    assert prof.stages["model"].n == prof.stages["features"].n == prof.n_sampled > 0
+    # put back: the declared slots hold their own values again, nothing was added
+    assert strategy.scorer.score is _score and strategy.scorer.spare is _spare
+    assert all(st.update == st.plain for st in strategy.states.values())
+    assert strategy.helper is _helper and not hasattr(strategy.scorer, "unset")
+    assert prof._undo == prof._undo_bar == [] and not prof._active
+
+
+def test_declared_points_that_cannot_be_swapped_in_place_are_left_alone(
+    ml_data: MarketData,
+) -> None:
+    strategy = Declaring()
+    plain_attrs = set(vars(strategy))
+    strategy.extra = [
+        TimingPoint("model", strategy, "on_bar"),  # a method: a swap would add an attribute
+        TimingPoint("model", strategy.scorer, "unset"),  # a slot without a value
+        TimingPoint("model", strategy, "no_such_attribute"),
+        TimingPoint("model", None, "score"),  # no owner
+    ]
+    with ProfileSession(4) as session:
+        engine = profiled_engine(RunSpec(strategy, ml_data, EngineConfig()), session)
+        engine.kernel.run(ml_data)
+
+    assert any(row[0] for row in strategy.seen)  # the declared slot was probed ...
+    assert not any(row[3] for row in strategy.seen)  # ... the others never
+    assert set(vars(strategy)) == plain_attrs  # no "on_bar" shadowing the method
+    assert not hasattr(strategy.scorer, "unset")
+    assert not hasattr(strategy, "no_such_attribute")
+    assert session.runs[0]._undo == []
+
+
+def test_a_timing_point_naming_no_stage_is_refused(ml_data: MarketData) -> None:
+    strategy = Declaring()
+    strategy.extra = [TimingPoint("feature", strategy.scorer, "spare")]  # "features" misspelt
+
+    with ProfileSession(4) as session:
+        engine = profiled_engine(RunSpec(strategy, ml_data, EngineConfig()), session)
+        with pytest.raises(ConfigError, match="names stage 'feature'; stages are market_data"):
+            engine.kernel.run(ml_data)
 
 
 # -- exports ---------------------------------------------------------------------------------
@@ -208,6 +454,7 @@ def test_json_schema(fake_run: tuple[Profiler, list[int]]) -> None:
     doc = json.loads(json.dumps(prof.to_json()))
     assert doc["schema"] == RUN_SCHEMA
     assert doc["sample_every"] == 64 and doc["n_sampled_bars"] == prof.n_sampled
+    assert doc["strategy"] == "fake"
     summary_keys = {"count", "mean_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us",
                     "total_s"}  # fmt: skip
     assert set(doc["stages"]) == {*STAGES, "other"}
@@ -224,13 +471,15 @@ def test_json_schema(fake_run: tuple[Profiler, list[int]]) -> None:
 def test_session_json_has_every_run_and_the_whole_process(sma_data: MarketData) -> None:
     with ProfileSession(512) as session:
         for fast in (5, 10):
-            run(RunSpec(SmaCross(fast=fast, slow=30), sma_data, EngineConfig()))
+            spec = RunSpec(SmaCross(fast=fast, slow=30), sma_data, EngineConfig())
+            run(dataclasses.replace(spec, profiler=session.profiler_for))
     doc = session.to_json()
     assert doc["schema"] == SESSION_SCHEMA
     assert [r["label"] for r in doc["runs"]] == ["1", "2"]
     assert doc["process"]["wall_s"] > 0 and doc["process"]["rss_peak_mb"] > 0
     assert doc["runs"][0]["gc"]["enabled_at_start"] is False  # the kernel pauses the GC
     assert doc["runs"][0]["throughput"]["fills"] > 0
+    assert doc["runs"][0]["strategy"] == "sma_cross"
 
 
 def test_prometheus_text_parses(fake_run: tuple[Profiler, list[int]]) -> None:
@@ -269,7 +518,7 @@ def same_run(a: RunResult, b: RunResult) -> None:
 
 def profiled(spec: RunSpec, sample_every: int) -> tuple[RunResult, Profiler]:
     with ProfileSession(sample_every) as session:
-        result = run(spec)
+        result = run(dataclasses.replace(spec, profiler=session.profiler_for))
     return result, session.runs[0]
 
 
@@ -314,25 +563,58 @@ def test_ml_strategy_on_three_symbols_trades_the_same_with_the_profiler(
     same_run(plain, result)
     assert plain.latency_us is not None and result.latency_us is not None
     assert plain.latency_us["count"] == result.latency_us["count"]
-    for stage in ("model", "features", "execution", "portfolio"):
+    for stage in ("model", "features", "risk", "execution", "portfolio"):
         assert prof.stages[stage].n > 0, stage
 
 
+def _components(engine: Engine) -> dict[str, object]:
+    parts = engine.parts
+    strategy = parts.strategy
+    assert isinstance(strategy, MLStrategy)
+    return {
+        "kernel": engine.kernel, "router": parts.router, "booker": parts.booker,
+        "risk": parts.risk, "broker": parts.broker, "portfolio": parts.portfolio,
+        "facade": parts.facade, "strategy": strategy, "bundle": strategy.bundle,
+        **{f"symbol {s}": st for s, st in strategy._symbols.items()},
+    }  # fmt: skip
+
+
+def _attributes(obj: object) -> set[str]:
+    # instance attributes (a slotted object has none to add)
+    return set(vars(obj)) if hasattr(obj, "__dict__") else set()
+
+
 def test_probed_bars_leave_every_component_as_it_was(ml_data: MarketData) -> None:
-    strategy = ml_strategy()
-    with ProfileSession(4):
-        kernel = build_kernel(RunSpec(strategy, ml_data, EngineConfig()), Recorder(None, 1e5))
-    kernel.run(ml_data)
-    ctx = kernel.ctx
-    assert (type(ctx.risk), type(ctx.broker), type(ctx.portfolio)) == (
-        type(kernel.risk), type(kernel.broker), type(kernel.portfolio)
-    )  # fmt: skip
-    assert ctx.risk is kernel.risk and ctx.portfolio is kernel.portfolio
-    assert isinstance(strategy.bundle.predict_row, HashModel)  # type: ignore[union-attr]
-    assert all(type(s.features).__name__ == "StreamingFeatures" for s in strategy._symbols.values())
+    plain = build_engine(RunSpec(ml_strategy(), ml_data, EngineConfig()), Recorder(None, 1e5))
+    plain.kernel.run(ml_data)
+    with ProfileSession(4) as session:
+        engine = profiled_engine(RunSpec(ml_strategy(), ml_data, EngineConfig()), session)
+        declared = engine.kernel.timing_points()
+        before = [getattr(p.owner, p.attr) for p in declared]
+        engine.kernel.run(ml_data)
+    prof = session.runs[0]
+    assert prof.stages["model"].n > 0 and prof.stages["risk"].n > 0  # the probes ran
+
+    # the components' declared timing points (router, booking, the model) hold their own
+    # values again, and each symbol's streaming features its own ``update``
+    assert {(type(p.owner).__name__, p.attr) for p in declared} >= {
+        ("OrderRouter", "_check"), ("OrderRouter", "_submit"), ("OrderRouter", "_cancel"),
+        ("ExecutionBooker", "_apply_fill"), ("ModelBundle", "predict_row"),
+    }  # fmt: skip
+    for point, value in zip(declared, before, strict=True):
+        assert getattr(point.owner, point.attr) is value, point
+    strategy = engine.parts.strategy
+    assert isinstance(strategy, MLStrategy) and isinstance(strategy.bundle, ModelBundle)
+    assert isinstance(strategy.bundle.predict_row, HashModel)
+    for st in strategy._symbols.values():
+        assert type(st.features) is StreamingFeatures
+        assert st.update.__self__ is st.features  # type: ignore[attr-defined]
+        assert st.update.__func__ is StreamingFeatures.update  # type: ignore[attr-defined]
+    assert prof._undo == prof._undo_bar == [] and not prof._active
     # values were swapped, never new instance attributes added (they slow every bar)
-    assert "check" not in vars(kernel.risk) and "apply_fill" not in vars(kernel.portfolio)
-    assert "submit" not in vars(kernel.broker)
+    assert {k: _attributes(v) for k, v in _components(engine).items()} == {
+        k: _attributes(v) for k, v in _components(plain).items()
+    }
 
 
 class FailsAt(Strategy):
@@ -351,13 +633,22 @@ class FailsAt(Strategy):
 
 
 def test_a_strategy_error_on_a_probed_bar_leaves_no_probe_behind(sma_data: MarketData) -> None:
-    spec = RunSpec(FailsAt(10), sma_data, EngineConfig())
-    with ProfileSession(4) as session, pytest.raises(StrategyError, match="boom"):
-        kernel = build_kernel(spec, Recorder(None, 1e5))
-        kernel.run(sma_data)
-    assert session.runs[0]._undo == [] and not session.runs[0]._active
-    assert type(kernel.ctx.risk).__name__ == "RiskEngine"
-    assert type(kernel.ctx.portfolio).__name__ == "Portfolio"
+    with ProfileSession(4) as session:
+        engine = profiled_engine(RunSpec(FailsAt(10), sma_data, EngineConfig()), session)
+        declared = engine.kernel.timing_points()
+        before = [getattr(p.owner, p.attr) for p in declared]
+        with pytest.raises(StrategyError, match="boom"):
+            engine.kernel.run(sma_data)
+    prof = session.runs[0]
+    # it raised on bar 10 = 2·4 + 2, a recorded bar: that open sample is dropped
+    assert prof.n_sampled == 1  # bar 6
+    assert prof._undo == prof._undo_bar == [] and not prof._active
+    assert declared and all(
+        getattr(p.owner, p.attr) is value for p, value in zip(declared, before, strict=True)
+    )
+    router = engine.parts.router
+    assert router._check == engine.parts.risk.check
+    assert router._submit == engine.parts.broker.submit
 
 
 # -- wiring ----------------------------------------------------------------------------------
@@ -373,17 +664,24 @@ def test_sample_every_must_be_a_power_of_two() -> None:
 def test_profiling_asked_by_the_config_needs_a_profiler(sma_data: MarketData) -> None:
     spec = RunSpec(SmaCross(), sma_data, EngineConfig(profile_sample_every=256))
     with pytest.raises(ConfigError, match="ultrathink profile"):
-        build_kernel(spec, Recorder(None, 1e5))
+        build_engine(spec, Recorder(None, 1e5))
     with ProfileSession() as session:
-        kernel = build_kernel(spec, Recorder(None, 1e5))
+        kernel = profiled_engine(spec, session).kernel
     assert kernel.profiler is session.runs[0] and session.runs[0].sample_every == 256
+    with ProfileSession(64) as session:  # the session's N wins over the run's
+        profiled_engine(spec, session)
+    assert session.runs[0].sample_every == 64
 
 
-def test_the_session_uninstalls_its_factory() -> None:
-    before = runner._profiler_factory
-    with ProfileSession(64):
-        assert runner._profiler_factory is not None
-    assert runner._profiler_factory is before is None
+def test_a_session_profiles_only_the_runs_given_its_factory(sma_data: MarketData) -> None:
+    # nothing is installed globally: a run without RunSpec.profiler is not profiled, even
+    # inside an active session
+    with ProfileSession(64) as session:
+        engine = build_engine(RunSpec(SmaCross(), sma_data, EngineConfig()), Recorder(None, 1e5))
+        result = run(RunSpec(SmaCross(), sma_data, EngineConfig()))
+    assert engine.kernel.profiler is None
+    assert result.n_bars == N_BARS and session.runs == []
+    assert session.to_json()["runs"] == []
 
 
 # -- process readings ------------------------------------------------------------------------

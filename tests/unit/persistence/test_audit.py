@@ -9,13 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from ultrathink.errors import AuditError, PersistenceError
+from ultrathink.errors import AuditError, ConfigError, PersistenceError
 from ultrathink.persistence import StoreWriter, WriteBatch, verify_audit
 from ultrathink.persistence import audit as audit_module
 from ultrathink.persistence.audit import GENESIS_HASH, append_audit, canonical, row_hash
 from ultrathink.persistence.db import connect, migrate
 
-N_ROWS = 3 * 20 + 2 * 10 + 1  # 20 filled orders, 10 accepted only, 1 extra row
+# 2 runs created, 1 extra row, 20 filled orders (approval, ACCEPTED, fill, FILLED) and
+# 10 accepted only (approval, ACCEPTED).
+N_ROWS = 2 + 1 + 4 * 20 + 2 * 10
+# Batch rows are in time order: order i of run 1's first batch has its approval at seq
+# 4 + 4i, ACCEPTED at 5 + 4i, its fill at 6 + 4i and FILLED at 7 + 4i.
+APPROVAL_9, FILL_6, EXTRA = 40, 30, 3
 
 
 @pytest.fixture
@@ -64,26 +69,38 @@ def test_update_and_delete_are_rejected_by_triggers(chain: Path, raw_sql) -> Non
     assert verify_audit(chain).ok
 
 
+EDITED = f"seq {APPROVAL_9}: hash does not match the row's content (row edited)"
+
+
 @pytest.mark.parametrize(
-    ("column", "value"),
-    [("quantity", "quantity + 1"), ("status", "'FILLED'"), ("detail", "'forged'"),
-     ("ts_ns", "ts_ns - 1"), ("run_id", "NULL")],
+    ("column", "value", "consequences"),
+    [("quantity", "quantity + 1", []), ("status", "'FILLED'", []), ("detail", "'forged'", []),
+     ("ts_ns", "ts_ns - 1", []),
+     # the approval moves out of its order's rows: the order is left without one
+     ("run_id", "NULL", ["run 1 order O-1-000000009: audited (seq 41) without a risk decision "
+                         "(no risk.approved or risk.denied row)"])],
 )  # fmt: skip
-def test_an_edited_row_is_reported_with_its_seq(chain: Path, raw_sql, column, value) -> None:
+def test_an_edited_row_is_reported_with_its_seq(
+    chain: Path, raw_sql, column, value, consequences
+) -> None:
     raw_sql(
         chain,
         "DROP TRIGGER audit_log_no_update",
-        f"UPDATE audit_log SET {column} = {value} WHERE seq = 40",
+        f"UPDATE audit_log SET {column} = {value} WHERE seq = {APPROVAL_9}",
     )
 
     report = verify_audit(chain)
 
+    # the edited row no longer vouches for anything: its mismatches with the tables are not
+    # reported again
     assert not report.ok
-    assert report.problems == ["seq 40: hash does not match the row's content (row edited)"]
+    assert report.problems == [EDITED, *consequences]
 
 
 def test_a_deleted_middle_row_is_reported(chain: Path, raw_sql) -> None:
-    raw_sql(chain, "DROP TRIGGER audit_log_no_delete", "DELETE FROM audit_log WHERE seq = 30")
+    raw_sql(
+        chain, "DROP TRIGGER audit_log_no_delete", f"DELETE FROM audit_log WHERE seq = {FILL_6}"
+    )
 
     report = verify_audit(chain)
 
@@ -91,23 +108,25 @@ def test_a_deleted_middle_row_is_reported(chain: Path, raw_sql) -> None:
         "seq 31: gap after seq 29 (1 row(s) missing)",
         "seq 31: prev_hash does not link to the hash of seq 29 (row deleted, inserted or "
         "reordered)",
+        "run 1 fill F-1-000000006 (order O-1-000000006): no fill audit row; the fill was "
+        "inserted behind the audit's back, or its audit row was deleted",
     ]
 
 
 def test_a_forged_row_in_place_of_a_deleted_one_is_reported(chain: Path, raw_sql) -> None:
     # The forger recomputes the forged row's own hash from its predecessor; the successor's
     # prev_hash still names the original row.
-    original = _fields(chain, raw_sql, 30)
+    original = _fields(chain, raw_sql, EXTRA)
     forged = (*original[:9], "forged detail")
     forged_row = (*forged, original[10], row_hash(original[10], forged))
-    raw_sql(chain, "DROP TRIGGER audit_log_no_delete", "DELETE FROM audit_log WHERE seq = 30")
+    raw_sql(chain, "DROP TRIGGER audit_log_no_delete", f"DELETE FROM audit_log WHERE seq = {EXTRA}")
     raw_sql(chain, "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             params=forged_row)  # fmt: skip
 
     report = verify_audit(chain)
 
     assert report.problems == [
-        "seq 31: prev_hash does not link to the hash of seq 30 (row deleted, inserted or reordered)"
+        "seq 4: prev_hash does not link to the hash of seq 3 (row deleted, inserted or reordered)"
     ]
 
 
@@ -121,7 +140,10 @@ def test_a_row_appended_behind_the_writers_back_is_reported(chain: Path, raw_sql
 
     assert report.problems == [
         f"audit_head is at seq {N_ROWS} but the last row is seq {N_ROWS + 1}: rows were deleted "
-        "from the end, or appended without moving the head"
+        "from the end, or appended without moving the head",
+        # the appended row is intact, so the order's last audited state is now its
+        "run 1 order O-1-000000019: reason '' vs audited 'appended' (orders vs its last "
+        f"audited state, seq {N_ROWS + 1} order.FILLED)",
     ]
 
 
@@ -139,6 +161,7 @@ def test_a_deleted_last_row_is_reported_through_the_head(chain: Path, raw_sql) -
 
 
 def test_reordered_rows_are_reported(chain: Path, raw_sql) -> None:
+    # seq 20 and 21: order 4's approval and its ACCEPTED event
     raw_sql(
         chain,
         "DROP TRIGGER audit_log_no_update",
@@ -153,25 +176,50 @@ def test_reordered_rows_are_reported(chain: Path, raw_sql) -> None:
     assert "seq 20: hash does not match the row's content (row edited)" in problems
 
 
+def _rewrite_chain(db: Path, raw_sql, edit) -> None:
+    # What a forger with write access does: edit rows, re-hash the chain, move the head.
+    rows = raw_sql(db, "SELECT * FROM audit_log ORDER BY seq")
+    raw_sql(db, "DROP TRIGGER audit_log_no_delete", "DELETE FROM audit_log")
+    prev = GENESIS_HASH
+    for row in rows:
+        fields = edit(row[:10])
+        prev_hash, prev = prev, row_hash(prev, fields)
+        raw_sql(db, "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                params=(*fields, prev_hash, prev))  # fmt: skip
+    raw_sql(db, "UPDATE audit_head SET hash = ?", params=(prev,))
+
+
 def test_a_rewrite_of_the_whole_chain_and_head_is_the_documented_limit(
     chain: Path, raw_sql
 ) -> None:
-    # Unanchored chains cannot catch this: compare the head hash with a published copy.
+    # Unanchored chains cannot catch a consistent rewrite: compare with a published head.
     published = verify_audit(chain).last_hash
-    rows = raw_sql(chain, "SELECT * FROM audit_log ORDER BY seq")
-    raw_sql(chain, "DROP TRIGGER audit_log_no_delete", "DELETE FROM audit_log")
-    prev = GENESIS_HASH
-    for row in rows:
-        fields = (*row[:9], "rewritten")
-        prev_hash, prev = prev, row_hash(prev, fields)
-        raw_sql(chain, "INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                params=(*fields, prev_hash, prev))  # fmt: skip
-    raw_sql(chain, "UPDATE audit_head SET hash = ?", params=(prev,))
+    _rewrite_chain(chain, raw_sql, lambda f: (*f[:9], "rewritten") if f[3] == "run.started" else f)
 
     report = verify_audit(chain)
+    anchored = verify_audit(chain, expect_head=published)
 
     assert report.ok
     assert report.last_hash != published
+    assert anchored.problems == [
+        f"expected head {published} is not in the chain: the log was rewritten or truncated "
+        "since that hash was published, or it belongs to another store"
+    ]
+
+
+def test_a_rewrite_that_changes_the_economic_record_is_caught_by_the_tables(
+    chain: Path, raw_sql
+) -> None:
+    # A rewritten chain verifies, but then it no longer says what the tables say.
+    _rewrite_chain(chain, raw_sql, lambda f: (*f[:8], f[8] * 1.1, f[9]) if f[3] == "fill" else f)
+
+    problems = verify_audit(chain).problems
+
+    assert len(problems) == 20
+    assert problems[0].startswith(
+        "run 1 fill F-1-000000000 (order O-1-000000000): price 100.0 vs audited 110."
+    )
+    assert problems[0].endswith("(fills vs its fill audit row, seq 6)")
 
 
 def test_text_containing_the_separator_cannot_shift_between_fields() -> None:
@@ -229,7 +277,10 @@ def test_two_writers_on_one_file_keep_one_chain(db_path: Path, new_run, order_ba
             second.put(order_batch(run_b, 10 * i, 10))
 
     report = verify_audit(db_path)
-    assert (report.ok, report.n_rows) == (True, 300)
+    assert (report.ok, report.n_rows) == (True, 2 + 4 * 100)
+    assert report.counts == {
+        "runs": 2, "orders": 100, "fills": 100, "equity_chunks": 0, "positions": 0
+    }  # fmt: skip
 
 
 def test_verify_of_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
@@ -245,3 +296,23 @@ def test_verify_of_a_database_without_audit_log_is_an_audit_error(tmp_path: Path
 
     with pytest.raises(AuditError, match="no such table: audit_log"):
         verify_audit(other)
+
+
+def test_the_head_can_be_checked_against_a_published_hash(chain: Path, raw_sql) -> None:
+    [(seq_10, hash_10)] = raw_sql(chain, "SELECT seq, hash FROM audit_log WHERE seq = 10")
+    head = verify_audit(chain).last_hash
+
+    at_head = verify_audit(chain, expect_head=head.upper())
+    earlier = verify_audit(chain, expect_head=hash_10)  # rows appended since are fine
+    unknown = verify_audit(chain, expect_head="ab" * 32)
+
+    assert (at_head.ok, at_head.anchor_seq) == (True, N_ROWS)
+    assert (earlier.ok, earlier.anchor_seq) == (True, seq_10)
+    assert (unknown.ok, unknown.anchor_seq) == (False, None)
+    assert unknown.problems[0].startswith(f"expected head {'ab' * 32} is not in the chain")
+
+
+@pytest.mark.parametrize("bad", ["", "xyz", "ab" * 31, "g" * 64])
+def test_a_malformed_expected_head_is_a_config_error(chain: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"expect_head must be the 64 hexadecimal digits"):
+        verify_audit(chain, expect_head=bad)

@@ -78,3 +78,32 @@ def test_out_of_range_values_are_rejected_naming_the_field(field: str, value: fl
 )
 def test_optional_limits_can_be_switched_off_with_none(field: str) -> None:
     assert getattr(RiskConfig(**{field: None}), field) is None
+
+
+@pytest.mark.parametrize("value", [50, 50.0])
+def test_max_open_orders_takes_a_whole_number_as_json_carries_it(value: float) -> None:
+    config = RiskConfig(max_open_orders=value)  # ctl set-limit and the audit trail send 50.0
+
+    assert config.max_open_orders == 50
+    assert type(config.max_open_orders) is int
+
+
+@pytest.mark.parametrize("value", [2.5, "50", True])
+def test_max_open_orders_refuses_anything_but_a_whole_number(value: object) -> None:
+    with pytest.raises(ValidationError, match="max_open_orders"):
+        RiskConfig(max_open_orders=value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("max_drawdown_pct", "10"),  # text is not a number
+        ("check_buying_power", 1),  # nor is 1 a bool
+        ("price_band_pct", float("nan")),
+        ("max_position_notional", float("inf")),
+        ("fee_estimate_bps", float("nan")),
+    ],
+)
+def test_values_are_checked_strictly(field: str, value: object) -> None:
+    with pytest.raises(ValidationError, match=field):
+        RiskConfig(**{field: value})

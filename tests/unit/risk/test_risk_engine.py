@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -83,11 +84,13 @@ def make_engine(
     config: RiskConfig | None = None,
     account: FakeAccount | None = None,
     orders: FakeOrders | None = None,
+    **kw: Any,
 ) -> RiskEngine:
     return RiskEngine(
         config if config is not None else limits(),
         account if account is not None else FakeAccount(),
         orders if orders is not None else FakeOrders(),
+        **kw,
     )
 
 
@@ -235,7 +238,6 @@ def test_max_open_orders_allows_below_limit() -> None:
     [
         (OrderType.LIMIT, 85.0, None, "15.00"),
         (OrderType.LIMIT, 111.0, None, "11.00"),
-        (OrderType.STOP, None, 120.0, "20.00"),
     ],
 )
 def test_price_band(
@@ -267,6 +269,47 @@ def test_price_band_allows_prices_inside_the_band(
     engine = make_engine(limits(price_band_pct=10.0))
 
     assert engine.check(req(order_type=order_type, limit=limit, stop=stop)) is None
+
+
+@pytest.mark.parametrize(
+    ("side", "stop", "position"),
+    [
+        (Side.SELL, 80.0, 10.0),  # a protective stop 20 % under a long
+        (Side.BUY, 120.0, -10.0),  # a protective stop 20 % over a short
+        (Side.BUY, 120.0, 0.0),  # a breakout entry 20 % over the market
+        (Side.SELL, 50.0, 0.0),  # a breakdown entry 50 % under it
+    ],
+)
+def test_a_stop_price_is_never_banded(side: Side, stop: float, position: float) -> None:
+    engine = make_engine(
+        limits(price_band_pct=10.0), account=FakeAccount(positions={"AAA": position})
+    )
+
+    assert engine.check(req(side, order_type=OrderType.STOP, stop=stop)) is None
+
+
+def test_a_protective_stop_20pct_away_is_approved_on_every_bar() -> None:
+    # regression: it used to be denied PRICE_BAND each time the strategy re-sent it
+    account = FakeAccount(positions={"AAA": 10.0})
+    engine = make_engine(RiskConfig(price_band_pct=10.0), account=account)
+    stop = req(Side.SELL, order_type=OrderType.STOP, stop=80.0, reduce_only=True)
+
+    results = []
+    for close in (100.0, 101.0, 99.0, 102.0):
+        account.prices["AAA"] = close
+        results.append(engine.check(stop))
+
+    assert results == [None] * 4
+    assert (engine.n_approved, engine.n_denied) == (4, 0)
+
+
+def test_a_stop_is_valued_at_its_trigger_price() -> None:
+    engine = make_engine(limits(price_band_pct=10.0, max_order_notional=1_000.0))
+
+    result = denied(engine, req(quantity=10.0, order_type=OrderType.STOP, stop=120.0))
+
+    assert result.reason is R.MAX_ORDER_NOTIONAL  # not PRICE_BAND
+    assert "1,200.00" in result.detail
 
 
 def test_max_order_notional_uses_limit_price_as_reference() -> None:
@@ -403,6 +446,49 @@ def test_buying_power_includes_the_fee_estimate() -> None:
     assert engine.check(req(quantity=9.0)) is None
 
 
+def test_buying_power_includes_the_fixed_fee_estimate() -> None:
+    engine = make_engine(
+        limits(check_buying_power=True),
+        account=FakeAccount(cash=1_000.0),
+        fixed_fee_estimate=1.0,
+    )
+
+    result = denied(engine, req(quantity=10.0))  # 1,000 + 1 > 1,000
+
+    assert result.reason is R.INSUFFICIENT_BUYING_POWER
+    assert "buy of 1,000.00 (+1.00 est. costs) exceeds available cash 1,000.00" in result.detail
+    assert engine.check(req(quantity=9.0)) is None  # 900 + 1
+
+
+def test_buying_power_adds_the_fixed_fee_to_the_proportional_estimate() -> None:
+    # 9 x 100 x 1.001 + 1.10 = 902.00 exactly
+    engine = make_engine(
+        limits(check_buying_power=True, fee_estimate_bps=10.0),
+        account=FakeAccount(cash=902.0),
+        fixed_fee_estimate=1.1,
+    )
+    assert engine.check(req(quantity=9.0)) is None
+
+    poorer = make_engine(
+        limits(check_buying_power=True, fee_estimate_bps=10.0),
+        account=FakeAccount(cash=901.99),
+        fixed_fee_estimate=1.1,
+    )
+    result = denied(poorer, req(quantity=9.0))
+    assert "(+2.00 est. costs)" in result.detail
+
+
+def test_the_fixed_fee_does_not_apply_to_sells_or_short_covers() -> None:
+    engine = make_engine(
+        limits(check_buying_power=True),
+        account=FakeAccount(cash=0.0, positions={"AAA": -20.0}),
+        fixed_fee_estimate=5.0,
+    )
+
+    assert engine.check(req(Side.BUY, quantity=20.0)) is None  # covers the short exactly
+    assert engine.check(req(Side.SELL, quantity=10.0)) is None
+
+
 def test_buying_power_does_not_apply_to_sells_or_short_covers() -> None:
     engine = make_engine(
         limits(check_buying_power=True),
@@ -499,6 +585,42 @@ def test_drawdown_breach_switches_to_reducing_with_max_drawdown_reason() -> None
     assert result.reason is R.MAX_DRAWDOWN
     assert "drawdown" in result.detail
     assert engine.check(req(Side.SELL, quantity=10.0)) is None
+
+
+def test_on_breach_hears_each_drawdown_breach_once() -> None:
+    heard: list[tuple[DenyReason, str]] = []
+    engine = make_engine(limits(max_drawdown_pct=10.0), on_breach=lambda *a: heard.append(a))
+    engine.on_equity(0, 100.0)
+
+    engine.on_equity(1, 85.0)
+    engine.on_equity(2, 80.0)  # already REDUCING: no second notice
+
+    assert heard == [(R.MAX_DRAWDOWN, "drawdown 15.00% > max_drawdown_pct 10.0")]
+    assert engine.breach_listener is not None
+
+
+def test_on_breach_hears_the_daily_loss_breach_once_a_day() -> None:
+    heard: list[tuple[DenyReason, str]] = []
+    engine = make_engine(limits(max_daily_loss_pct=5.0), on_breach=lambda *a: heard.append(a))
+    engine.on_equity(0, 100.0)
+
+    engine.on_equity(HOUR_NS, 94.0)
+    engine.on_equity(2 * HOUR_NS, 93.0)
+    engine.on_equity(DAY_NS, 100.0)  # a new day: a new reference
+    engine.on_equity(DAY_NS + HOUR_NS, 90.0)
+
+    assert [code for code, _ in heard] == [R.MAX_DAILY_LOSS, R.MAX_DAILY_LOSS]
+    assert heard[0][1] == "daily loss 6.00% > max_daily_loss_pct 5.0"
+
+
+def test_without_on_breach_a_breach_only_changes_the_state() -> None:
+    engine = make_engine(limits(max_drawdown_pct=10.0))
+    engine.on_equity(0, 100.0)
+
+    engine.on_equity(1, 50.0)
+
+    assert engine.breach_listener is None
+    assert engine.state is TradingState.REDUCING
 
 
 def test_drawdown_state_persists_after_equity_recovers() -> None:
@@ -657,3 +779,54 @@ def test_set_limit_applies_from_the_next_order_and_refuses_an_invalid_value() ->
     assert engine.config.max_drawdown_pct is None and engine.config.max_position_qty == 5
     engine.set_limit("max_position_qty", None)
     assert engine.check(req(quantity=10.0)) is None
+
+
+# -- as the engine wires it ----------------------------------------------------------------------
+
+
+def wired_risk(broker: dict[str, float], risk: dict[str, Any]) -> tuple[RiskEngine, str, float]:
+    """A run's risk engine after a few bars: it, the symbol and its last price."""
+    from ultrathink.data import load_data
+    from ultrathink.decision.builtin import BuyAndHold
+    from ultrathink.engine.config import EngineConfig
+    from ultrathink.execution.costs import PaperBrokerConfig
+    from ultrathink.testing.engine import engine_for, run_engine
+
+    data = load_data("synthetic:n_bars=20,seed=1")
+    config = EngineConfig(broker=PaperBrokerConfig(**broker), risk=limits(**risk))
+    engine = run_engine(engine_for(BuyAndHold(), data, config, mode="backtest"), data)
+    symbol = data.symbols[0]
+    last = engine.parts.portfolio.last_price(symbol)
+    assert last is not None
+    return engine.parts.risk, symbol, last
+
+
+@pytest.mark.parametrize(
+    ("configured_bps", "expected_bps"), [(0.0, 15.0), (3.0, 15.0), (40.0, 40.0)]
+)
+def test_the_wiring_estimates_buy_costs_from_the_broker(
+    configured_bps: float, expected_bps: float
+) -> None:
+    # fee_estimate_bps = max(risk's, commission + slippage); the broker's order fee is added
+    broker = {"commission_bps": 10.0, "slippage_bps": 5.0, "fee_per_order": 2.0}
+    risk, symbol, last = wired_risk(
+        broker, {"check_buying_power": True, "fee_estimate_bps": configured_bps}
+    )
+
+    result = denied(risk, req(quantity=10_000.0, symbol=symbol))
+
+    notional = 10_000.0 * last
+    costs = notional * expected_bps / 1e4 + 2.0
+    assert risk.config.fee_estimate_bps == expected_bps
+    assert result.reason is R.INSUFFICIENT_BUYING_POWER
+    assert f"buy of {notional:,.2f} (+{costs:,.2f} est. costs)" in result.detail
+
+
+def test_the_wiring_bands_limit_prices_but_not_stops() -> None:
+    risk, symbol, last = wired_risk({}, {"price_band_pct": 10.0})
+
+    protective = req(Side.SELL, 1.0, symbol, OrderType.STOP, stop=last * 0.8, reduce_only=True)
+    far_limit = req(Side.BUY, 1.0, symbol, OrderType.LIMIT, limit=last * 0.8)
+
+    assert risk.check(protective) is None
+    assert denied(risk, far_limit).reason is R.PRICE_BAND

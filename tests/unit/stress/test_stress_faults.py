@@ -14,8 +14,7 @@ from ultrathink.core.events import Bar, Fill, OrderEvent, OrderRequest
 from ultrathink.data import load_data
 from ultrathink.decision.builtin import SmaCross
 from ultrathink.engine.config import EngineConfig, HardeningConfig
-from ultrathink.engine.recorder import Recorder
-from ultrathink.engine.runner import RunSpec, build_kernel
+from ultrathink.engine.spec import RunSpec
 from ultrathink.errors import BrokerError, ConfigError
 from ultrathink.execution.costs import PaperBrokerConfig
 from ultrathink.execution.orders import Order
@@ -26,10 +25,11 @@ from ultrathink.stress import (
     FaultyCall,
     InjectedFault,
     RaisingStrategy,
-    build_kernel_with_broker,
+    build_engine_with_broker,
     corrupt_bars,
     faulty_predictor,
 )
+from ultrathink.testing.engine import engine_for
 
 T0 = 1_600_000_000_000_000_000
 HARDENED = HardeningConfig(enabled=True, degraded=None)
@@ -210,9 +210,9 @@ def test_raising_strategy_without_faults_trades_exactly_like_its_inner_strategy(
     config = EngineConfig(hardening=HARDENED)
 
     def fills(strategy: Any) -> list[Fill]:
-        kernel = build_kernel(RunSpec(strategy, data, config), Recorder(None, 1e5))
-        kernel.run(data)
-        return kernel.recorder.all_fills
+        engine = engine_for(strategy, data, config, mode="backtest")
+        engine.kernel.run(data)
+        return engine.parts.recorder.all_fills
 
     wrapped = RaisingStrategy(SmaCross(fast=5, slow=20))
     assert fills(wrapped) == fills(SmaCross(fast=5, slow=20)) != []
@@ -225,12 +225,13 @@ def test_raising_strategy_raises_before_its_inner_strategy_decides() -> None:
     data = load_data("synthetic:n_bars=100,seed=2")
     wrapped = RaisingStrategy(SmaCross(fast=5, slow=20), at=[30])
     config = EngineConfig(hardening=HARDENED)
-    kernel = build_kernel(RunSpec(wrapped, data, config), Recorder(None, 1e5))
-    kernel.run(data)
+    engine = engine_for(wrapped, data, config, mode="backtest")
+    engine.kernel.run(data)
 
     assert wrapped.fault.failed_calls == [30]
-    assert kernel.guards is not None and kernel.guards.n_holds == 1
-    assert kernel.n_bars == len(data)
+    guards = engine.parts.guards
+    assert guards is not None and guards.n_holds == 1
+    assert engine.kernel.n_bars == len(data)
 
 
 # -- corrupt_bars -----------------------------------------------------------------------------
@@ -241,11 +242,8 @@ def test_corrupted_bars_are_exactly_the_ones_the_guards_reject(how: Any) -> None
     data = load_data("synthetic:n_bars=50,symbols=AAA+BBB,seed=1")
     before = data.sha256()
     bad = corrupt_bars(data, [3, 17, 40], how)
-    kernel = build_kernel(
-        RunSpec(SmaCross(), data, EngineConfig(hardening=HARDENED)),
-        Recorder(None, 1e5),
-    )
-    guards = kernel.guards
+    engine = engine_for(SmaCross(), data, EngineConfig(hardening=HARDENED), mode="backtest")
+    guards = engine.parts.guards
     assert guards is not None
 
     rejected = [i for i, bar in enumerate(bad.iter_bars()) if guards.bad_bar(bar)]
@@ -264,15 +262,17 @@ def test_corrupt_bars_refuses_rows_outside_the_data() -> None:
         corrupt_bars(data, [1], "garbled")  # type: ignore[arg-type]
 
 
-# -- build_kernel_with_broker -------------------------------------------------------------------
+# -- build_engine_with_broker -------------------------------------------------------------------
 def test_the_wrapper_replaces_the_paper_broker_everywhere() -> None:
     data = load_data("synthetic:n_bars=10,seed=1")
     spec = RunSpec(SmaCross(), data, EngineConfig())
-    kernel, broker = build_kernel_with_broker(
+    engine, broker = build_engine_with_broker(
         spec, lambda inner: FaultyBroker(inner, fail_rate=0.5, seed=1)
     )
+    parts = engine.parts
 
     assert isinstance(broker.inner, PaperBroker)
-    assert kernel.broker is broker and kernel.ctx.broker is broker
-    assert kernel.kill_switch is not None and kernel.kill_switch._broker is broker
-    assert broker.inner._sink is kernel.ctx, "the venue still reports to the context"
+    assert parts.broker is broker and engine.kernel.broker is broker
+    assert parts.router._broker is broker and parts.router._submit == broker.submit
+    assert parts.kill_switch._broker is broker
+    assert broker.inner._sink is parts.booker, "the venue still reports to the engine's booking"

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ultrathink.errors import ConfigError
 from ultrathink.hardening.overrides import (
@@ -81,8 +83,14 @@ def call(
     body: bytes | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One real HTTP request; status, headers and body (also of error answers)."""
-    request = urllib.request.Request(url + path, data=body, method=method, headers=headers or {})
+    """One real HTTP request; status, headers and body (also of error answers).
+
+    A body goes as ``Content-Type: application/json`` unless ``headers`` name another type.
+    """
+    headers = dict(headers or {})
+    if body is not None and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url + path, data=body, method=method, headers=headers)
     try:
         with _NO_PROXY.open(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
@@ -280,6 +288,214 @@ def test_oversized_body_is_413(url: str, channel: FakeChannel) -> None:
     status, _, _ = call(url, "POST", "/v1/commands", body, auth())
 
     assert status == 413
+
+
+# --- hostile bodies: 4xx with a JSON error, never 500, never a silent coercion --------------
+
+
+def raw_exchange(url: str, head: bytes, body_parts: list[bytes], timeout_s: float = 10) -> bytes:
+    """Send ``head`` and ``body_parts`` on a raw socket; return what the server answers.
+
+    The server may answer (and close) before every part is sent: that is what is tested.
+    """
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s) as sock:
+        sock.sendall(head)
+        for part in body_parts:
+            try:
+                sock.sendall(part)
+            except OSError:  # the server answered and closed: stop sending
+                break
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+    return answer
+
+
+def head(headers: dict[str, str]) -> bytes:
+    lines = ["POST /v1/commands HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {TOKEN}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def status_and_error(answer: bytes) -> tuple[int, str]:
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+
+
+def test_a_body_declared_too_large_is_refused_before_it_is_read(
+    url: str, channel: FakeChannel
+) -> None:
+    # 50 MB declared, 1 KB sent: the answer comes without waiting for the rest
+    request = head({"Content-Type": "application/json", "Content-Length": "50000000"})
+
+    answer = raw_exchange(url, request, [b"{" + b" " * 1023], timeout_s=5)
+
+    status, error = status_and_error(answer)
+    assert status == 413
+    assert f"at most {64 * 1024} bytes, was 50000000" in error
+    assert channel.commands == []
+
+
+def test_a_chunked_body_is_cut_off_at_the_cap(url: str, channel: FakeChannel) -> None:
+    # no length declared; the stream never ends: the running cap answers 413 by itself
+    request = head({"Content-Type": "application/json", "Transfer-Encoding": "chunked"})
+    chunk = b"%x\r\n%s\r\n" % (16 * 1024, b" " * 16 * 1024)
+
+    answer = raw_exchange(url, request, [chunk] * 8, timeout_s=5)
+
+    status, error = status_and_error(answer)
+    assert status == 413
+    assert "reading stopped at" in error
+    assert channel.commands == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x",
+     "application/json; charset=latin-1", "application/jsonx", "json"],
+    ids=str,
+)  # fmt: skip
+def test_a_body_that_is_not_declared_json_is_415(
+    url: str, channel: FakeChannel, content_type: str | None
+) -> None:
+    headers = {"Content-Length": "40"} | ({"Content-Type": content_type} if content_type else {})
+
+    answer = raw_exchange(url, head(headers), [b'{"action": "halt", "operator": "alice"}'])
+
+    status, error = status_and_error(answer)
+    assert status == 415
+    assert "Content-Type must be application/json" in error
+    assert channel.commands == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON", "application/json;"]
+)
+def test_json_content_types_are_accepted(url: str, channel: FakeChannel, content_type: str) -> None:
+    body = b'{"action": "reduce", "operator": "alice"}'
+
+    status, _, _ = call(url, "POST", "/v1/commands", body, {**auth(), "Content-Type": content_type})
+
+    assert status == 200
+    assert channel.commands == [Reduce(operator="alice")]
+
+
+HOSTILE_BODIES = [
+    ("deep-arrays", b"[" * 30_000 + b"]" * 30_000, "nested at most 8 levels deep"),  # < cap
+    ("deep-objects", b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "nested at most 8 levels"),
+    ("deep-in-field", b'{"action": "halt", "operator": "a", "reason": ' + b"[" * 20
+     + b"]" * 20 + b"}", "nested at most 8 levels deep"),
+    ("nan", b'{"action": "set_limit", "operator": "a", "limit": "max_drawdown_pct", '
+     b'"value": NaN}', "NaN, which is not a JSON number"),
+    ("infinity", b'{"action": "set_limit", "operator": "a", "limit": "max_drawdown_pct", '
+     b'"value": -Infinity}', "-Infinity, which is not a JSON number"),
+    ("overflow", b'{"action": "set_limit", "operator": "a", "limit": "max_drawdown_pct", '
+     b'"value": 1e400}', "the number 1e400, which is out of range"),
+    ("huge-int", b'{"action": "halt", "operator": "a", "x": ' + b"9" * 5000 + b"}",
+     "an integer of 5000 digits"),
+    ("duplicate", b'{"action": "status", "operator": "a", "action": "halt"}',
+     "repeats the key 'action'"),
+    ("utf16", '{"action": "halt", "operator": "a"}'.encode("utf-16"), "in UTF-8"),
+    ("utf8-bom", b'\xef\xbb\xbf{"action": "halt", "operator": "a"}', "could not parse"),
+    ("overlong", b'{"action": "halt", "operator": "\xc0\xaf"}', "in UTF-8"),
+    ("surrogate", b'{"action": "halt", "operator": "a", "\\ud800": 1}', "unpaired surrogate"),
+    ("trailing", b'{"action": "halt", "operator": "a"} {}', "could not parse"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "fragment"), [h[1:] for h in HOSTILE_BODIES],
+                         ids=[h[0] for h in HOSTILE_BODIES])  # fmt: skip
+def test_hostile_json_is_400_naming_the_problem(
+    url: str, channel: FakeChannel, body: bytes, fragment: str
+) -> None:
+    status, headers, raw = call(url, "POST", "/v1/commands", body, auth())
+
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    error = json.loads(raw)["error"]
+    assert fragment in error
+    assert "must be a JSON command object" in error
+    assert len(error) < 500
+    assert channel.commands == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"action": "set_limit", "operator": "a", "limit": "max_drawdown_pct", "value": True},
+         "value"),
+        ({"action": "set_limit", "operator": "a", "limit": "max_drawdown_pct", "value": "12"},
+         "value"),
+        ({"action": "halt", "operator": "a", "flatten": 0}, "flatten"),
+        ({"action": "halt", "operator": "al\u0007ice"}, "operator"),
+        ({"action": "halt", "operator": "alice", "reason": "a\nb"}, "reason"),
+        ({"action": "halt", "operator": "alice", "reason": "\u202eevil"}, "reason"),
+        ({"action": "flatten", "operator": "a", "symbol": "SPY\u0000"}, "symbol"),
+    ],
+    ids=lambda v: str(v)[:60],
+)  # fmt: skip
+def test_coercions_and_control_characters_are_422(
+    url: str, channel: FakeChannel, payload: dict[str, Any], field: str
+) -> None:
+    status, answer = post(url, payload)
+
+    assert status == 422
+    assert f"{field}: " in answer["error"]
+    assert channel.commands == []
+
+
+def test_a_control_character_in_the_operator_header_is_422(url: str, channel: FakeChannel) -> None:
+    answer = raw_exchange(
+        url,
+        b"GET /v1/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode()
+        + b"\r\nX-Operator: al\x85ice\r\nConnection: close\r\n\r\n",
+        [],
+    )  # fmt: skip
+
+    status, error = status_and_error(answer)
+    assert status == 422
+    assert "operator" in error
+    assert channel.commands == []
+
+
+# a fuzz-like sweep over real HTTP: whatever the body, a 4xx JSON error or a parsed command
+FUZZ_BODIES = (
+    st.binary(max_size=64)
+    | st.text(max_size=64).map(lambda t: t.encode("utf-8", "surrogatepass"))
+    | st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+        max_leaves=10,
+    ).map(lambda v: json.dumps(v).encode())
+    | st.builds(
+        lambda action, extra: json.dumps({"action": action, "operator": "fz", **extra}).encode(),
+        st.sampled_from(["halt", "set_limit", "flatten", "resume", "status", "force_breaker"]),
+        st.dictionaries(
+            st.sampled_from(["reason", "value", "limit", "symbol", "flatten", "state"]),
+            st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        ),
+    )
+)
+
+
+@settings(max_examples=250, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(body=FUZZ_BODIES)
+def test_any_body_is_answered_with_json_never_500(url: str, body: bytes) -> None:
+    status, headers, raw = call(url, "POST", "/v1/commands", body, auth())
+
+    assert status in (200, 400, 409, 422), (status, raw)
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(raw)
+    if status != 200:
+        assert set(answer) == {"error"} and "\n" not in answer["error"]
 
 
 def test_status_route_takes_the_operator_from_the_header(url: str, channel: FakeChannel) -> None:

@@ -8,8 +8,8 @@ to DIR (default ``.ultrathink/profile``) and prints the bottleneck table and the
 stderr (stdout stays the command's). Exit code: the command's; 2 for bad usage.
 
 pyinstrument's hook runs on every Python call and return, so the stage times of a run with
-the call profile on read high; ``--no-calls`` gives the undisturbed figures.
-``add_profile_parser(sub)`` registers the command on the main parser's subparsers.
+the call profile on read high; ``--no-calls`` gives the undisturbed figures. The profiler
+reaches the command's runs through ``CliContext.profiler`` (their ``RunSpec.profiler``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ultrathink.cli._registry import CliContext, Command
 from ultrathink.errors import ConfigError
 
 DEFAULT_OUT = Path(".ultrathink") / "profile"
@@ -28,15 +29,7 @@ _EXAMPLE = "ultrathink profile -- backtest --data synthetic:n_bars=200000 --no-s
 _MAX_TABLES = 3
 
 
-def add_profile_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register ``ultrathink profile`` on ``sub`` (the main parser's subparsers)."""
-    p = sub.add_parser(
-        "profile",
-        help="run an ultrathink command under the profiler (stages, process, GC, calls)",
-        description="Run an ultrathink command with its engine runs profiled stage by stage "
-        "and a sampling call profile; write JSON, Prometheus text and call reports.",
-        epilog=f"example: {_EXAMPLE}",
-    )
+def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="DIR", help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument(
         "--sample-every",
@@ -51,8 +44,6 @@ def add_profile_parser(sub: Any) -> argparse.ArgumentParser:
         help="no pyinstrument call profile (its hook slows every Python call)",
     )
     p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
-    p.set_defaults(func=cmd_profile)
-    return p
 
 
 def _command(argv: Sequence[str]) -> list[str]:
@@ -66,7 +57,7 @@ def _command(argv: Sequence[str]) -> list[str]:
     return args
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
+def cmd_profile(args: argparse.Namespace, context: CliContext) -> int:
     """Handler of ``ultrathink profile``."""
     from ultrathink.perf.profiler import ProfileSession, check_sample_every
 
@@ -82,7 +73,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if calls is not None:
             calls.start()
         try:
-            code = _run(command)
+            code = _run(command, CliContext(profiler=session.profiler_for))
         finally:
             if calls is not None:
                 calls.stop()
@@ -92,12 +83,12 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return code
 
 
-def _run(command: list[str]) -> int:
-    # the command in this process, as `ultrathink COMMAND` would run it
+def _run(command: list[str], context: CliContext) -> int:
+    # the command in this process, as `ultrathink COMMAND` would run it, its runs profiled
     from ultrathink.cli import main
 
     try:
-        return main(command)
+        return main(command, context)
     except SystemExit as exc:  # argparse: --help and usage errors of the command
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
 
@@ -187,3 +178,15 @@ def _run_line(run: dict[str, Any]) -> str:
         f"(peak {proc.get('rss_peak_mb', 0):,.0f}); GC in the loop: {gc['n_collections']} "
         f"collection(s) (collector {'on' if gc['enabled_at_start'] else 'paused'}){paced}"
     )
+
+
+COMMAND = Command(
+    name="profile",
+    order=100,
+    help="run an ultrathink command under the profiler (stages, process, GC, calls)",
+    description="Run an ultrathink command with its engine runs profiled stage by stage "
+    "and a sampling call profile; write JSON, Prometheus text and call reports.",
+    examples=(_EXAMPLE, "ultrathink profile --no-calls --sample-every 256 -- run"),
+    configure=_configure,
+    handler=cmd_profile,
+)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ultrathink.core.times import iso_ns
-from ultrathink.engine.kernel import ProgressFn
 from ultrathink.engine.results import RunResult
 from ultrathink.persistence import RunRecord
 
@@ -31,16 +29,31 @@ def _console(file: Any = None) -> Console:
     return Console(file=file, soft_wrap=True, width=None if stream.isatty() else 140)
 
 
-@contextmanager
-def progress_bar(total: int, *, enabled: bool = True) -> Iterator[ProgressFn | None]:
-    """A progress callback for long runs on an interactive terminal (else None)."""
-    if not enabled or total < _PROGRESS_MIN_BARS or not sys.stderr.isatty():
-        yield None
-        return
+def progress_callback(total: int) -> Callable[[int], None] | None:
+    """A progress bar for long runs on an interactive terminal (else None); it disappears
+    when the run reports its last bar."""
+    if total < _PROGRESS_MIN_BARS or not sys.stderr.isatty():
+        return None
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
     columns = (TextColumn("bars"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("run", total=total)
-        yield lambda n: progress.update(task, completed=n)
+    progress = Progress(*columns, console=Console(stderr=True), transient=True)
+    task = progress.add_task("run", total=total)
+    progress.start()
+    atexit.register(progress.stop)
+
+    def update(n: int) -> None:
+        progress.update(task, completed=n)
+        if n >= total:
+            progress.stop()
+
+    return update
 
 
 def _fmt(value: Any) -> str:
@@ -83,14 +96,19 @@ def print_summary(result: RunResult, report: Path | None) -> None:
     ]
     if result.denial_reasons:
         rows.append(("denials", ", ".join(f"{k} {v}" for k, v in result.denial_reasons.items())))
+    for symbol, reasons in result.repeated_denials.items():
+        text = ", ".join(f"{code} x{n:,}" for code, n in reasons.items())
+        rows.append((f"REPEATED denials {symbol}", f"{text} (see Strategy.on_order_denied)"))
+    if result.capped_buys:
+        rows.append(("buys cut to available cash", result.capped_buys))
     if result.trading_state != "ACTIVE":
         rows.append(("trading state", f"{result.trading_state}: {result.trading_state_reason}"))
     if result.recovery is not None:
         r = result.recovery
-        rows.append(("restart reconciled", (
-            f"imported {r['n_imported_orders']} orders and {r['n_imported_fills']} fills, "
-            f"{r['n_lost_orders']} lost orders rejected, {r['n_updated_orders']} updated, "
-            f"{len(r['mismatches'])} mismatches"
+        rows.append(("restart replayed", (
+            f"{r['replayed_bars']:,} bars, {r['replayed_inputs']} inputs; venue "
+            f"{r['venue_records_on_disk']:,} records verified, {r['venue_records_written']} "
+            f"written; store {r['store_records_written']:,} records written"
         )))  # fmt: skip
     if result.hardening_events:
         breakers = [e for e in result.hardening_events if e["kind"] == "breaker"]

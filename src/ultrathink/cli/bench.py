@@ -1,7 +1,6 @@
 """``ultrathink bench``: run the benchmark suite, or compare the working tree against a ref.
 
-``add_bench_parser(sub)`` registers the command on the main parser's subparsers; the
-handler is dispatched like every other command (``args.func(args)``). Exit codes: 0 ok;
+Exit codes: 0 ok;
 1 when a benchmark failed or ``--compare`` found a regression; 2 for bad input (unknown
 benchmark or ref, invalid option) or when a side of a comparison could not be measured.
 Heavy modules (the benchmarks' libraries, scipy, matplotlib, rich) load only when used.
@@ -16,23 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ultrathink.cli._registry import CliContext, Command
 from ultrathink.errors import ConfigError
 
-_EPILOG = (
-    "examples: ultrathink bench --quick | ultrathink bench --filter engine. --repeats 5 | "
-    "ultrathink bench --compare HEAD~1 --filter risk.check | ultrathink bench --list"
-)
 
-
-def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
-    """Register ``ultrathink bench`` on ``sub`` (the main parser's subparsers)."""
-    p = sub.add_parser(
-        "bench",
-        help="run the benchmark suite, or detect regressions against a git ref",
-        description="Benchmark every pipeline stage; --compare REF judges the working tree "
-        "against REF with interleaved runs (exit 1 on a regression).",
-        epilog=_EPILOG,
-    )
+def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--quick", action="store_true", help="small sizes (whole suite < 60 s)")
     p.add_argument("--filter", metavar="SUBSTR", help="only benchmarks whose name contains it")
@@ -48,8 +35,6 @@ def add_bench_parser(sub: Any) -> argparse.ArgumentParser:
     g.add_argument("--alpha", type=float, default=0.01, help="significance level (0.01)")
     g.add_argument("--min-effect", type=float, default=0.05, help="smallest slowdown (0.05)")
     g.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
-    p.set_defaults(func=cmd_bench)
-    return p
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -65,7 +50,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--min-effect must be >= 0 (0.05 = 5 %), was {args.min_effect}")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
+def cmd_bench(args: argparse.Namespace, context: CliContext) -> int:
     """Handler of ``ultrathink bench``."""
     from ultrathink.perf.suite import select
 
@@ -146,6 +131,8 @@ def fmt_value(value: float, unit: str) -> str:
         return f"{value * 1e3:,.2f} ms" if value < 1.0 else f"{value:,.3f} s"
     if unit == "us":
         return f"{value:,.2f} µs"
+    if unit == "x":
+        return f"{value:,.3f}x"
     return f"{value:,.1f} {unit}"
 
 
@@ -210,3 +197,21 @@ def _print_comparisons(ref: str, commit: str, comparisons: Sequence[Any]) -> Non
             f"{verdict} ({v.reason})",
         )  # fmt: skip
     _console().print(table)
+
+
+COMMAND = Command(
+    name="bench",
+    order=90,
+    help="run the benchmark suite, or detect regressions against a git ref",
+    description="Benchmark every pipeline stage (medians, p99, ratios against a reference "
+    "measured in the same run); --compare REF judges the working tree against REF with "
+    "interleaved runs (exit 1 on a regression).",
+    examples=(
+        "ultrathink bench --quick",
+        "ultrathink bench --filter engine. --repeats 5",
+        "ultrathink bench --compare HEAD~1 --filter risk.check",
+        "ultrathink bench --list",
+    ),
+    configure=_configure,
+    handler=cmd_bench,
+)

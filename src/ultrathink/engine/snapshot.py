@@ -1,0 +1,196 @@
+"""Engine snapshots: an immutable picture of a running session, published at a bounded rate.
+
+The kernel thread builds an ``EngineSnapshot`` at most every ``interval_s`` of wall time
+(checked once every ``check_every`` timestamps in an unpaced run, and at every idle tick of a
+paced one) and publishes it by replacing one reference: readers on other threads (``ctl
+status``, the dashboard, the stress harness) read ``SnapshotPublisher.latest`` without a
+lock and never touch the hot path. A snapshot is plain data (tuples, floats, strings): safe
+to serialise and to keep.
+"""
+
+from __future__ import annotations
+
+import time
+from array import array
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ultrathink.core.latency import percentiles_us
+from ultrathink.engine.working import WorkingOrders
+from ultrathink.portfolio.portfolio import Portfolio
+from ultrathink.risk.engine import RiskEngine
+
+
+@dataclass(frozen=True)
+class PositionView:
+    """One open position at the time of the snapshot."""
+
+    symbol: str
+    quantity: float
+    avg_price: float
+    last_price: float
+    unrealized_pnl: float
+    realized_pnl: float
+
+
+@dataclass(frozen=True)
+class EngineSnapshot:
+    """What a running session looks like at one instant (see the module docstring)."""
+
+    seq: int
+    run_id: int | None
+    mode: str
+    wall_ns: int
+    clock_ns: int
+    replaying: bool
+    finished: bool
+    n_bars: int
+    equity: float
+    cash: float
+    peak_equity: float
+    positions: tuple[PositionView, ...]
+    working_orders: tuple[tuple[str, str, str, float, float | None], ...]
+    trading_state: str
+    state_reason: str
+    disabled_symbols: tuple[str, ...]
+    limits: Mapping[str, float | None]
+    order_counts: Mapping[str, int]
+    denials: Mapping[str, int]
+    n_fills: int
+    hardening: Mapping[str, Any]
+    decision_latency_us: Mapping[str, float] | None
+    bars_per_s: float
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class SnapshotSource:
+    """The components a snapshot reads (all on the kernel thread)."""
+
+    def __init__(
+        self,
+        portfolio: Portfolio,
+        working: WorkingOrders,
+        risk: RiskEngine,
+        order_counts: Callable[[], Mapping[str, int]],
+        denials: Callable[[], Mapping[str, int]],
+        n_fills: Callable[[], int],
+        hardening: Callable[[], Mapping[str, Any]] | None,
+        limits: Callable[[], Mapping[str, float | None]],
+    ) -> None:
+        self.portfolio = portfolio
+        self.working = working
+        self.risk = risk
+        self.order_counts = order_counts
+        self.denials = denials
+        self.n_fills = n_fills
+        self.hardening = hardening
+        self.limits = limits
+
+
+class SnapshotPublisher:
+    """Builds and publishes snapshots at a bounded rate (kernel thread); ``latest`` for readers.
+
+    Parameters
+    ----------
+    source : SnapshotSource
+        What to read.
+    run_id, mode : int or None, str
+        Identify the session.
+    latency_ns : array or None
+        The kernel's decision latencies (ns), when measured: each snapshot reports the
+        percentiles of those recorded since the previous one.
+    interval_s : float
+        Smallest wall time between two snapshots.
+    check_every : int
+        Timestamps between two looks at the wall clock in an unpaced run.
+    """
+
+    def __init__(
+        self,
+        source: SnapshotSource,
+        run_id: int | None,
+        mode: str,
+        latency_ns: array[int] | None = None,
+        *,
+        interval_s: float = 0.25,
+        check_every: int = 256,
+        wall_ns: Callable[[], int] = time.time_ns,
+        mono_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self._source = source
+        self._run_id = run_id
+        self._mode = mode
+        self._latency = latency_ns
+        self._interval_ns = int(interval_s * 1e9)
+        self.check_every = check_every
+        self._wall_ns = wall_ns
+        self._mono_ns = mono_ns
+        self._next_ns = 0
+        self._seq = 0
+        self._lat_from = 0
+        self._bars_at = (0, mono_ns())
+        #: the newest snapshot (None before the first); replaced, never mutated
+        self.latest: EngineSnapshot | None = None
+
+    def maybe_publish(self, n_bars: int, clock_ns: int, replaying: bool) -> None:
+        """Publish if ``interval_s`` passed since the last snapshot."""
+        if self._mono_ns() >= self._next_ns:
+            self.publish(n_bars, clock_ns, replaying)
+
+    def publish(
+        self, n_bars: int, clock_ns: int, replaying: bool = False, *, finished: bool = False
+    ) -> EngineSnapshot:
+        """Build a snapshot now and make it ``latest``."""
+        now = self._mono_ns()
+        self._next_ns = now + self._interval_ns
+        self._seq += 1
+        snap = self._build(n_bars, clock_ns, replaying, finished, now)
+        self.latest = snap
+        return snap
+
+    def _build(
+        self, n_bars: int, clock_ns: int, replaying: bool, finished: bool, now: int
+    ) -> EngineSnapshot:
+        src = self._source
+        pf, risk = src.portfolio, src.risk
+        prev_n, prev_t = self._bars_at
+        self._bars_at = (n_bars, now)
+        rate = (n_bars - prev_n) / ((now - prev_t) / 1e9) if now > prev_t else 0.0
+        return EngineSnapshot(
+            seq=self._seq, run_id=self._run_id, mode=self._mode, wall_ns=self._wall_ns(),
+            clock_ns=clock_ns, replaying=replaying, finished=finished, n_bars=n_bars,
+            equity=pf.equity(), cash=pf.cash, peak_equity=risk.peak_equity,
+            positions=_positions(pf), working_orders=tuple(
+                (o.client_order_id, o.symbol, o.side.value, o.remaining, o.price)
+                for o in src.working.orders()
+            ),
+            trading_state=risk.state.value, state_reason=risk.state_reason,
+            disabled_symbols=tuple(sorted(risk.disabled_symbols)), limits=src.limits(),
+            order_counts=dict(src.order_counts()), denials=dict(src.denials()),
+            n_fills=src.n_fills(),
+            hardening=dict(src.hardening()) if src.hardening is not None else {},
+            decision_latency_us=self._latency_window(), bars_per_s=rate,
+        )  # fmt: skip
+
+    def _latency_window(self) -> dict[str, float] | None:
+        lat = self._latency
+        if lat is None:
+            return None
+        window = lat[self._lat_from :]
+        self._lat_from = len(lat)
+        if not window:
+            return None
+        return percentiles_us(window)
+
+
+def _positions(pf: Portfolio) -> tuple[PositionView, ...]:
+    return tuple(
+        PositionView(s, p.quantity, p.avg_price, p.last_price, p.unrealized_pnl, p.realized_pnl)
+        for s, p in sorted(pf.positions().items())
+        if p.quantity
+    )

@@ -1,0 +1,210 @@
+"""Engine snapshots (``engine/snapshot.py``): immutable pictures published at a bounded rate.
+
+The publisher reads a real portfolio, working-orders view and risk engine; its wall and
+monotonic clocks are injected, so the rate limit is tested without waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from array import array
+
+import pytest
+
+from ultrathink.core.enums import DenyReason, Side, TradingState
+from ultrathink.core.events import Fill
+from ultrathink.engine.snapshot import (
+    EngineSnapshot,
+    PositionView,
+    SnapshotPublisher,
+    SnapshotSource,
+)
+from ultrathink.engine.working import WorkingOrders
+from ultrathink.portfolio.portfolio import Portfolio
+from ultrathink.risk.config import RiskConfig
+from ultrathink.risk.engine import RiskEngine
+
+T0 = 1_600_000_000_000_000_000
+MS = 1_000_000
+WALL = 1_700_000_000_000_000_000
+
+
+class Mono:
+    """An injected monotonic clock: moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.ns = 5_000 * MS
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+class Book:
+    """The components a snapshot reads, and the counters the wiring hands it."""
+
+    def __init__(self) -> None:
+        self.portfolio = Portfolio(10_000.0)
+        self.working = WorkingOrders(self.portfolio.last_price)
+        self.risk = RiskEngine(RiskConfig(max_position_qty=50.0), self.portfolio, self.working)
+        self.counts: dict[str, int] = {}
+        self.denials: dict[str, int] = {}
+        self.hardening: dict[str, object] = {"breakers": {"risk": "CLOSED"}}
+
+    def source(self, with_hardening: bool = True) -> SnapshotSource:
+        return SnapshotSource(
+            self.portfolio, self.working, self.risk,
+            order_counts=lambda: self.counts, denials=lambda: self.denials,
+            n_fills=lambda: self.portfolio.n_fills,
+            hardening=(lambda: self.hardening) if with_hardening else None,
+            limits=lambda: {"max_position_qty": self.risk.config.max_position_qty},
+        )  # fmt: skip
+
+    def fill(self, symbol: str, signed_qty: float, price: float) -> None:
+        side = Side.BUY if signed_qty > 0 else Side.SELL
+        n = self.portfolio.n_fills + 1
+        self.portfolio.apply_fill(
+            Fill(T0, f"O-{n}", f"O-{n}-F1", symbol, side, abs(signed_qty), price, 1.0)
+        )
+
+
+def publisher(
+    book: Book, mono: Mono, latency: array[int] | None = None, **kw: object
+) -> SnapshotPublisher:
+    return SnapshotPublisher(
+        book.source(), 42, "paper", latency, interval_s=0.25, wall_ns=lambda: WALL,
+        mono_ns=mono, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_snapshots_are_published_at_most_once_per_interval() -> None:
+    book, mono = Book(), Mono()
+    pub = publisher(book, mono)
+    assert pub.latest is None
+
+    seqs: list[tuple[int, int]] = []
+    for step_ms in range(0, 1_001, 50):  # a tick every 50 ms for one second
+        mono.ns = 5_000 * MS + step_ms * MS
+        pub.maybe_publish(step_ms, T0 + step_ms, False)
+        assert pub.latest is not None
+        seqs.append((step_ms, pub.latest.seq))
+
+    published = [ms for (ms, seq), (_, prev) in zip(seqs[1:], seqs, strict=False) if seq != prev]
+    assert seqs[0] == (0, 1), "the first tick publishes"
+    assert published == [250, 500, 750, 1000], "then once every interval_s, never more"
+    last = pub.latest
+    assert last is not None and last.seq == 5 and last.n_bars == 1000
+
+
+def test_publish_is_immediate_and_restarts_the_interval() -> None:
+    book, mono = Book(), Mono()
+    pub = publisher(book, mono)
+    pub.maybe_publish(0, T0, False)
+
+    mono.ns += 100 * MS
+    final = pub.publish(10, T0 + 1, finished=True)  # e.g. at the end of the run
+    mono.ns += 200 * MS  # 300 ms after the first, 200 ms after the forced one
+    pub.maybe_publish(11, T0 + 2, False)
+
+    assert pub.latest is final and final.finished and final.seq == 2
+
+
+def test_a_snapshot_carries_the_account_the_orders_and_the_state() -> None:
+    book, mono = Book(), Mono()
+    book.portfolio.mark("AAA", 100.0)
+    book.portfolio.mark("BBB", 20.0)
+    book.fill("BBB", -10.0, 20.0)
+    book.fill("AAA", 5.0, 100.0)
+    book.fill("CCC", 1.0, 7.0)
+    book.fill("CCC", -1.0, 7.0)  # flat again: not a position any more
+    book.portfolio.mark("AAA", 110.0)
+    book.risk.on_equity(T0, book.portfolio.equity())
+    book.working.add("O-7", "AAA", Side.SELL, 2.0, 120.0)
+    book.working.add("O-8", "BBB", Side.BUY, 4.0, None)
+    book.working.filled("O-8", 1.0)
+    book.risk.set_state(TradingState.REDUCING, "operator: test", DenyReason.REDUCE_ONLY)
+    book.risk.disabled_symbols.update({"ZZZ", "BBB"})
+    book.counts.update({"FILLED": 4, "DENIED": 1})
+    book.denials.update({"MAX_POSITION": 1})
+
+    snap = publisher(book, mono).publish(123, T0 + 9, replaying=True)
+
+    assert (snap.run_id, snap.mode, snap.wall_ns, snap.clock_ns) == (42, "paper", WALL, T0 + 9)
+    assert (snap.n_bars, snap.replaying, snap.finished) == (123, True, False)
+    assert snap.equity == pytest.approx(book.portfolio.equity())
+    assert snap.cash == book.portfolio.cash and snap.peak_equity == book.risk.peak_equity
+    assert [p.symbol for p in snap.positions] == ["AAA", "BBB"]
+    aaa = snap.positions[0]
+    assert aaa == PositionView("AAA", 5.0, 100.0, 110.0, 50.0, 0.0)
+    assert snap.working_orders == (
+        ("O-7", "AAA", "SELL", 2.0, 120.0),
+        ("O-8", "BBB", "BUY", 3.0, None),
+    )
+    assert (snap.trading_state, snap.state_reason) == ("REDUCING", "operator: test")
+    assert snap.disabled_symbols == ("BBB", "ZZZ")
+    assert snap.limits == {"max_position_qty": 50.0}
+    assert snap.order_counts == {"FILLED": 4, "DENIED": 1} and snap.denials == {"MAX_POSITION": 1}
+    assert snap.n_fills == 4 and snap.hardening == {"breakers": {"risk": "CLOSED"}}
+    assert json.loads(json.dumps(snap.to_dict()))["working_orders"][0][0] == "O-7"
+
+
+def test_a_snapshot_is_immutable_and_keeps_its_instant() -> None:
+    book, mono = Book(), Mono()
+    book.portfolio.mark("AAA", 100.0)
+    book.fill("AAA", 5.0, 100.0)
+    book.working.add("O-7", "AAA", Side.BUY, 2.0, 99.0)
+    book.counts["FILLED"] = 1
+    snap = publisher(book, mono).publish(1, T0)
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.equity = 0.0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snap.positions[0].quantity = 0.0  # type: ignore[misc]
+    assert isinstance(snap.positions, tuple) and isinstance(snap.working_orders, tuple)
+    # the engine moves on: the snapshot does not
+    book.fill("AAA", 5.0, 100.0)
+    book.portfolio.mark("AAA", 90.0)
+    book.working.ended("O-7")
+    book.counts["FILLED"] = 2
+    book.risk.set_state(TradingState.HALTED, "kill switch")
+    assert snap.positions[0].quantity == 5.0 and snap.positions[0].last_price == 100.0
+    assert snap.working_orders == (("O-7", "AAA", "BUY", 2.0, 99.0),)
+    assert snap.order_counts == {"FILLED": 1} and snap.trading_state == "ACTIVE"
+
+
+def test_each_snapshot_reports_the_decision_latency_since_the_previous_one() -> None:
+    book, mono = Book(), Mono()
+    latency = array("q")
+    pub = publisher(book, mono, latency)
+
+    latency.extend([1_000, 2_000, 3_000])
+    first = pub.publish(3, T0)
+    second = pub.publish(3, T0)  # nothing new
+    latency.extend([50_000])
+    third = pub.publish(4, T0)
+
+    assert first.decision_latency_us is not None
+    assert first.decision_latency_us["count"] == 3.0 and first.decision_latency_us["max"] >= 2.9
+    assert second.decision_latency_us is None
+    assert third.decision_latency_us is not None and third.decision_latency_us["count"] == 1.0
+    assert third.decision_latency_us["p50"] == pytest.approx(50.0, rel=0.01)
+    assert publisher(book, mono).publish(1, T0).decision_latency_us is None, "not measured"
+
+
+def test_the_bar_rate_is_bars_over_monotonic_time_between_snapshots() -> None:
+    book, mono = Book(), Mono()
+    pub = publisher(book, mono)
+    pub.publish(0, T0)
+
+    mono.ns += 2_000 * MS
+    assert pub.publish(1_000, T0).bars_per_s == pytest.approx(500.0)
+    assert pub.publish(1_000, T0).bars_per_s == 0.0, "no time passed"
+
+
+def test_without_guards_the_hardening_section_is_empty() -> None:
+    book, mono = Book(), Mono()
+    pub = SnapshotPublisher(book.source(with_hardening=False), None, "backtest", mono_ns=mono)
+
+    snap = pub.publish(0, T0)
+
+    assert snap.hardening == {} and snap.run_id is None and isinstance(snap, EngineSnapshot)
