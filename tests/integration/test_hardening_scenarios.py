@@ -13,7 +13,6 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,7 +21,7 @@ import pytest
 
 from ultrathink.config import realistic_defaults
 from ultrathink.core.enums import TERMINAL_STATUSES, DenyReason, OrderStatus, Side, TradingState
-from ultrathink.core.events import Bar, Fill, OrderDenied, OrderEvent, OrderRequest
+from ultrathink.core.events import Bar, Fill, OrderDenied
 from ultrathink.data import MarketData, load_data
 from ultrathink.decision.builtin import SmaCross
 from ultrathink.decision.ml import MLStrategy, ModelBundle
@@ -30,9 +29,8 @@ from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
 from ultrathink.engine.control import SessionControl
 from ultrathink.engine.guards import Guards
-from ultrathink.engine.recorder import Recorder
-from ultrathink.engine.spec import RunSpec
-from ultrathink.engine.wiring import Engine, build_engine
+from ultrathink.engine.spec import BrokerFactory, paper_broker
+from ultrathink.engine.wiring import Engine
 from ultrathink.execution.broker import Broker
 from ultrathink.features.spec import FEATURE_NAMES, WARMUP_BARS
 from ultrathink.hardening.breaker import BreakerState, BreakerTransition
@@ -44,37 +42,20 @@ from ultrathink.stress import (
     FaultyBroker,
     FaultyCall,
     RaisingStrategy,
-    build_engine_with_broker,
+    WrappedBroker,
     corrupt_bars,
     faulty_predictor,
 )
+from ultrathink.testing.engine import BatchCapture, engine_for, run_engine
 
 MINUTE = 60 * 1_000_000_000
 OPEN, HALF_OPEN, CLOSED = BreakerState.OPEN, BreakerState.HALF_OPEN, BreakerState.CLOSED
 
 
 # -- tooling --------------------------------------------------------------------------------
-@dataclass
-class Capture:
-    """The recorder's batches, kept in memory (and, optionally, written to a store)."""
-
-    writer: StoreWriter | None = None
-    run_id: int = 0
-    requests: list[OrderRequest] = field(default_factory=list)
-    denials: list[OrderDenied] = field(default_factory=list)
-    events: list[OrderEvent] = field(default_factory=list)
-    audit: list[tuple[int, str, str]] = field(default_factory=list)
-
-    def __call__(self, batch: dict[str, Any]) -> None:
-        self.requests += batch["requests"]
-        self.denials += batch["denials"]
-        self.events += batch["events"]
-        self.audit += batch["audit_extra"]
-        if self.writer is not None:
-            self.writer.put(WriteBatch(run_id=self.run_id, **batch))
-
-    def audit_details(self, kind: str) -> list[str]:
-        return [detail for _, k, detail in self.audit if k == kind]
+def audit_details(capture: BatchCapture, kind: str) -> list[str]:
+    """The details of the audit rows of one kind, in order."""
+    return [detail for _, _, detail in capture.audit(kind)]
 
 
 def hardened(**hardening: Any) -> EngineConfig:
@@ -98,21 +79,17 @@ def run_session(
     config: EngineConfig,
     wrap: Callable[[Broker], FaultyBroker] | None = None,
     before_run: Callable[[Engine], None] | None = None,
-) -> tuple[Engine, Capture, FaultyBroker | None]:
+    capture: BatchCapture | None = None,
+) -> tuple[Engine, BatchCapture, FaultyBroker | None]:
     """Wire ``strategy`` as a paper session, let ``before_run`` see the engine, run it."""
-    capture = Capture()
-    spec = RunSpec(strategy, data, config, mode="paper")
-    recorder = Recorder(capture, config.starting_cash)
-    faulty: FaultyBroker | None = None
-    if wrap is None:
-        engine = build_engine(spec, recorder)
-    else:
-        engine, faulty = build_engine_with_broker(spec, wrap, recorder)
+    capture = capture if capture is not None else BatchCapture()
+    wrapped = WrappedBroker(wrap) if wrap is not None else None
+    factory: BrokerFactory = wrapped if wrapped is not None else paper_broker
+    engine = engine_for(strategy, data, config, broker_factory=factory, capture=capture)
     if before_run is not None:
         before_run(engine)
-    engine.kernel.run(data)
-    engine.kernel.finish()
-    return engine, capture, faulty
+    run_engine(engine, data)
+    return engine, capture, None if wrapped is None else wrapped.broker
 
 
 def guards_of(engine: Engine) -> Guards:
@@ -166,13 +143,15 @@ def assert_books_reconcile(engine: Engine, broker: Broker, fills: list[Fill]) ->
     assert {w[0]: w[3] for w in snap.working_orders} == pytest.approx(venue_open, abs=1e-9)
 
 
-def final_states(capture: Capture) -> dict[str, list[OrderStatus]]:
+def final_states(capture: BatchCapture) -> dict[str, list[OrderStatus]]:
     """Terminal states each requested order reached (events and denials)."""
-    states: dict[str, list[OrderStatus]] = {r.client_order_id: [] for r in capture.requests}
-    for e in capture.events:
+    states: dict[str, list[OrderStatus]] = {
+        r.client_order_id: [] for r in capture.records("requests")
+    }
+    for e in capture.records("events"):
         if e.status in TERMINAL_STATUSES:
             states[e.client_order_id].append(e.status)
-    for d in capture.denials:
+    for d in capture.records("denials"):
         states[d.client_order_id].append(OrderStatus.DENIED)
     return states
 
@@ -224,26 +203,32 @@ FLAKY_DATA = "synthetic:n_bars=600,seed=3"  # 1-minute bars
 
 def flaky_broker_run(
     tmp_path: Path | None = None, seed: int = 7
-) -> tuple[Engine, Capture, FaultyBroker]:
+) -> tuple[Engine, BatchCapture, FaultyBroker]:
+    """The flipper over a broker failing 30 % of its calls.
+
+    With ``tmp_path`` the batches also go to the store ``stress.db``, as its one run.
+    """
     data = load_data(FLAKY_DATA)
-    capture = Capture()
-    config = hardened(execution=EXEC_BREAKER)
-    spec = RunSpec(Flipper(every=2), data, config, mode="paper")
+    capture = BatchCapture()
     store: Store | None = None
+    writer: StoreWriter | None = None
     if tmp_path is not None:
         store = Store(tmp_path / "stress.db")
-        capture.run_id = store.create_run("paper", "flipper", {}, {}, data.name, "", "test", 0)
-        capture.writer = StoreWriter(tmp_path / "stress.db")
-    engine, faulty = build_engine_with_broker(
-        spec,
+        run_id = store.create_run("paper", "flipper", {}, {}, data.name, "", "test", 0)
+        writer = StoreWriter(tmp_path / "stress.db")
+        put = writer.put
+        capture = BatchCapture(lambda batch: put(WriteBatch(run_id=run_id, **batch)))
+    engine, _, faulty = run_session(
+        Flipper(every=2),
+        data,
+        hardened(execution=EXEC_BREAKER),
         lambda inner: FaultyBroker(inner, fail_rate=0.3, seed=seed, mode="mixed"),
-        Recorder(capture, config.starting_cash),
+        capture=capture,
     )
-    engine.kernel.run(data)
-    engine.kernel.finish()
-    if capture.writer is not None and store is not None:
-        capture.writer.close()
+    if writer is not None and store is not None:
+        writer.close()
         store.close()
+    assert faulty is not None
     return engine, capture, faulty
 
 
@@ -265,18 +250,19 @@ def test_a_broker_failing_30pct_trips_the_execution_breaker_which_recovers(tmp_p
         if (prev.to_state, nxt.to_state) == (OPEN, HALF_OPEN):
             due = prev.ts_ns + recovery_ns
             assert nxt.ts_ns >= due
-            assert not [r for r in capture.requests if due <= r.ts_ns < nxt.ts_ns]
+            assert not [r for r in capture.records("requests") if due <= r.ts_ns < nxt.ts_ns]
     # a probe that succeeds closes it: that order reached the venue without a fault
     faulted = {f.client_order_id for f in faulty.faults}
-    by_ts = {r.ts_ns: r.client_order_id for r in capture.requests}
+    by_ts = {r.ts_ns: r.client_order_id for r in capture.records("requests")}
     for t in ts:
         if t.from_state is HALF_OPEN:
             probe = by_ts[t.ts_ns]
             assert (probe not in faulted) is (t.to_state is CLOSED), t
     # the trail: audit rows in memory and in the store
-    assert any("CLOSED -> OPEN" in d for d in capture.audit_details("breaker.execution"))
+    assert any("CLOSED -> OPEN" in d for d in audit_details(capture, "breaker.execution"))
     with Store(tmp_path / "stress.db") as store:
-        stored = store.audit_details(capture.run_id, ("breaker.execution",))
+        [run] = store.list_runs()
+        stored = store.audit_details(run.run_id, ("breaker.execution",))
         assert len(stored) == len(ts)
         assert stored[0][1].startswith("CLOSED -> OPEN: 2 failures within window_s=600.0")
 
@@ -284,15 +270,17 @@ def test_a_broker_failing_30pct_trips_the_execution_breaker_which_recovers(tmp_p
 def test_orders_are_denied_broker_unavailable_exactly_while_the_breaker_is_open() -> None:
     engine, capture, faulty = flaky_broker_run()
     spans = list(open_spans(transitions(engine, "execution")))
-    unavailable = [d for d in capture.denials if d.reason is DenyReason.BROKER_UNAVAILABLE]
+    unavailable = [
+        d for d in capture.records("denials") if d.reason is DenyReason.BROKER_UNAVAILABLE
+    ]
     denied_ids = {d.client_order_id for d in unavailable}
 
     assert len(unavailable) >= 10
-    assert set(capture.denials) == set(unavailable), "no other denial in this run"
+    assert set(capture.records("denials")) == set(unavailable), "no other denial in this run"
     for d in unavailable:
         assert any(start <= d.ts_ns < end for start, end in spans), d
         assert "execution breaker is OPEN" in d.detail
-    for r in capture.requests:
+    for r in capture.records("requests"):
         inside = any(start < r.ts_ns < end for start, end in spans)
         assert inside is (r.client_order_id in denied_ids), r
         if inside:
@@ -312,13 +300,15 @@ def test_every_order_ends_in_one_terminal_state_and_the_books_reconcile(tmp_path
     lost = faulty.fault_ids("submit", "after")
     assert len(unsent) >= 10 and len(lost) >= 10
     rejected = {
-        e.client_order_id: e.reason for e in capture.events if e.status is OrderStatus.REJECTED
+        e.client_order_id: e.reason
+        for e in capture.records("events")
+        if e.status is OrderStatus.REJECTED
     }
     for coid in unsent:
         assert inner.get_order(coid) is None
         assert rejected[coid] == "the broker never received it (submit failed)"
     # faults after the venue processed it: adopted as the venue has it, filled like any other
-    adopted = " ".join(capture.audit_details("execution.adopted"))
+    adopted = " ".join(audit_details(capture, "execution.adopted"))
     fills = engine.parts.recorder.all_fills
     filled_ids = {f.client_order_id for f in fills}
     for coid in lost:
@@ -332,8 +322,9 @@ def test_every_order_ends_in_one_terminal_state_and_the_books_reconcile(tmp_path
     assert len(fills) == engine.parts.portfolio.n_fills
     # the store agrees: one final state per order
     with Store(tmp_path / "stress.db") as store:
-        stored = store.order_states(capture.run_id)
-        assert store.fill_ids(capture.run_id) == {f.fill_id for f in fills}
+        [run] = store.list_runs()
+        stored = store.order_states(run.run_id)
+        assert store.fill_ids(run.run_id) == {f.fill_id for f in fills}
     assert set(stored) == set(states)
     for coid, (status, _, _) in stored.items():
         if states[coid]:
@@ -363,7 +354,7 @@ def test_failing_cancels_keep_the_working_order_view_in_step_with_the_venue() ->
     cancel_after = faulty.fault_ids("cancel", "after")
     assert cancel_before and cancel_after
     assert strategy.cancel_results.count(False) >= len(cancel_before) + len(cancel_after)
-    failed = " ".join(capture.audit_details("execution.cancel_failed"))
+    failed = " ".join(audit_details(capture, "execution.cancel_failed"))
     assert all(coid in failed for coid in cancel_before + cancel_after)
     for coid in cancel_after:  # the venue cancelled it: the response alone was lost
         order = faulty.inner.get_order(coid)
@@ -470,7 +461,7 @@ def test_corrupted_bars_trip_market_data_reduce_then_trading_resumes() -> None:
     assert any(t > ts[2].ts_ns for t in strategy.approved_buys), "adding orders pass again"
     states = [(e.name, e.detail.split(":")[0]) for e in guards.events if e.kind != "breaker"]
     assert states == [("REDUCING", "market_data"), ("ACTIVE", "every REDUCING request cleared")]
-    assert capture.audit_details("trading_state.REDUCING")
+    assert audit_details(capture, "trading_state.REDUCING")
     assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
@@ -523,9 +514,9 @@ def test_a_paced_feed_stall_makes_the_feed_watchdog_reduce_until_the_next_bar() 
     assert stale.detail.startswith("no bar for ")
     waited_s = float(stale.detail.split()[3])  # measured by the watchdog (monotonic clock)
     assert waited_s >= 0.24
-    (reducing,) = [d for d in capture.audit_details("trading_state.REDUCING") if "feed" in d]
+    (reducing,) = [d for d in audit_details(capture, "trading_state.REDUCING") if "feed" in d]
     assert reducing.startswith("feed: no bar for ")
-    assert capture.audit_details("feed.fresh")[0] == "a bar arrived"
+    assert audit_details(capture, "feed.fresh")[0] == "a bar arrived"
     # the watchdog asks for REDUCING only until the next bar arrives (intended): the bar after
     # the stall is traded ACTIVE, so no strategy order is denied DATA_STALE
     state_at = {s.ts_ns: s.state for s in strategy.seen}
@@ -557,7 +548,7 @@ def ml_run(
     predict: Predictor,
     members: tuple[tuple[str, Predictor], ...] = (),
     fail_on_bar: tuple[int, ...] = (),
-) -> tuple[Engine, Capture, MLStrategy]:
+) -> tuple[Engine, BatchCapture, MLStrategy]:
     """An ML strategy on a hand-made bundle (no training): ``predict`` is the ensemble."""
     data = load_data(ML_DATA)
     n = len(FEATURE_NAMES)
@@ -591,12 +582,12 @@ def test_a_failing_ensemble_falls_back_to_its_members_in_order() -> None:
     assert strategy.fallback_counts == {"gbm": gbm.n_calls - gbm.n_faults, "linear": linear.n_calls}
     assert strategy.n_predictions == ensemble.n_calls, "every bar still gets a decision"
     assert "model_error" not in strategy.hold_counts
-    fallbacks = capture.audit_details("decision.fallback")
+    fallbacks = audit_details(capture, "decision.fallback")
     assert len(fallbacks) == ensemble.n_faults
     assert all("ensemble failed: InjectedFault" in f for f in fallbacks)
     assert sum("used linear" in f for f in fallbacks) == linear.n_calls
     assert transitions(engine, "decision") == [], "the fallback contains it: no breaker trip"
-    assert capture.requests
+    assert capture.records("requests")
     assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
@@ -614,10 +605,10 @@ def test_a_model_without_a_healthy_member_holds_on_every_bar() -> None:
     n_errors = strategy.hold_counts["model_error"]
     assert n_errors + guards.n_holds == ready and member.n_calls == n_errors
     assert n_errors < ready, "the breaker held some bars without asking the model"
-    holds = capture.audit_details("decision.hold")
+    holds = audit_details(capture, "decision.hold")
     assert "ValueError('probability nan outside [0, 1]')" in holds[0]
     assert holds[0].endswith("no healthy member")
-    assert capture.requests == [], "a hold never trades"
+    assert capture.records("requests") == [], "a hold never trades"
     assert engine.kernel.n_bars == len(load_data(ML_DATA)), "and never stops the run"
 
 
@@ -643,11 +634,11 @@ def test_a_raising_strategy_trips_the_decision_breaker_holds_then_a_probe_closes
     assert guards.n_holds == len(FAIL_AT) + len(held)
     # the held bars still reach the strategy's own state through on_bar_held
     assert strategy.n_bars == len(bars) - len(FAIL_AT)
-    assert not [r for r in capture.requests if tripped <= r.ts_ns < half_open]
-    assert len(capture.audit_details("decision.error")) == len(FAIL_AT)
+    assert not [r for r in capture.records("requests") if tripped <= r.ts_ns < half_open]
+    assert len(audit_details(capture, "decision.error")) == len(FAIL_AT)
     # the strategy traded before and trades again after
-    assert [r for r in capture.requests if r.ts_ns < tripped]
-    assert [r for r in capture.requests if r.ts_ns > closed]
+    assert [r for r in capture.records("requests") if r.ts_ns < tripped]
+    assert [r for r in capture.records("requests") if r.ts_ns > closed]
     assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
 
@@ -667,12 +658,13 @@ def test_a_strategy_raising_at_random_is_contained_by_the_decision_breaker() -> 
 
     assert raising.fault.n_faults >= 20
     assert (CLOSED, OPEN) in moves(ts) and (HALF_OPEN, CLOSED) in moves(ts)
-    assert len(capture.audit_details("decision.error")) == raising.fault.n_faults
+    assert len(audit_details(capture, "decision.error")) == raising.fault.n_faults
     for start, end in open_spans(ts):  # no decision, no order while OPEN
-        assert not [r for r in capture.requests if start < r.ts_ns < end]
+        assert not [r for r in capture.records("requests") if start < r.ts_ns < end]
     assert engine.kernel.n_bars == len(data), "the run never stops"
     recovered = next(t.ts_ns for t in ts if t.from_state is HALF_OPEN and t.to_state is CLOSED)
-    assert [r for r in capture.requests if r.ts_ns > recovered], "it trades after recovery"
+    after = [r for r in capture.records("requests") if r.ts_ns > recovered]
+    assert after, "it trades after recovery"
     assert raising.stats()["injected_faults"] == raising.fault.n_faults
     assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
 
@@ -740,7 +732,7 @@ def test_a_raising_risk_check_halts_flattens_and_only_an_operator_resumes() -> N
     assert log[19] == (TradingState.ACTIVE, 10.0)
     assert log[20][0] is TradingState.HALTED
     assert log[21] == (TradingState.HALTED, 0.0), "flattened at the next bar"
-    flatten = [r for r in capture.requests if r.tag == "kill_switch"]
+    flatten = [r for r in capture.records("requests") if r.tag == "kill_switch"]
     assert len(flatten) == 1 and flatten[0].side is Side.SELL and flatten[0].quantity == 10
     # the breaker recovers by itself, trading does not: HALTED until the operator resumes
     assert ts[2].ts_ns < int(data.ts_ns[resume_at])
@@ -750,7 +742,7 @@ def test_a_raising_risk_check_halts_flattens_and_only_an_operator_resumes() -> N
     assert all(d.reason is DenyReason.TRADING_HALTED for d in halted)
     assert not [d for d in strategy.denials if d.ts_ns >= int(data.ts_ns[resume_at])]
     assert log[resume_at][0] is TradingState.ACTIVE
-    resumes = capture.audit_details("killswitch.resumed")
+    resumes = audit_details(capture, "killswitch.resumed")
     assert resumes and "alice" in resumes[0]
     assert engine.parts.portfolio.position("SYN") == len(data) - 1 - resume_at, "buys fill again"
     assert_books_reconcile(engine, engine.parts.broker, engine.parts.recorder.all_fills)
@@ -805,11 +797,11 @@ def test_the_kill_switch_gets_flat_through_a_failing_broker() -> None:
     )
     assert venue is not None
     states = final_states(capture)
-    flatten = [r.client_order_id for r in capture.requests if r.tag == "kill_switch"]
+    flatten = [r.client_order_id for r in capture.records("requests") if r.tag == "kill_switch"]
 
     # cancels that failed were retried at the next bars until every order was cancelled
     failed_cancels = venue.fault_ids("cancel", "before")
-    assert failed_cancels and len(capture.audit_details("killswitch.cancel_failed")) >= 2
+    assert failed_cancels and len(audit_details(capture, "killswitch.cancel_failed")) >= 2
     for coid in failed_cancels:
         assert states[coid] == [OrderStatus.CANCELLED]
     # flatten orders the venue never received were REJECTED and sent again; the last filled
@@ -835,8 +827,8 @@ def test_the_same_seeds_give_the_same_run_and_another_seed_another() -> None:
     assert [t[:4] for t in transitions(first, "execution")] == [
         t[:4] for t in transitions(second, "execution")
     ]
-    assert first_capture.events == second_capture.events
-    assert first_capture.denials == second_capture.denials
+    assert first_capture.records("events") == second_capture.records("events")
+    assert first_capture.records("denials") == second_capture.records("denials")
     assert first.parts.portfolio.equity() == second.parts.portfolio.equity()
     assert other_faulty.faults != first_faulty.faults
     assert other.parts.recorder.all_fills != first.parts.recorder.all_fills

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from ultrathink.cli._common import DB_HELP
 from ultrathink.cli._registry import CliContext, Command, sub_parser
+from ultrathink.cli._status import format_snapshot, is_snapshot
 from ultrathink.errors import UltrathinkError
 
 if TYPE_CHECKING:
@@ -380,6 +381,8 @@ def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
 def format_result(result: dict[str, Any]) -> str:
     """One line: the action, then ``field before → after`` for each changed field."""
     action = result.get("action", "?")
+    if action == "status" and is_snapshot(result.get("after")):
+        return format_snapshot(result["after"])
     before, after = _flat(result.get("before")), _flat(result.get("after"))
     if action == "status":
         fields = "".join(f"\n  {k}: {v}" for k, v in (after or before).items())

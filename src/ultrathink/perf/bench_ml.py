@@ -179,24 +179,17 @@ def ml_decision_latency(quick: bool) -> Callable[[], Measurement]:
 
 def ml_latency_runner(quick: bool, *, profiled: bool) -> Callable[[], Measurement]:
     """One ML run's decision latencies per repeat; ``profiled`` builds it under the profiler."""
-    from contextlib import nullcontext
-
     from ultrathink.engine.config import EngineConfig
     from ultrathink.engine.recorder import Recorder
-    from ultrathink.engine.spec import RunSpec
-    from ultrathink.engine.wiring import build_engine
-    from ultrathink.perf.profiler import ProfileSession
 
     bundle, data = _ml_session(quick)
     config = EngineConfig(measure_latency=True)
+    build = _kernel_builder(profiled)
 
     def run() -> Measurement:
         strategy = _ml_strategy(bundle)
-        session = ProfileSession() if profiled else None
-        with session if session is not None else nullcontext():
-            factory = session.profiler_for if session is not None else None
-            spec = RunSpec(strategy, data, config, profiler=factory)
-            kernel = build_engine(spec, Recorder(None, 100_000.0)).kernel
+        with _session(profiled) as session:  # the profiler's process and GC readings too
+            kernel = build(strategy, data, config, Recorder(None, 100_000.0), session)
             kernel.run(data)
         kernel.finish()
         assert kernel.latency_ns is not None
@@ -204,6 +197,37 @@ def ml_latency_runner(quick: bool, *, profiled: bool) -> Callable[[], Measuremen
         return Measurement(value=float(np.median(events)) / 1e3, events_ns=events.copy())
 
     return run
+
+
+def _kernel_builder(profiled: bool) -> Callable[..., Any]:
+    # (strategy, data, config, recorder) -> a wired kernel; ``bench --compare`` also runs
+    # this module against base trees from before the engine's wiring module (issue #9)
+    from ultrathink.engine.runner import RunSpec
+
+    try:
+        from ultrathink.engine.wiring import build_engine
+    except ImportError:  # a base tree: build_kernel, never profiled here
+        from ultrathink.engine.runner import build_kernel  # type: ignore[attr-defined]
+
+        if profiled:
+            raise RuntimeError("this tree predates RunSpec.profiler: nothing to compare") from None
+        return lambda s, d, c, r, _session: build_kernel(RunSpec(s, d, c), r)
+
+    def build(strategy: Any, data: Any, config: Any, recorder: Any, session: Any) -> Any:
+        factory = session.profiler_for if session is not None else None
+        return build_engine(RunSpec(strategy, data, config, profiler=factory), recorder).kernel
+
+    return build
+
+
+def _session(profiled: bool) -> Any:
+    from contextlib import nullcontext
+
+    if not profiled:
+        return nullcontext()
+    from ultrathink.perf.profiler import ProfileSession
+
+    return ProfileSession()
 
 
 class _MLBacktest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from ultrathink.data.frame import MarketData
@@ -14,13 +15,22 @@ from ultrathink.engine.wiring import Engine, build_engine
 
 
 class BatchCapture:
-    """A recorder sink that keeps every batch the store would have received."""
+    """A recorder sink that keeps every batch the store would have received.
 
-    def __init__(self) -> None:
+    Parameters
+    ----------
+    forward : callable or None
+        Also receives each batch, after it is kept (e.g. a store writer's ``put``).
+    """
+
+    def __init__(self, forward: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.batches: list[dict[str, Any]] = []
+        self._forward = forward
 
     def __call__(self, batch: dict[str, Any]) -> None:
         self.batches.append(batch)
+        if self._forward is not None:
+            self._forward(batch)
 
     def records(self, key: str) -> list[Any]:
         """Every record of one kind (``requests``, ``events``, ``fills``, ``audit_extra``…)."""

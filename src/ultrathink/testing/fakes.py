@@ -81,6 +81,10 @@ class Venue(Generic[B]):
         ``(clock, sink) -> broker``: builds the broker under test.
     start_ns : int
         Time of the clock and of bar number 0.
+    quantity : float
+        The quantity ``submit`` orders when it is given none.
+    volume : float
+        The volume of a bar ``bar`` delivers when it is given none.
 
     Examples
     --------
@@ -92,8 +96,17 @@ class Venue(Generic[B]):
     [<OrderStatus.ACCEPTED: 'ACCEPTED'>, <OrderStatus.FILLED: 'FILLED'>]
     """
 
-    def __init__(self, make: Callable[[TestClock, ExecutionSink], B], start_ns: int = 0) -> None:
+    def __init__(
+        self,
+        make: Callable[[TestClock, ExecutionSink], B],
+        start_ns: int = 0,
+        *,
+        quantity: float = 10.0,
+        volume: float = 1e9,
+    ) -> None:
         self.start_ns = start_ns
+        self.quantity = quantity
+        self.volume = volume
         self.clock = TestClock(start_ns)
         self.sink = RecordingSink()
         self.broker: B = make(self.clock, self.sink)
@@ -104,21 +117,31 @@ class Venue(Generic[B]):
         config: PaperBrokerConfig | None = None,
         journal: JournalSink | None = None,
         start_ns: int = 0,
+        *,
+        quantity: float = 10.0,
+        volume: float = 1e9,
     ) -> Venue[PaperBroker]:
         """A venue around a ``PaperBroker`` (default costs: none; ``journal``: none)."""
         cfg = config if config is not None else PaperBrokerConfig()
-        return Venue(lambda clock, sink: PaperBroker(cfg, clock, sink, journal), start_ns)
+        return Venue(
+            lambda clock, sink: PaperBroker(cfg, clock, sink, journal),
+            start_ns,
+            quantity=quantity,
+            volume=volume,
+        )
 
     def submit(
-        self, client_order_id: str | None = None, quantity: float = 10.0, **kw: Any
+        self, client_order_id: str | None = None, quantity: float | None = None, **kw: Any
     ) -> Order:
         """Submit a request at the clock's time; keywords are ``OrderRequest`` fields.
 
-        The id defaults to the next ``O-000000001``…; ``symbol`` to ``"AAA"``, ``side`` to BUY.
+        The id defaults to the next ``O-000000001``…; ``quantity`` to the venue's,
+        ``symbol`` to ``"AAA"``, ``side`` to BUY.
         """
         coid = client_order_id if client_order_id is not None else self._ids.next()
+        qty = quantity if quantity is not None else self.quantity
         symbol, side = kw.pop("symbol", "AAA"), kw.pop("side", Side.BUY)
-        request = OrderRequest(coid, self.clock.now_ns(), symbol, side, quantity, **kw)
+        request = OrderRequest(coid, self.clock.now_ns(), symbol, side, qty, **kw)
         return self.broker.submit(request)
 
     def bar(
@@ -128,14 +151,16 @@ class Venue(Generic[B]):
         h: float = 101.0,
         lo: float = 99.0,
         c: float = 100.0,
-        volume: float = 1e9,
+        volume: float | None = None,
         symbol: str = "AAA",
     ) -> Bar:
         """Deliver bar number ``i`` (one a minute); the clock moves to its time first.
 
-        The clock never goes back: a bar older than it (a replayed one) leaves it where it is.
+        ``volume`` defaults to the venue's. The clock never goes back: a bar older than it
+        (a replayed one) leaves it where it is.
         """
-        bar = Bar(self.start_ns + i * MIN_NS, symbol, o, h, lo, c, volume)
+        vol = volume if volume is not None else self.volume
+        bar = Bar(self.start_ns + i * MIN_NS, symbol, o, h, lo, c, vol)
         self.clock.set_ns(max(self.clock.now_ns(), bar.ts_ns))
         self.broker.on_bar(bar)
         return bar

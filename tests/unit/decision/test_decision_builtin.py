@@ -1,97 +1,50 @@
-"""Built-in strategies driven by a small recording context, as the kernel would drive them."""
+"""Built-in strategies driven by the shared ``FakeContext``, as the kernel would drive them."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ultrathink.core.enums import OrderType, Side, TimeInForce
+from ultrathink.core.clock import TestClock
+from ultrathink.core.enums import OrderType, Side
 from ultrathink.core.events import Bar
 from ultrathink.decision import Strategy
 from ultrathink.decision.builtin import BUILTIN_STRATEGIES, BuyAndHold, SmaCross
+from ultrathink.engine.config import SizingConfig
+from ultrathink.testing.fakes import FakeContext
 
 # fast(2) - slow(3) of these closes: n/a, n/a, -.5, -.5, -.17, +.5, +.5, +.5, +.17, -.5, -.5, -.5
 # so the fast average crosses above at index 5 and below at index 9
 CROSSING_CLOSES = [10.0, 9.0, 8.0, 7.0, 8.0, 9.0, 10.0, 11.0, 10.0, 9.0, 8.0, 7.0]
 
 
-class RecordingContext:
-    """A real StrategyContext: orders fill at once; every submit is recorded with its bar.
+def run(strategy: Strategy, bars: list[tuple[str, float]], **ctx_kw: Any) -> FakeContext:
+    """Bind, start, then per bar update indicators and call on_bar (the kernel's order).
 
-    ``affordable`` is what cash covers of any buy (None: everything).
+    Orders fill as they are submitted; each request is stamped with its bar's index. The
+    context sizes 10 units unless ``sizing`` says otherwise.
     """
-
-    def __init__(self, size: float = 10.0, affordable: float | None = None) -> None:
-        self.size = size
-        self.affordable = affordable
-        self.bar_index = -1
-        self.submits: list[tuple[int, str, Side, float]] = []
-        self.positions: dict[str, float] = {}
-        self.audits: list[tuple[str, str]] = []
-
-    def now_ns(self) -> int:
-        return self.bar_index
-
-    def submit(
-        self,
-        symbol: str,
-        side: Side,
-        quantity: float,
-        order_type: OrderType,
-        limit_price: float | None,
-        stop_price: float | None,
-        tif: TimeInForce,
-        reduce_only: bool,
-        tag: str,
-    ) -> str:
-        assert order_type is OrderType.MARKET
-        self.submits.append((self.bar_index, symbol, side, quantity))
-        signed = quantity if side is Side.BUY else -quantity
-        self.positions[symbol] = self.positions.get(symbol, 0.0) + signed
-        return f"O-{len(self.submits)}"
-
-    def cancel(self, client_order_id: str) -> bool:
-        return False
-
-    def audit(self, kind: str, detail: str) -> None:
-        self.audits.append((kind, detail))
-
-    def cancel_all(self, symbol: str | None) -> int:
-        return 0
-
-    def position(self, symbol: str) -> float:
-        return self.positions.get(symbol, 0.0)
-
-    def pending_qty(self, symbol: str) -> float:
-        return 0.0
-
-    def cash(self) -> float:
-        return 0.0
-
-    def equity(self) -> float:
-        return 0.0
-
-    def last_price(self, symbol: str) -> float | None:
-        return None
-
-    def order_size(self, symbol: str, price: float) -> float:
-        return self.size
-
-    def affordable_buy(self, symbol: str, current: float, quantity: float) -> float:
-        return quantity if self.affordable is None else min(quantity, self.affordable)
-
-
-def run(strategy: Strategy, bars: list[tuple[str, float]], **ctx_kw: Any) -> RecordingContext:
-    """Bind, start, then per bar update indicators and call on_bar (the kernel's order)."""
-    ctx = RecordingContext(**ctx_kw)
+    clock = TestClock(0)
+    ctx_kw.setdefault("sizing", fixed(10.0))
+    ctx = FakeContext(fill_immediately=True, clock=clock, **ctx_kw)
     strategy.bind(ctx)
     strategy.on_start()
     for i, (symbol, close) in enumerate(bars):
-        ctx.bar_index = i
+        clock.set_ns(i)
         for ind in strategy.indicators:
             ind.update(symbol, close)
         strategy.on_bar(Bar(i, symbol, close, close, close, close, 1.0))
     strategy.on_stop()
     return ctx
+
+
+def fixed(quantity: float) -> SizingConfig:
+    return SizingConfig(mode="fixed", quantity=quantity)
+
+
+def orders(ctx: FakeContext) -> list[tuple[int, str, Side, float]]:
+    """``(bar index, symbol, side, quantity)`` of every order: market orders, all of them."""
+    assert all(r.order_type is OrderType.MARKET for r in ctx.submits)
+    return [(r.ts_ns, r.symbol, r.side, r.quantity) for r in ctx.submits]
 
 
 def one_symbol(closes: list[float], symbol: str = "AAA") -> list[tuple[str, float]]:
@@ -105,34 +58,34 @@ def test_builtin_registry() -> None:
 def test_sma_cross_goes_long_on_cross_up_and_flat_on_cross_down() -> None:
     ctx = run(SmaCross(fast=2, slow=3), one_symbol(CROSSING_CLOSES))
 
-    assert ctx.submits == [(5, "AAA", Side.BUY, 10.0), (9, "AAA", Side.SELL, 10.0)]
+    assert orders(ctx) == [(5, "AAA", Side.BUY, 10.0), (9, "AAA", Side.SELL, 10.0)]
     assert ctx.positions["AAA"] == 0.0
 
 
 def test_sma_cross_long_short_reverses_on_cross_down() -> None:
     ctx = run(SmaCross(fast=2, slow=3, long_short=True), one_symbol(CROSSING_CLOSES))
 
-    assert ctx.submits == [(5, "AAA", Side.BUY, 10.0), (9, "AAA", Side.SELL, 20.0)]
+    assert orders(ctx) == [(5, "AAA", Side.BUY, 10.0), (9, "AAA", Side.SELL, 20.0)]
     assert ctx.positions["AAA"] == -10.0
 
 
 def test_sma_cross_does_not_trade_when_fast_starts_above_and_stays_above() -> None:
     ctx = run(SmaCross(fast=2, slow=3), one_symbol([float(c) for c in range(1, 30)]))
 
-    assert ctx.submits == []
+    assert orders(ctx) == []
 
 
 def test_sma_cross_does_not_trade_when_fast_starts_below_and_stays_below() -> None:
     ctx = run(SmaCross(fast=2, slow=3), one_symbol([float(c) for c in range(30, 1, -1)]))
 
-    assert ctx.submits == []
+    assert orders(ctx) == []
 
 
 def test_sma_cross_does_not_trade_while_warming_up() -> None:
     # a cross inside the first `slow` bars is not a signal: there is no previous difference
     ctx = run(SmaCross(fast=2, slow=3), one_symbol([10.0, 9.0, 12.0]))
 
-    assert ctx.submits == []
+    assert orders(ctx) == []
 
 
 def test_sma_cross_tracks_each_symbol_separately() -> None:
@@ -142,15 +95,15 @@ def test_sma_cross_tracks_each_symbol_separately() -> None:
 
     ctx = run(SmaCross(fast=2, slow=3), bars)
 
-    assert [(s, side) for _, s, side, _ in ctx.submits] == [("AAA", Side.BUY), ("AAA", Side.SELL)]
-    assert [i for i, *_ in ctx.submits] == [10, 18]  # interleaved indices of AAA's bars 5 and 9
+    assert [(s, side) for _, s, side, _ in orders(ctx)] == [("AAA", Side.BUY), ("AAA", Side.SELL)]
+    assert [i for i, *_ in orders(ctx)] == [10, 18]  # interleaved indices of AAA's bars 5 and 9
 
 
 def test_sma_cross_repeated_cross_up_does_not_add_to_the_position() -> None:
     # up-cross, down-cross, up-cross: the position goes 10, 0, 10, never 20
     ctx = run(SmaCross(fast=2, slow=3), one_symbol([*CROSSING_CLOSES[:10], 12.0, 14.0, 16.0]))
 
-    assert [(i, side) for i, _, side, _ in ctx.submits] == [
+    assert [(i, side) for i, _, side, _ in orders(ctx)] == [
         (5, Side.BUY),
         (9, Side.SELL),
         (10, Side.BUY),
@@ -161,15 +114,16 @@ def test_sma_cross_repeated_cross_up_does_not_add_to_the_position() -> None:
 def test_buy_and_hold_buys_once_per_symbol() -> None:
     bars = [("AAA", 10.0), ("BBB", 20.0), ("AAA", 11.0), ("BBB", 19.0), ("AAA", 5.0)]
 
-    ctx = run(BuyAndHold(), bars, size=7.0)
+    ctx = run(BuyAndHold(), bars, sizing=fixed(7.0))
 
-    assert ctx.submits == [(0, "AAA", Side.BUY, 7.0), (1, "BBB", Side.BUY, 7.0)]
+    assert orders(ctx) == [(0, "AAA", Side.BUY, 7.0), (1, "BBB", Side.BUY, 7.0)]
 
 
 def test_buy_and_hold_with_zero_size_sends_nothing() -> None:
-    ctx = run(BuyAndHold(), [("AAA", 10.0), ("AAA", 11.0)], size=0.0)
+    # all-in of no equity: a size of 0 units
+    ctx = run(BuyAndHold(), [("AAA", 10.0), ("AAA", 11.0)], sizing=SizingConfig(), cash=0.0)
 
-    assert ctx.submits == []
+    assert orders(ctx) == []
 
 
 def test_restart_resets_strategy_state() -> None:
@@ -178,17 +132,17 @@ def test_restart_resets_strategy_state() -> None:
 
     ctx = run(strategy, [("AAA", 10.0)])  # on_start again: a fresh run buys again
 
-    assert ctx.submits == [(0, "AAA", Side.BUY, 10.0)]
+    assert orders(ctx) == [(0, "AAA", Side.BUY, 10.0)]
 
 
 def test_sma_cross_enters_with_what_cash_covers() -> None:
     ctx = run(SmaCross(fast=2, slow=3), one_symbol(CROSSING_CLOSES), affordable=6.0)
 
-    assert ctx.submits == [(5, "AAA", Side.BUY, 6.0), (9, "AAA", Side.SELL, 6.0)]
+    assert orders(ctx) == [(5, "AAA", Side.BUY, 6.0), (9, "AAA", Side.SELL, 6.0)]
     assert ctx.positions["AAA"] == 0.0
 
 
 def test_buy_and_hold_with_nothing_affordable_sends_nothing() -> None:
     ctx = run(BuyAndHold(), [("AAA", 10.0), ("AAA", 11.0)], affordable=0.0)
 
-    assert ctx.submits == []
+    assert orders(ctx) == []

@@ -11,95 +11,12 @@ from ultrathink.core.enums import OrderType, Side, TimeInForce
 from ultrathink.decision import Strategy
 from ultrathink.decision.builtin import BuyAndHold, SmaCross
 from ultrathink.decision.strategy import IndicatorSet
+from ultrathink.engine.config import SizingConfig
 from ultrathink.errors import ConfigError, StrategyError
 from ultrathink.features.indicators import EMA, SMA
+from ultrathink.testing.fakes import FakeContext
 
-
-class RecordingContext:
-    """A real StrategyContext: records submits, keeps positions/pending, fixed sizing.
-
-    ``affordable`` is what cash covers of any buy (None: everything); every question the
-    strategy asks about it is kept in ``affordability_asked``.
-    """
-
-    def __init__(
-        self, size: float = 10.0, fill_immediately: bool = True, affordable: float | None = None
-    ) -> None:
-        self.size = size
-        self.fill_immediately = fill_immediately
-        self.affordable = affordable
-        self.affordability_asked: list[tuple[str, float, float]] = []
-        self.submits: list[dict[str, Any]] = []
-        self.cancels: list[str] = []
-        self.audits: list[tuple[str, str]] = []
-        self.positions: dict[str, float] = {}
-        self.pending: dict[str, float] = {}
-
-    def now_ns(self) -> int:
-        return 0
-
-    def submit(
-        self,
-        symbol: str,
-        side: Side,
-        quantity: float,
-        order_type: OrderType,
-        limit_price: float | None,
-        stop_price: float | None,
-        tif: TimeInForce,
-        reduce_only: bool,
-        tag: str,
-    ) -> str:
-        self.submits.append(
-            {
-                "symbol": symbol,
-                "side": side,
-                "quantity": quantity,
-                "order_type": order_type,
-                "limit_price": limit_price,
-                "stop_price": stop_price,
-                "tif": tif,
-                "reduce_only": reduce_only,
-                "tag": tag,
-            }
-        )
-        signed = quantity if side is Side.BUY else -quantity
-        book = self.positions if self.fill_immediately else self.pending
-        book[symbol] = book.get(symbol, 0.0) + signed
-        return f"O-{len(self.submits)}"
-
-    def cancel(self, client_order_id: str) -> bool:
-        self.cancels.append(client_order_id)
-        return True
-
-    def audit(self, kind: str, detail: str) -> None:
-        self.audits.append((kind, detail))
-
-    def cancel_all(self, symbol: str | None) -> int:
-        self.cancels.append(f"all:{symbol}")
-        return 3
-
-    def position(self, symbol: str) -> float:
-        return self.positions.get(symbol, 0.0)
-
-    def pending_qty(self, symbol: str) -> float:
-        return self.pending.get(symbol, 0.0)
-
-    def cash(self) -> float:
-        return 1_234.0
-
-    def equity(self) -> float:
-        return 5_678.0
-
-    def last_price(self, symbol: str) -> float | None:
-        return None
-
-    def order_size(self, symbol: str, price: float) -> float:
-        return self.size
-
-    def affordable_buy(self, symbol: str, current: float, quantity: float) -> float:
-        self.affordability_asked.append((symbol, current, quantity))
-        return quantity if self.affordable is None else min(quantity, self.affordable)
+TEN_UNITS = SizingConfig(mode="fixed", quantity=10.0)
 
 
 class Plain(Strategy):
@@ -110,9 +27,12 @@ class Plain(Strategy):
         threshold: float = 0.5
 
 
-def bound(strategy: Strategy | None = None, **ctx_kw: Any) -> tuple[Strategy, RecordingContext]:
+def bound(strategy: Strategy | None = None, **ctx_kw: Any) -> tuple[Strategy, FakeContext]:
+    """``strategy`` bound to a context where orders fill at once and the size is 10 units."""
     s = strategy or Plain()
-    ctx = RecordingContext(**ctx_kw)
+    ctx_kw.setdefault("fill_immediately", True)
+    ctx_kw.setdefault("sizing", TEN_UNITS)
+    ctx = FakeContext(**ctx_kw)
     s.bind(ctx)
     return s, ctx
 
@@ -214,8 +134,8 @@ def test_unbound_strategy_raises_strategy_error_naming_it() -> None:
 
 
 def test_state_reads_go_through_the_context() -> None:
-    s, ctx = bound()
-    ctx.positions["AAA"] = 4.0
+    s, ctx = bound(cash=1_234.0, prices={"AAA": 1_111.0})
+    ctx.positions["AAA"] = 4.0  # worth 4_444.0
 
     assert s.position("AAA") == 4.0
     assert s.cash == 1_234.0
@@ -231,15 +151,15 @@ def test_buy_and_sell_send_market_orders_by_default() -> None:
 
     ids = [s.buy("AAA", 3), s.sell("BBB", 2)]
 
-    assert ids == ["O-1", "O-2"]
-    assert [(x["symbol"], x["side"], x["quantity"]) for x in ctx.submits] == [
+    assert ids == [x.client_order_id for x in ctx.submits] == ["O-000000001", "O-000000002"]
+    assert [(x.symbol, x.side, x.quantity) for x in ctx.submits] == [
         ("AAA", Side.BUY, 3),
         ("BBB", Side.SELL, 2),
     ]
     first = ctx.submits[0]
-    assert first["order_type"] is OrderType.MARKET
-    assert (first["limit_price"], first["stop_price"]) == (None, None)
-    assert (first["tif"], first["reduce_only"], first["tag"]) == (TimeInForce.GTC, False, "")
+    assert first.order_type is OrderType.MARKET
+    assert (first.limit_price, first.stop_price) == (None, None)
+    assert (first.tif, first.reduce_only, first.tag) == (TimeInForce.GTC, False, "")
 
 
 def test_limit_and_stop_kwargs_choose_the_order_type() -> None:
@@ -249,13 +169,13 @@ def test_limit_and_stop_kwargs_choose_the_order_type() -> None:
     s.sell("AAA", 1, stop=95.0, reduce_only=True)
 
     limit, stop = ctx.submits
-    assert (limit["order_type"], limit["limit_price"], limit["tif"], limit["tag"]) == (
+    assert (limit.order_type, limit.limit_price, limit.tif, limit.tag) == (
         OrderType.LIMIT,
         99.5,
         TimeInForce.DAY,
         "entry",
     )
-    assert (stop["order_type"], stop["stop_price"], stop["reduce_only"]) == (
+    assert (stop.order_type, stop.stop_price, stop.reduce_only) == (
         OrderType.STOP,
         95.0,
         True,
@@ -290,10 +210,10 @@ def test_target_position_trades_the_difference_including_pending(
     coid = s.target_position("AAA", target, tag="t")
 
     [sub] = ctx.submits
-    assert (sub["side"], sub["quantity"]) == expected
-    assert sub["order_type"] is OrderType.MARKET
-    assert sub["tag"] == "t"
-    assert coid == "O-1"
+    assert (sub.side, sub.quantity) == expected
+    assert sub.order_type is OrderType.MARKET
+    assert sub.tag == "t"
+    assert coid == sub.client_order_id
 
 
 @pytest.mark.parametrize(
@@ -315,7 +235,7 @@ def test_target_position_caps_a_buy_at_what_cash_covers(
 
     assert ctx.affordability_asked == [("AAA", position + pending, target - position - pending)]
     [sub] = ctx.submits
-    assert (sub["side"], sub["quantity"]) == (Side.BUY, expected)
+    assert (sub.side, sub.quantity) == (Side.BUY, expected)
 
 
 def test_target_position_sends_nothing_when_no_unit_is_affordable() -> None:
@@ -333,7 +253,7 @@ def test_target_position_never_asks_about_sells() -> None:
     s.target_position("AAA", -5.0)
 
     assert ctx.affordability_asked == []
-    assert [(x["side"], x["quantity"]) for x in ctx.submits] == [(Side.SELL, 15.0)]
+    assert [(x.side, x.quantity) for x in ctx.submits] == [(Side.SELL, 15.0)]
 
 
 def test_buy_and_sell_helpers_are_not_capped() -> None:
@@ -342,7 +262,7 @@ def test_buy_and_sell_helpers_are_not_capped() -> None:
 
     s.buy("AAA", 3)
 
-    assert [x["quantity"] for x in ctx.submits] == [3]
+    assert [x.quantity for x in ctx.submits] == [3]
     assert ctx.affordability_asked == []
 
 
@@ -356,12 +276,15 @@ def test_target_position_already_reached_sends_nothing() -> None:
 
 
 def test_cancel_and_cancel_all_delegate_to_the_context() -> None:
-    s, ctx = bound()
+    s, ctx = bound(fill_immediately=False)
+    first = s.buy("AAA", 1)
+    for symbol in ("AAA", "AAA", "BBB"):
+        s.buy(symbol, 1)
 
-    assert s.cancel("O-7") is True
-    assert s.cancel_all() == 3
-    assert s.cancel_all("AAA") == 3
-    assert ctx.cancels == ["O-7", "all:None", "all:AAA"]
+    assert s.cancel(first) is True
+    assert s.cancel_all("AAA") == 2
+    assert s.cancel_all() == 1
+    assert ctx.cancels == [first, "all:AAA", "all:None"]
 
 
 # -- indicators ----------------------------------------------------------------------------------

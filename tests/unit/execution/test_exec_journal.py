@@ -8,50 +8,23 @@ from typing import Any
 
 import pytest
 
-from ultrathink.core.clock import TestClock
 from ultrathink.core.enums import OrderStatus, OrderType, Side, TimeInForce
-from ultrathink.core.events import Bar, Fill, OrderEvent, OrderRequest
+from ultrathink.core.events import Fill, OrderEvent, OrderRequest
 from ultrathink.errors import PersistenceError
 from ultrathink.execution.costs import PaperBrokerConfig
 from ultrathink.execution.journal import ORDER_COLUMNS, SCHEMA_VERSION, VenueJournal, order_row
 from ultrathink.execution.orders import Order
 from ultrathink.execution.paper import PaperBroker
+from ultrathink.testing.fakes import MIN_NS, RecordingSink, Venue
 
 S = OrderStatus
-MIN_NS = 60_000_000_000  # one-minute bars
+PaperVenue = Venue[PaperBroker]
 PARTIAL = PaperBrokerConfig(commission_bps=1.0, fee_per_order=1.0, max_volume_pct=10.0)
 
 
-class RecordingSink:
-    """A real ExecutionSink that records everything the broker reports, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[OrderEvent] = []
-        self.fills: list[Fill] = []
-
-    def on_order_event(self, event: OrderEvent) -> None:
-        self.events.append(event)
-
-    def on_fill(self, fill: Fill, order: Order) -> None:
-        self.fills.append(fill)
-
-
-class Venue:
-    """A paper broker (optionally journaled), its clock and sink; submits at the clock's time."""
-
-    def __init__(self, config: PaperBrokerConfig, journal: VenueJournal | None = None) -> None:
-        self.clock = TestClock(0)
-        self.sink = RecordingSink()
-        self.broker = PaperBroker(config, self.clock, self.sink, journal)
-
-    def submit(self, coid: str, quantity: float = 100.0, **kw: Any) -> Order:
-        return self.broker.submit(request(coid, self.clock.now_ns(), quantity, **kw))
-
-    def bar(self, i: int, volume: float = 500.0, symbol: str = "AAA", **ohlc: float) -> None:
-        prices = {"o": 100.0, "h": 101.0, "lo": 99.0, "c": 100.0} | ohlc
-        bar = Bar(i * MIN_NS, symbol, prices["o"], prices["h"], prices["lo"], prices["c"], volume)
-        self.clock.set_ns(max(self.clock.now_ns(), bar.ts_ns))
-        self.broker.on_bar(bar)
+def journal_venue(config: PaperBrokerConfig, journal: VenueJournal | None = None) -> PaperVenue:
+    """A paper broker (optionally journaled), its clock and sink: 100-unit orders, thin bars."""
+    return Venue.paper(config, journal, quantity=100.0, volume=500.0)
 
 
 def request(coid: str, ts_ns: int = 0, quantity: float = 100.0, **kw: Any) -> OrderRequest:
@@ -77,7 +50,7 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "venue" / "journal.sqlite"
 
 
-def scripted_session(venue: Venue) -> None:
+def scripted_session(venue: PaperVenue) -> None:
     """Orders of every type and fate over a few bars, with partial fills and slippage."""
     venue.bar(0)
     venue.submit("MKT", 30.0)
@@ -97,7 +70,7 @@ def scripted_session(venue: Venue) -> None:
 
 def test_journal_round_trip_restores_orders_of_every_type_and_status(path: Path) -> None:
     journal = VenueJournal(path)
-    venue = Venue(PARTIAL.model_copy(update={"latency_ms": 5.0}), journal)
+    venue = journal_venue(PARTIAL.model_copy(update={"latency_ms": 5.0}), journal)
     scripted_session(venue)
     live = {coid: slots(o) for coid, o in venue.broker._orders.items()}
     journal.close()
@@ -119,7 +92,7 @@ def test_journal_round_trip_restores_orders_of_every_type_and_status(path: Path)
 
 def test_journal_round_trip_keeps_fills_in_order_reasons_and_last_fill_bars(path: Path) -> None:
     journal = VenueJournal(path)
-    venue = Venue(PARTIAL, journal)
+    venue = journal_venue(PARTIAL, journal)
     scripted_session(venue)
     journal.close()
 
@@ -190,7 +163,7 @@ def test_journal_uses_wal_mode(path: Path) -> None:
 
 
 def test_reopening_a_journal_keeps_its_content(path: Path) -> None:
-    venue = Venue(PARTIAL, VenueJournal(path))
+    venue = journal_venue(PARTIAL, VenueJournal(path))
     scripted_session(venue)
 
     assert len(VenueJournal(path).load().orders) == 6
@@ -257,7 +230,7 @@ class JournalCheckingSink(RecordingSink):
 
 
 def test_every_change_is_committed_before_the_sink_hears_of_it(path: Path) -> None:
-    venue = Venue(PARTIAL, VenueJournal(path))
+    venue = journal_venue(PARTIAL, VenueJournal(path))
     venue.sink = JournalCheckingSink(path)
     venue.broker._sink = venue.sink
 
@@ -281,7 +254,7 @@ def test_every_change_is_committed_before_the_sink_hears_of_it(path: Path) -> No
 def test_submitting_a_known_client_order_id_returns_the_order_and_reports_nothing(
     path: Path, journaled: bool
 ) -> None:
-    venue = Venue(PARTIAL, VenueJournal(path) if journaled else None)
+    venue = journal_venue(PARTIAL, VenueJournal(path) if journaled else None)
     first = venue.submit("A")
     rejected = venue.submit("R", -1.0)
 
@@ -302,7 +275,7 @@ def test_submitting_a_known_client_order_id_returns_the_order_and_reports_nothin
 
 
 def test_a_bar_fed_twice_fills_an_order_once_even_without_a_journal() -> None:
-    venue = Venue(PARTIAL)
+    venue = journal_venue(PARTIAL)
     venue.bar(0)
     venue.submit("L", 120.0, order_type=OrderType.LIMIT, limit_price=100.0)
     venue.bar(1)
@@ -318,7 +291,7 @@ def test_a_bar_fed_twice_fills_an_order_once_even_without_a_journal() -> None:
 
 
 def test_dropping_the_broker_between_two_orders_loses_nothing_committed(path: Path) -> None:
-    venue = Venue(PARTIAL, VenueJournal(path))
+    venue = journal_venue(PARTIAL, VenueJournal(path))
     venue.bar(0)
     venue.submit("A", 10.0)
     venue.bar(1)
@@ -339,7 +312,7 @@ def test_dropping_the_broker_between_two_orders_loses_nothing_committed(path: Pa
 
 def test_raw_rows_are_the_stored_rows_in_submission_and_execution_order(path: Path) -> None:
     journal = VenueJournal(path)
-    venue = Venue(PARTIAL, journal)
+    venue = journal_venue(PARTIAL, journal)
     scripted_session(venue)
 
     orders, fills = journal.raw_rows()
@@ -409,7 +382,7 @@ def test_write_rows_is_one_transaction(path: Path) -> None:
 
 def test_a_journal_changes_no_fill_and_no_event(path: Path) -> None:
     config = PARTIAL.model_copy(update={"slippage_bps": 2.0, "slippage_vol_mult": 0.05})
-    plain, journaled = Venue(config), Venue(config, VenueJournal(path))
+    plain, journaled = journal_venue(config), journal_venue(config, VenueJournal(path))
 
     for venue in (plain, journaled):
         scripted_session(venue)

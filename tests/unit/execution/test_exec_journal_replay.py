@@ -22,18 +22,18 @@ from typing import Any
 
 import pytest
 
-from ultrathink.core.clock import TestClock
 from ultrathink.core.enums import OrderStatus, OrderType, Side, TimeInForce
-from ultrathink.core.events import Bar, Fill, OrderEvent, OrderRequest
+from ultrathink.core.events import Fill, OrderEvent, OrderRequest
 from ultrathink.errors import PersistenceError
 from ultrathink.execution.costs import PaperBrokerConfig
 from ultrathink.execution.journal import ORDER_COLUMNS, VenueJournal, order_row
 from ultrathink.execution.journal_replay import JournalDivergence, ReplayJournal, SyncReport
 from ultrathink.execution.orders import Order
 from ultrathink.execution.paper import JournalSink, PaperBroker
+from ultrathink.testing.fakes import MIN_NS, RecordingSink, Venue
 
 S = OrderStatus
-MIN_NS = 60_000_000_000  # one-minute bars
+PaperVenue = Venue[PaperBroker]
 # partial fills, both fees, fixed and volatility slippage, latency: every recorded field moves
 CONFIG = PaperBrokerConfig(
     commission_bps=1.0,
@@ -52,20 +52,6 @@ Row = tuple[Any, ...]
 Records = list[tuple[Row, Fill | None]]
 Snapshot = tuple[list[tuple[str, Row]], list[Row]]
 Reference = tuple[Records, Snapshot, Snapshot]
-
-
-class RecordingSink:
-    """A real ExecutionSink that records everything the broker reports, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[OrderEvent] = []
-        self.fills: list[Fill] = []
-
-    def on_order_event(self, event: OrderEvent) -> None:
-        self.events.append(event)
-
-    def on_fill(self, fill: Fill, order: Order) -> None:
-        self.fills.append(fill)
 
 
 class Killed(Exception):
@@ -120,25 +106,9 @@ class SpyJournal(VenueJournal):
         super().write_rows(rows)
 
 
-class Venue:
-    """A paper broker on ``journal``, its clock and sink; submits at the clock's time."""
-
-    def __init__(self, journal: JournalSink | None, config: PaperBrokerConfig = CONFIG) -> None:
-        self.clock = TestClock(0)
-        self.sink = RecordingSink()
-        self.broker = PaperBroker(config, self.clock, self.sink, journal)
-
-    def submit(self, coid: str, quantity: float = 100.0, **kw: Any) -> Order:
-        side = kw.pop("side", Side.BUY)
-        symbol = kw.pop("symbol", "AAA")
-        request = OrderRequest(coid, self.clock.now_ns(), symbol, side, quantity, **kw)
-        return self.broker.submit(request)
-
-    def bar(self, i: int, volume: float = 500.0, symbol: str = "AAA", **ohlc: float) -> None:
-        prices = {"o": 100.0, "h": 101.0, "lo": 99.0, "c": 100.0} | ohlc
-        bar = Bar(i * MIN_NS, symbol, prices["o"], prices["h"], prices["lo"], prices["c"], volume)
-        self.clock.set_ns(max(self.clock.now_ns(), bar.ts_ns))
-        self.broker.on_bar(bar)
+def journal_venue(journal: JournalSink | None, config: PaperBrokerConfig = CONFIG) -> PaperVenue:
+    """A paper broker on ``journal``, its clock and sink: 100-unit orders, thin bars."""
+    return Venue.paper(config, journal, quantity=100.0, volume=500.0)
 
 
 def stored(row: Sequence[Any]) -> Row:
@@ -161,7 +131,7 @@ def snapshot(path: Path) -> Snapshot:
     return [(str(r[0]), tuple(r)) for r in orders], [tuple(r) for r in fills]
 
 
-def first_part(venue: Venue) -> None:
+def first_part(venue: PaperVenue) -> None:
     """The part of the session a crash interrupts: every order type and fate, two symbols."""
     venue.bar(0)
     venue.bar(0, symbol="BBB")
@@ -184,7 +154,7 @@ def first_part(venue: Venue) -> None:
     venue.bar(4)
 
 
-def second_part(venue: Venue) -> None:
+def second_part(venue: PaperVenue) -> None:
     """What the session does after going live."""
     venue.submit("NEW", 20.0, order_type=OrderType.STOP, stop_price=100.5)
     venue.submit("OUT", 5.0, side=Side.SELL, symbol="BBB", tif=TimeInForce.IOC)
@@ -196,7 +166,7 @@ def second_part(venue: Venue) -> None:
 def killed_after(path: Path, k: int) -> None:
     """Run the first part journaled, the process dying after ``k`` committed records."""
     with contextlib.suppress(Killed):
-        first_part(Venue(DyingJournal(path, k)))
+        first_part(journal_venue(DyingJournal(path, k)))
 
 
 @pytest.fixture(scope="module")
@@ -204,7 +174,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
     """An uninterrupted run: its first part's records, the file after it and at the end."""
     path = tmp_path_factory.mktemp("reference") / "venue.sqlite"
     journal = ListeningJournal(path)
-    venue = Venue(journal)
+    venue = journal_venue(journal)
     first_part(venue)
     records = list(journal.records)
     after_first = snapshot(path)
@@ -266,7 +236,7 @@ def test_a_new_session_writes_every_record_through_before_the_engine_hears_of_it
 ) -> None:
     path = tmp_path / "venue.sqlite"
     journal = ReplayJournal(VenueJournal(path), replaying=False)
-    venue = Venue(journal)
+    venue = journal_venue(journal)
     venue.sink = CommittedFirstSink(path)
     venue.broker._sink = venue.sink
 
@@ -297,7 +267,7 @@ def test_going_live_after_a_crash_at_any_record_writes_exactly_the_missing_ones(
 
         file = SpyJournal(path)
         journal = ReplayJournal(file, replaying=True)
-        venue = Venue(journal)
+        venue = journal_venue(journal)
         first_part(venue)
         assert snapshot(path) == on_disk, f"k={k}: the replay wrote before going live"
         assert journal.last_ts_ns() == last_ts(records[:k]), k
@@ -315,10 +285,10 @@ def test_going_live_after_a_crash_at_any_record_writes_exactly_the_missing_ones(
 
 def test_the_replay_rebuilds_the_live_venue_and_reports_as_it_did(tmp_path: Path) -> None:
     path = tmp_path / "venue.sqlite"
-    live = Venue(VenueJournal(path))
+    live = journal_venue(VenueJournal(path))
     first_part(live)
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    replayed = Venue(journal)
+    replayed = journal_venue(journal)
 
     first_part(replayed)
 
@@ -343,16 +313,16 @@ def test_a_replayed_partial_fill_continues_without_refilling_or_recharging_the_f
     config = PaperBrokerConfig(commission_bps=1.0, fee_per_order=1.0, max_volume_pct=10.0)
     path = tmp_path / "venue.sqlite"
 
-    def session(venue: Venue) -> None:
+    def session(venue: PaperVenue) -> None:
         venue.bar(0)
         venue.submit("L", 120.0, order_type=OrderType.LIMIT, limit_price=100.0)
         venue.bar(1)  # fills 50 of 120 (10 % of 500)
 
-    reference = Venue(None, config)
+    reference = journal_venue(None, config)
     session(reference)
-    session(Venue(VenueJournal(path), config))  # then killed: nothing closed
+    session(journal_venue(VenueJournal(path), config))  # then killed: nothing closed
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    restarted = Venue(journal, config)
+    restarted = journal_venue(journal, config)
     session(restarted)
 
     assert journal.go_live() == SyncReport(2, 0, 1, 1)
@@ -372,16 +342,16 @@ def test_going_live_writes_the_expiry_of_a_day_order_killed_after_its_fill(
     config = PaperBrokerConfig(max_volume_pct=10.0)
     path = tmp_path / "venue.sqlite"
 
-    def session(venue: Venue) -> None:
+    def session(venue: PaperVenue) -> None:
         venue.bar(0)
         venue.submit("D", 100.0, tif=TimeInForce.DAY)
         venue.bar(1)  # fills 50, then expires the rest
 
     with contextlib.suppress(Killed):
-        session(Venue(DyingJournal(path, 2), config))  # the accept and the fill
+        session(journal_venue(DyingJournal(path, 2), config))  # the accept and the fill
     assert dict(snapshot(path)[0])["D"][STATUS] == "PARTIALLY_FILLED"
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    session(Venue(journal, config))
+    session(journal_venue(journal, config))
 
     assert journal.go_live() == SyncReport(2, 1, 1, 1)
 
@@ -394,14 +364,14 @@ def test_going_live_writes_the_expiry_of_a_day_order_killed_after_its_fill(
 def test_a_gtc_stop_triggered_without_volume_fills_after_going_live(tmp_path: Path) -> None:
     path = tmp_path / "venue.sqlite"
 
-    def session(venue: Venue) -> None:
+    def session(venue: PaperVenue) -> None:
         venue.bar(0)
         venue.submit("S", 10.0, order_type=OrderType.STOP, stop_price=100.5)
         venue.bar(1, volume=0.0)  # triggers, nothing to fill
 
-    session(Venue(VenueJournal(path)))
+    session(journal_venue(VenueJournal(path)))
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    restarted = Venue(journal)
+    restarted = journal_venue(journal)
     session(restarted)
     assert journal.go_live() == SyncReport(2, 0, 1, 0)
 
@@ -446,7 +416,7 @@ def test_a_session_killed_with_sigkill_resumes_from_everything_committed(tmp_pat
     assert done.returncode == -signal.SIGKILL
 
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    venue = Venue(journal, PaperBrokerConfig(max_volume_pct=10.0))
+    venue = journal_venue(journal, PaperBrokerConfig(max_volume_pct=10.0))
     venue.submit("A", 120.0, order_type=OrderType.LIMIT, limit_price=100.0)
     venue.bar(1)
     venue.submit("B", 5.0, side=Side.SELL)
@@ -519,7 +489,7 @@ def test_a_journal_that_is_not_a_prefix_of_the_replay_diverges_and_nothing_is_wr
     tamper(path)
     before = snapshot(path)
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    first_part(Venue(journal))
+    first_part(journal_venue(journal))
 
     with pytest.raises(JournalDivergence, match=message) as info:
         journal.go_live()
@@ -531,10 +501,10 @@ def test_a_journal_that_is_not_a_prefix_of_the_replay_diverges_and_nothing_is_wr
 
 def test_a_journal_with_more_fills_than_the_replay_diverges(tmp_path: Path) -> None:
     path = tmp_path / "venue.sqlite"
-    first_part(Venue(VenueJournal(path)))
+    first_part(journal_venue(VenueJournal(path)))
     before = snapshot(path)
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    venue = Venue(journal)
+    venue = journal_venue(journal)
     venue.bar(0)  # a replay that stops short of the file: not the session that wrote it
     venue.submit("MKT", 30.0)
 
@@ -546,10 +516,10 @@ def test_a_journal_with_more_fills_than_the_replay_diverges(tmp_path: Path) -> N
 
 def test_a_replay_with_another_configuration_diverges(tmp_path: Path) -> None:
     path = tmp_path / "venue.sqlite"
-    first_part(Venue(VenueJournal(path)))
+    first_part(journal_venue(VenueJournal(path)))
     before = snapshot(path)
     journal = ReplayJournal(VenueJournal(path), replaying=True)
-    first_part(Venue(journal, CONFIG.model_copy(update={"slippage_bps": 3.0})))
+    first_part(journal_venue(journal, CONFIG.model_copy(update={"slippage_bps": 3.0})))
 
     with pytest.raises(JournalDivergence, match="fill #1") as info:
         journal.go_live()
@@ -566,7 +536,7 @@ def test_last_ts_ns_is_the_latest_order_update_or_fill_on_disk(tmp_path: Path) -
     journal = ReplayJournal(VenueJournal(path), replaying=False)
     assert journal.last_ts_ns() == -1  # an empty journal
 
-    venue = Venue(journal, PaperBrokerConfig())
+    venue = journal_venue(journal, PaperBrokerConfig())
     venue.clock.set_ns(5)
     venue.submit("A", 10.0)
     assert journal.last_ts_ns() == 5  # the accept
@@ -585,7 +555,7 @@ def test_last_ts_ns_reads_the_file_not_the_replay(tmp_path: Path, reference: Ref
     killed_after(path, 3)  # three submits at t=0
     journal = ReplayJournal(VenueJournal(path), replaying=True)
 
-    first_part(Venue(journal))
+    first_part(journal_venue(journal))
 
     assert journal.last_ts_ns() == 0
     journal.go_live()

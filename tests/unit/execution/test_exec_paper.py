@@ -6,96 +6,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ultrathink.core.clock import TestClock
 from ultrathink.core.enums import OrderStatus, OrderType, Side, TimeInForce
-from ultrathink.core.events import Bar, Fill, OrderEvent, OrderRequest
+from ultrathink.core.events import Bar
 from ultrathink.execution.broker import Broker
 from ultrathink.execution.costs import PaperBrokerConfig
-from ultrathink.execution.orders import Order
 from ultrathink.execution.paper import PaperBroker
+from ultrathink.testing.fakes import MIN_NS, Venue
 
 S = OrderStatus
-MIN_NS = 60_000_000_000  # one-minute bars
+PaperVenue = Venue[PaperBroker]
 
 
-class RecordingSink:
-    """A real ExecutionSink that records everything the broker reports, in order."""
-
-    def __init__(self) -> None:
-        self.events: list[OrderEvent] = []
-        self.fills: list[Fill] = []
-        self.log: list[OrderEvent | Fill] = []
-        self.order_filled_at_fill: list[float] = []
-
-    def on_order_event(self, event: OrderEvent) -> None:
-        self.events.append(event)
-        self.log.append(event)
-
-    def on_fill(self, fill: Fill, order: Order) -> None:
-        self.fills.append(fill)
-        self.log.append(fill)
-        self.order_filled_at_fill.append(order.filled_qty)
-
-    def statuses(self, coid: str) -> list[OrderStatus]:
-        return [e.status for e in self.events if e.client_order_id == coid]
-
-
-class Venue:
-    """A paper broker, its clock and its sink; submits at the clock's current time."""
-
-    def __init__(self, **config: float | None) -> None:
-        self.clock = TestClock(0)
-        self.sink = RecordingSink()
-        self.broker = PaperBroker(PaperBrokerConfig(**config), self.clock, self.sink)
-        self._n = 0
-
-    def submit(
-        self,
-        side: Side = Side.BUY,
-        quantity: float = 10.0,
-        symbol: str = "AAA",
-        order_type: OrderType = OrderType.MARKET,
-        limit: float | None = None,
-        stop: float | None = None,
-        tif: TimeInForce = TimeInForce.GTC,
-    ) -> Order:
-        self._n += 1
-        req = OrderRequest(
-            f"O-{self._n}",
-            self.clock.now_ns(),
-            symbol,
-            side,
-            quantity,
-            order_type,
-            limit,
-            stop,
-            tif,
-        )
-        return self.broker.submit(req)
-
-    def bar(
-        self,
-        i: int,
-        o: float = 100.0,
-        h: float = 101.0,
-        lo: float = 99.0,
-        c: float = 100.0,
-        v: float = 1e9,
-        symbol: str = "AAA",
-    ) -> Bar:
-        """Deliver bar number ``i`` (clock moves to its time first, as the kernel does)."""
-        bar = Bar(i * MIN_NS, symbol, o, h, lo, c, v)
-        self.clock.set_ns(bar.ts_ns)
-        self.broker.on_bar(bar)
-        return bar
+def paper(**config: float | None) -> PaperVenue:
+    """A paper broker with these ``PaperBrokerConfig`` settings, its clock and its sink."""
+    return Venue.paper(PaperBrokerConfig(**config))
 
 
 @pytest.fixture
-def venue() -> Venue:
-    return Venue()
+def venue() -> PaperVenue:
+    return paper()
 
 
-def start_at_bar0(venue: Venue) -> None:
+def start_at_bar0(venue: PaperVenue) -> None:
     venue.bar(0)
 
 
@@ -103,13 +35,13 @@ def start_at_bar0(venue: Venue) -> None:
 
 
 def test_paper_broker_is_a_broker() -> None:
-    assert isinstance(Venue().broker, Broker)
+    assert isinstance(paper().broker, Broker)
 
 
-def test_submit_reports_accepted_and_order_is_open(venue: Venue) -> None:
+def test_submit_reports_accepted_and_order_is_open(venue: PaperVenue) -> None:
     start_at_bar0(venue)
 
-    order = venue.submit()
+    order = venue.submit("O-1")
 
     assert venue.sink.statuses("O-1") == [S.ACCEPTED]
     assert order.status is S.ACCEPTED
@@ -119,11 +51,11 @@ def test_submit_reports_accepted_and_order_is_open(venue: Venue) -> None:
     assert venue.broker.wants_bars
 
 
-def test_get_order_unknown_returns_none(venue: Venue) -> None:
+def test_get_order_unknown_returns_none(venue: PaperVenue) -> None:
     assert venue.broker.get_order("nope") is None
 
 
-def test_wants_bars_only_while_orders_work_without_vol_slippage(venue: Venue) -> None:
+def test_wants_bars_only_while_orders_work_without_vol_slippage(venue: PaperVenue) -> None:
     assert not venue.broker.wants_bars
     venue.submit()
     assert venue.broker.wants_bars
@@ -135,7 +67,7 @@ def test_wants_bars_only_while_orders_work_without_vol_slippage(venue: Venue) ->
 
 
 def test_wants_bars_always_when_tracking_volatility() -> None:
-    venue = Venue(slippage_vol_mult=1.0)
+    venue = paper(slippage_vol_mult=1.0)
 
     assert venue.broker.wants_bars
     venue.submit()
@@ -143,7 +75,7 @@ def test_wants_bars_always_when_tracking_volatility() -> None:
     assert venue.broker.wants_bars
 
 
-def test_open_orders_by_symbol_in_submission_order(venue: Venue) -> None:
+def test_open_orders_by_symbol_in_submission_order(venue: PaperVenue) -> None:
     a1 = venue.submit(symbol="AAA")
     b1 = venue.submit(symbol="BBB")
     a2 = venue.submit(symbol="AAA")
@@ -154,15 +86,15 @@ def test_open_orders_by_symbol_in_submission_order(venue: Venue) -> None:
     assert venue.broker.open_orders() == [a1, b1, a2]  # submission order (Broker contract)
 
 
-def test_positions_reflect_fills_and_omit_flat_symbols(venue: Venue) -> None:
+def test_positions_reflect_fills_and_omit_flat_symbols(venue: PaperVenue) -> None:
     start_at_bar0(venue)
-    venue.submit(Side.BUY, 10, "AAA")
-    venue.submit(Side.SELL, 4, "BBB")
+    venue.submit(quantity=10, side=Side.BUY, symbol="AAA")
+    venue.submit(quantity=4, side=Side.SELL, symbol="BBB")
     venue.bar(1, symbol="AAA")
     venue.bar(1, symbol="BBB")
     assert venue.broker.positions() == {"AAA": 10.0, "BBB": -4.0}
 
-    venue.submit(Side.SELL, 10, "AAA")
+    venue.submit(quantity=10, side=Side.SELL, symbol="AAA")
     venue.bar(2, symbol="AAA")
 
     assert venue.broker.positions() == {"BBB": -4.0}
@@ -171,9 +103,9 @@ def test_positions_reflect_fills_and_omit_flat_symbols(venue: Venue) -> None:
 # -- market orders: no look-ahead ----------------------------------------------------------------
 
 
-def test_market_order_fills_at_next_bar_open_never_on_its_own_bar(venue: Venue) -> None:
+def test_market_order_fills_at_next_bar_open_never_on_its_own_bar(venue: PaperVenue) -> None:
     venue.bar(0, o=50.0)
-    venue.submit(Side.BUY, 10)
+    venue.submit("O-1", 10, side=Side.BUY)
     venue.broker.on_bar(Bar(0, "AAA", 50.0, 51.0, 49.0, 50.5, 1e9))  # same bar again
     assert venue.sink.fills == []
 
@@ -186,8 +118,8 @@ def test_market_order_fills_at_next_bar_open_never_on_its_own_bar(venue: Venue) 
     assert venue.sink.statuses("O-1") == [S.ACCEPTED, S.FILLED]
 
 
-def test_fill_is_reported_before_its_order_event_and_order_reflects_it(venue: Venue) -> None:
-    venue.submit(Side.SELL, 7)
+def test_fill_is_reported_before_its_order_event_and_order_reflects_it(venue: PaperVenue) -> None:
+    venue.submit("O-1", 7, side=Side.SELL)
 
     venue.bar(1, o=80.0)
 
@@ -202,8 +134,8 @@ def test_fill_is_reported_before_its_order_event_and_order_reflects_it(venue: Ve
     assert venue.broker.open_orders() == []
 
 
-def test_order_for_b_is_not_filled_by_a_bar_of_a(venue: Venue) -> None:
-    venue.submit(Side.BUY, 5, symbol="BBB")
+def test_order_for_b_is_not_filled_by_a_bar_of_a(venue: PaperVenue) -> None:
+    venue.submit(quantity=5, side=Side.BUY, symbol="BBB")
 
     venue.bar(1, symbol="AAA")
     assert venue.sink.fills == []
@@ -213,9 +145,9 @@ def test_order_for_b_is_not_filled_by_a_bar_of_a(venue: Venue) -> None:
     assert (fill.symbol, fill.price) == ("BBB", 42.0)
 
 
-def test_order_placed_on_bar_t_of_a_is_not_filled_by_bar_t_of_b(venue: Venue) -> None:
+def test_order_placed_on_bar_t_of_a_is_not_filled_by_bar_t_of_b(venue: PaperVenue) -> None:
     venue.bar(1, symbol="AAA")
-    venue.submit(Side.BUY, 5, symbol="BBB")  # strategy reacts to AAA at t=1
+    venue.submit(quantity=5, side=Side.BUY, symbol="BBB")  # strategy reacts to AAA at t=1
 
     venue.broker.on_bar(Bar(MIN_NS, "BBB", 10.0, 11.0, 9.0, 10.0, 1e9))  # BBB's bar at t=1
     assert venue.sink.fills == []
@@ -243,10 +175,14 @@ def test_order_placed_on_bar_t_of_a_is_not_filled_by_bar_t_of_b(venue: Venue) ->
     ],
 )
 def test_limit_order_fill_price(
-    venue: Venue, side: Side, limit: float, bar: tuple[float, float, float], expected: float | None
+    venue: PaperVenue,
+    side: Side,
+    limit: float,
+    bar: tuple[float, float, float],
+    expected: float | None,
 ) -> None:
     o, h, lo = bar
-    venue.submit(side, 3, order_type=OrderType.LIMIT, limit=limit)
+    venue.submit(quantity=3, side=side, order_type=OrderType.LIMIT, limit_price=limit)
 
     venue.bar(1, o=o, h=h, lo=lo, c=o)
 
@@ -269,10 +205,14 @@ def test_limit_order_fill_price(
     ],
 )
 def test_stop_order_trigger_price(
-    venue: Venue, side: Side, stop: float, bar: tuple[float, float, float], expected: float | None
+    venue: PaperVenue,
+    side: Side,
+    stop: float,
+    bar: tuple[float, float, float],
+    expected: float | None,
 ) -> None:
     o, h, lo = bar
-    order = venue.submit(side, 3, order_type=OrderType.STOP, stop=stop)
+    order = venue.submit(quantity=3, side=side, order_type=OrderType.STOP, stop_price=stop)
 
     venue.bar(1, o=o, h=h, lo=lo, c=o)
 
@@ -280,8 +220,8 @@ def test_stop_order_trigger_price(
     assert order.is_triggered == (expected is not None)
 
 
-def test_resting_limit_order_fills_on_a_later_bar(venue: Venue) -> None:
-    venue.submit(Side.BUY, 2, order_type=OrderType.LIMIT, limit=90.0)
+def test_resting_limit_order_fills_on_a_later_bar(venue: PaperVenue) -> None:
+    venue.submit(quantity=2, side=Side.BUY, order_type=OrderType.LIMIT, limit_price=90.0)
 
     venue.bar(1)
     venue.bar(2)
@@ -292,11 +232,11 @@ def test_resting_limit_order_fills_on_a_later_bar(venue: Venue) -> None:
 
 
 def test_triggered_stop_with_remainder_fills_at_later_opens_as_market() -> None:
-    venue = Venue(max_volume_pct=50.0)
-    venue.submit(Side.BUY, 10, order_type=OrderType.STOP, stop=102.0)
+    venue = paper(max_volume_pct=50.0)
+    venue.submit(quantity=10, side=Side.BUY, order_type=OrderType.STOP, stop_price=102.0)
 
-    venue.bar(1, o=100.0, h=103.0, lo=99.0, v=10.0)  # triggers, 5 fill at the stop
-    venue.bar(2, o=90.0, h=91.0, lo=89.0, v=10.0)  # below the stop: still fills at the open
+    venue.bar(1, o=100.0, h=103.0, lo=99.0, volume=10.0)  # triggers, 5 fill at the stop
+    venue.bar(2, o=90.0, h=91.0, lo=89.0, volume=10.0)  # below the stop: still fills at the open
 
     assert [(f.quantity, f.price) for f in venue.sink.fills] == [(5.0, 102.0), (5.0, 90.0)]
 
@@ -306,8 +246,8 @@ def test_triggered_stop_with_remainder_fills_at_later_opens_as_market() -> None:
 
 @pytest.mark.parametrize(("side", "expected"), [(Side.BUY, 100.1), (Side.SELL, 99.9)])
 def test_slippage_bps_moves_market_fills_adversely(side: Side, expected: float) -> None:
-    venue = Venue(slippage_bps=10.0)
-    venue.submit(side, 1)
+    venue = paper(slippage_bps=10.0)
+    venue.submit(quantity=1, side=side)
 
     venue.bar(1, o=100.0)
 
@@ -326,8 +266,8 @@ def test_slippage_bps_moves_market_fills_adversely(side: Side, expected: float) 
 def test_slippage_bps_moves_stop_fills_adversely(
     side: Side, stop: float, bar: tuple[float, float, float], expected: float
 ) -> None:
-    venue = Venue(slippage_bps=10.0)
-    venue.submit(side, 1, order_type=OrderType.STOP, stop=stop)
+    venue = paper(slippage_bps=10.0)
+    venue.submit(quantity=1, side=side, order_type=OrderType.STOP, stop_price=stop)
 
     o, h, lo = bar
     venue.bar(1, o=o, h=h, lo=lo, c=o)
@@ -349,9 +289,9 @@ def test_slippage_bps_moves_stop_fills_adversely(
 def test_slippage_never_touches_limit_fills(
     side: Side, limit: float, bar: tuple[float, float, float], expected: float
 ) -> None:
-    venue = Venue(slippage_bps=50.0, slippage_vol_mult=5.0)
+    venue = paper(slippage_bps=50.0, slippage_vol_mult=5.0)
     venue.bar(0, o=100.0, h=120.0, lo=80.0, c=100.0)  # a wide previous range
-    venue.submit(side, 1, order_type=OrderType.LIMIT, limit=limit)
+    venue.submit(quantity=1, side=side, order_type=OrderType.LIMIT, limit_price=limit)
 
     o, h, lo = bar
     venue.bar(1, o=o, h=h, lo=lo, c=o)
@@ -362,9 +302,9 @@ def test_slippage_never_touches_limit_fills(
 
 
 def test_slippage_vol_mult_uses_previous_bar_range_not_the_fill_bar() -> None:
-    venue = Venue(slippage_vol_mult=0.5)
+    venue = paper(slippage_vol_mult=0.5)
     venue.bar(0, o=100.0, h=102.0, lo=98.0, c=100.0)  # range 4 / close 100 = 400 bps
-    venue.submit(Side.BUY, 1)
+    venue.submit(quantity=1, side=Side.BUY)
 
     venue.bar(1, o=100.0, h=150.0, lo=50.0, c=100.0)  # huge range: must not be used
 
@@ -374,11 +314,11 @@ def test_slippage_vol_mult_uses_previous_bar_range_not_the_fill_bar() -> None:
 
 
 def test_slippage_vol_mult_adds_to_fixed_slippage_per_symbol() -> None:
-    venue = Venue(slippage_bps=5.0, slippage_vol_mult=1.0)
+    venue = paper(slippage_bps=5.0, slippage_vol_mult=1.0)
     venue.bar(0, o=50.0, h=51.0, lo=49.0, c=50.0, symbol="AAA")  # 400 bps
     venue.bar(0, o=10.0, h=10.1, lo=9.9, c=10.0, symbol="BBB")  # 200 bps
-    venue.submit(Side.SELL, 1, symbol="AAA")
-    venue.submit(Side.SELL, 1, symbol="BBB")
+    venue.submit(quantity=1, side=Side.SELL, symbol="AAA")
+    venue.submit(quantity=1, side=Side.SELL, symbol="BBB")
 
     # fill bars wide enough for the slipped prices (a fill never leaves its bar's range)
     venue.bar(1, o=50.0, h=51.0, lo=47.0, c=50.0, symbol="AAA")
@@ -405,8 +345,8 @@ def test_slippage_vol_mult_adds_to_fixed_slippage_per_symbol() -> None:
 def test_slipped_fill_is_capped_to_the_bar_range_and_records_the_slippage_paid(
     side: Side, bar: tuple[float, float, float], expected_price: float, expected_bps: float
 ) -> None:
-    venue = Venue(slippage_bps=50.0, commission_bps=10.0)
-    venue.submit(side, 3)
+    venue = paper(slippage_bps=50.0, commission_bps=10.0)
+    venue.submit(quantity=3, side=side)
 
     o, h, lo = bar
     venue.bar(1, o=o, h=h, lo=lo, c=o)
@@ -418,8 +358,8 @@ def test_slipped_fill_is_capped_to_the_bar_range_and_records_the_slippage_paid(
 
 
 def test_slipped_stop_fill_is_capped_to_the_bar_range() -> None:
-    venue = Venue(slippage_bps=100.0)
-    venue.submit(Side.BUY, 1, order_type=OrderType.STOP, stop=102.0)
+    venue = paper(slippage_bps=100.0)
+    venue.submit(quantity=1, side=Side.BUY, order_type=OrderType.STOP, stop_price=102.0)
 
     venue.bar(1, o=100.0, h=102.5, lo=99.0, c=102.0)  # triggers at 102; 103.02 never traded
 
@@ -455,12 +395,12 @@ def test_every_fill_price_lies_in_the_bar_range_around_its_base_price(
     slippage_bps: float,
     vol_mult: float,
 ) -> None:
-    venue = Venue(slippage_bps=slippage_bps, slippage_vol_mult=vol_mult)
+    venue = paper(slippage_bps=slippage_bps, slippage_vol_mult=vol_mult)
     o, h, lo, c = fill_bar
     venue.bar(0, *previous)  # the range volatility slippage is taken from
     stop = None if stop_at is None else lo + stop_at * (h - lo)  # a stop the bar reaches
     kind = OrderType.MARKET if stop is None else OrderType.STOP
-    venue.submit(side, 1, order_type=kind, stop=stop)
+    venue.submit(quantity=1, side=side, order_type=kind, stop_price=stop)
 
     venue.bar(1, o, h, lo, c)
 
@@ -478,8 +418,8 @@ def test_every_fill_price_lies_in_the_bar_range_around_its_base_price(
 
 
 def test_slippage_vol_mult_without_previous_bar_adds_nothing() -> None:
-    venue = Venue(slippage_vol_mult=2.0)
-    venue.submit(Side.BUY, 1)
+    venue = paper(slippage_vol_mult=2.0)
+    venue.submit(quantity=1, side=Side.BUY)
 
     venue.bar(1, o=100.0, h=110.0, lo=90.0)
 
@@ -490,8 +430,8 @@ def test_slippage_vol_mult_without_previous_bar_adds_nothing() -> None:
 
 
 def test_commission_bps_is_charged_on_fill_notional() -> None:
-    venue = Venue(commission_bps=10.0)
-    venue.submit(Side.BUY, 20)
+    venue = paper(commission_bps=10.0)
+    venue.submit(quantity=20, side=Side.BUY)
 
     venue.bar(1, o=50.0)
 
@@ -499,8 +439,8 @@ def test_commission_bps_is_charged_on_fill_notional() -> None:
 
 
 def test_commission_uses_the_slipped_price() -> None:
-    venue = Venue(commission_bps=100.0, slippage_bps=100.0)
-    venue.submit(Side.BUY, 1)
+    venue = paper(commission_bps=100.0, slippage_bps=100.0)
+    venue.submit(quantity=1, side=Side.BUY)
 
     venue.bar(1, o=100.0)
 
@@ -508,20 +448,20 @@ def test_commission_uses_the_slipped_price() -> None:
 
 
 def test_fee_per_order_is_charged_once_even_with_partial_fills() -> None:
-    venue = Venue(fee_per_order=1.5, commission_bps=0.0, max_volume_pct=10.0)
-    venue.submit(Side.BUY, 25)
+    venue = paper(fee_per_order=1.5, commission_bps=0.0, max_volume_pct=10.0)
+    venue.submit(quantity=25, side=Side.BUY)
 
     for i in range(1, 5):
-        venue.bar(i, v=100.0)  # 10 per bar
+        venue.bar(i, volume=100.0)  # 10 per bar
 
     assert [f.quantity for f in venue.sink.fills] == [10.0, 10.0, 5.0]
     assert [f.fee for f in venue.sink.fills] == [1.5, 0.0, 0.0]
 
 
 def test_fee_per_order_is_charged_for_every_order() -> None:
-    venue = Venue(fee_per_order=2.0)
-    venue.submit(Side.BUY, 1)
-    venue.submit(Side.BUY, 1)
+    venue = paper(fee_per_order=2.0)
+    venue.submit(quantity=1, side=Side.BUY)
+    venue.submit(quantity=1, side=Side.BUY)
 
     venue.bar(1)
 
@@ -532,9 +472,9 @@ def test_fee_per_order_is_charged_for_every_order() -> None:
 
 
 def test_latency_delays_eligibility_to_bars_at_or_after_submit_plus_latency() -> None:
-    venue = Venue(latency_ms=90_000.0)  # 1.5 bars
+    venue = paper(latency_ms=90_000.0)  # 1.5 bars
     venue.bar(0)
-    order = venue.submit(Side.BUY, 1)
+    order = venue.submit(quantity=1, side=Side.BUY)
     assert order.eligible_ns == 90_000 * 1_000_000
 
     venue.bar(1, o=101.0)
@@ -545,9 +485,9 @@ def test_latency_delays_eligibility_to_bars_at_or_after_submit_plus_latency() ->
 
 
 def test_latency_equal_to_bar_interval_fills_on_next_bar() -> None:
-    venue = Venue(latency_ms=60_000.0)
+    venue = paper(latency_ms=60_000.0)
     venue.bar(0)
-    venue.submit(Side.BUY, 1)
+    venue.submit(quantity=1, side=Side.BUY)
 
     venue.bar(1, o=101.0)
 
@@ -555,9 +495,9 @@ def test_latency_equal_to_bar_interval_fills_on_next_bar() -> None:
 
 
 def test_latency_does_not_expire_day_order_before_it_is_eligible() -> None:
-    venue = Venue(latency_ms=90_000.0)
+    venue = paper(latency_ms=90_000.0)
     venue.bar(0)
-    venue.submit(Side.BUY, 1, tif=TimeInForce.DAY)
+    venue.submit("O-1", 1, side=Side.BUY, tif=TimeInForce.DAY)
 
     venue.bar(1)
     assert venue.sink.statuses("O-1") == [S.ACCEPTED]
@@ -570,12 +510,12 @@ def test_latency_does_not_expire_day_order_before_it_is_eligible() -> None:
 
 
 def test_max_volume_pct_splits_fills_across_bars_summing_to_quantity() -> None:
-    venue = Venue(max_volume_pct=20.0)
-    order = venue.submit(Side.SELL, 45)
+    venue = paper(max_volume_pct=20.0)
+    order = venue.submit("O-1", 45, side=Side.SELL)
 
     volumes = [100.0, 50.0, 0.0, 100.0, 100.0]
     for i, v in enumerate(volumes, start=1):
-        venue.bar(i, o=100.0 + i, v=v)
+        venue.bar(i, o=100.0 + i, volume=v)
 
     qtys = [f.quantity for f in venue.sink.fills]
     assert qtys == [20.0, 10.0, 15.0]  # the zero-volume bar fills nothing
@@ -601,11 +541,11 @@ def test_max_volume_pct_splits_fills_across_bars_summing_to_quantity() -> None:
 def test_partial_fills_never_exceed_order_quantity(
     quantity: float, cap_pct: float, volumes: list[float]
 ) -> None:
-    venue = Venue(max_volume_pct=cap_pct)
-    order = venue.submit(Side.BUY, quantity)
+    venue = paper(max_volume_pct=cap_pct)
+    order = venue.submit(quantity=quantity, side=Side.BUY)
 
     for i, v in enumerate(volumes, start=1):
-        venue.bar(i, v=v)
+        venue.bar(i, volume=v)
 
     total = sum(f.quantity for f in venue.sink.fills)
     assert total <= quantity * (1 + 1e-12)
@@ -626,8 +566,10 @@ def test_partial_fills_never_exceed_order_quantity(
 
 @pytest.mark.parametrize("tif", [TimeInForce.DAY, TimeInForce.IOC])
 def test_unfilled_day_and_ioc_orders_expire_after_first_eligible_bar(tif: TimeInForce) -> None:
-    venue = Venue()
-    order = venue.submit(Side.BUY, 1, order_type=OrderType.LIMIT, limit=90.0, tif=tif)
+    venue = paper()
+    order = venue.submit(
+        "O-1", 1, side=Side.BUY, order_type=OrderType.LIMIT, limit_price=90.0, tif=tif
+    )
 
     venue.bar(1)  # low 99: no fill
     venue.bar(2, o=85.0, h=86.0, lo=84.0)  # would fill, but the order is gone
@@ -643,27 +585,27 @@ def test_unfilled_day_and_ioc_orders_expire_after_first_eligible_bar(tif: TimeIn
 
 @pytest.mark.parametrize("tif", [TimeInForce.DAY, TimeInForce.IOC])
 def test_partially_filled_day_and_ioc_orders_expire_with_the_rest(tif: TimeInForce) -> None:
-    venue = Venue(max_volume_pct=10.0)
-    venue.submit(Side.BUY, 50, tif=tif)
+    venue = paper(max_volume_pct=10.0)
+    venue.submit("O-1", 50, side=Side.BUY, tif=tif)
 
-    venue.bar(1, v=100.0)
-    venue.bar(2, v=100.0)
+    venue.bar(1, volume=100.0)
+    venue.bar(2, volume=100.0)
 
     assert [f.quantity for f in venue.sink.fills] == [10.0]
     assert venue.sink.statuses("O-1") == [S.ACCEPTED, S.PARTIALLY_FILLED, S.EXPIRED]
     assert venue.sink.events[-1].filled_qty == 10.0
 
 
-def test_filled_day_order_does_not_expire(venue: Venue) -> None:
-    venue.submit(Side.BUY, 1, tif=TimeInForce.DAY)
+def test_filled_day_order_does_not_expire(venue: PaperVenue) -> None:
+    venue.submit("O-1", 1, side=Side.BUY, tif=TimeInForce.DAY)
 
     venue.bar(1)
 
     assert venue.sink.statuses("O-1") == [S.ACCEPTED, S.FILLED]
 
 
-def test_gtc_limit_order_keeps_working(venue: Venue) -> None:
-    order = venue.submit(Side.BUY, 1, order_type=OrderType.LIMIT, limit=50.0)
+def test_gtc_limit_order_keeps_working(venue: PaperVenue) -> None:
+    order = venue.submit("O-1", 1, side=Side.BUY, order_type=OrderType.LIMIT, limit_price=50.0)
 
     for i in range(1, 6):
         venue.bar(i)
@@ -672,9 +614,9 @@ def test_gtc_limit_order_keeps_working(venue: Venue) -> None:
     assert venue.sink.statuses("O-1") == [S.ACCEPTED]
 
 
-def test_day_order_expires_only_on_its_own_symbols_bar(venue: Venue) -> None:
-    venue.submit(Side.BUY, 1, symbol="BBB", order_type=OrderType.LIMIT, limit=1.0,
-                 tif=TimeInForce.DAY)  # fmt: skip
+def test_day_order_expires_only_on_its_own_symbols_bar(venue: PaperVenue) -> None:
+    venue.submit("O-1", 1, side=Side.BUY, symbol="BBB", order_type=OrderType.LIMIT,
+                 limit_price=1.0, tif=TimeInForce.DAY)  # fmt: skip
 
     venue.bar(1, symbol="AAA")
     assert venue.sink.statuses("O-1") == [S.ACCEPTED]
@@ -686,9 +628,9 @@ def test_day_order_expires_only_on_its_own_symbols_bar(venue: Venue) -> None:
 # -- cancel --------------------------------------------------------------------------------------
 
 
-def test_cancel_open_order_reports_cancelled_and_removes_it(venue: Venue) -> None:
+def test_cancel_open_order_reports_cancelled_and_removes_it(venue: PaperVenue) -> None:
     venue.bar(0)
-    order = venue.submit(Side.BUY, 1, order_type=OrderType.LIMIT, limit=90.0)
+    order = venue.submit("O-1", 1, side=Side.BUY, order_type=OrderType.LIMIT, limit_price=90.0)
 
     ok = venue.broker.cancel("O-1", "strategy said so")
 
@@ -705,9 +647,9 @@ def test_cancel_open_order_reports_cancelled_and_removes_it(venue: Venue) -> Non
 
 
 def test_cancel_partially_filled_order_keeps_its_fills() -> None:
-    venue = Venue(max_volume_pct=10.0)
-    venue.submit(Side.BUY, 30)
-    venue.bar(1, v=100.0)
+    venue = paper(max_volume_pct=10.0)
+    venue.submit("O-1", 30, side=Side.BUY)
+    venue.bar(1, volume=100.0)
 
     assert venue.broker.cancel("O-1", "enough")
 
@@ -716,21 +658,21 @@ def test_cancel_partially_filled_order_keeps_its_fills() -> None:
     assert venue.broker.positions() == {"AAA": 10.0}
 
 
-def test_cancel_unknown_order_returns_false(venue: Venue) -> None:
+def test_cancel_unknown_order_returns_false(venue: PaperVenue) -> None:
     assert venue.broker.cancel("O-404", "x") is False
     assert venue.sink.events == []
 
 
 @pytest.mark.parametrize("terminal", ["filled", "cancelled", "rejected", "expired"])
 def test_cancel_terminal_order_returns_false_and_reports_nothing(terminal: str) -> None:
-    venue = Venue()
+    venue = paper()
     if terminal == "rejected":
-        venue.submit(Side.BUY, 0)
+        venue.submit("O-1", 0, side=Side.BUY)
     else:
         tif = TimeInForce.DAY if terminal == "expired" else TimeInForce.GTC
         limit = 1.0 if terminal == "expired" else None
         kind = OrderType.LIMIT if limit else OrderType.MARKET
-        venue.submit(Side.BUY, 1, order_type=kind, limit=limit, tif=tif)
+        venue.submit("O-1", 1, side=Side.BUY, order_type=kind, limit_price=limit, tif=tif)
         if terminal == "cancelled":
             venue.broker.cancel("O-1", "first")
         else:
@@ -751,15 +693,15 @@ def test_cancel_terminal_order_returns_false_and_reports_nothing(terminal: str) 
         ({"quantity": -5.0}, "quantity must be > 0, was -5.0"),
         ({"quantity": float("nan")}, "quantity must be > 0"),
         ({"order_type": OrderType.LIMIT}, "LIMIT order needs limit_price > 0, was None"),
-        ({"order_type": OrderType.LIMIT, "limit": 0.0}, "LIMIT order needs limit_price > 0"),
-        ({"order_type": OrderType.LIMIT, "limit": -1.0}, "LIMIT order needs limit_price > 0"),
+        ({"order_type": OrderType.LIMIT, "limit_price": 0.0}, "LIMIT order needs limit_price > 0"),
+        ({"order_type": OrderType.LIMIT, "limit_price": -1.0}, "LIMIT order needs limit_price > 0"),
         ({"order_type": OrderType.STOP}, "STOP order needs stop_price > 0, was None"),
     ],
 )
 def test_invalid_request_is_rejected_with_reason(kwargs: dict, fragment: str) -> None:
-    venue = Venue()
+    venue = paper()
 
-    order = venue.submit(**kwargs)
+    order = venue.submit("O-1", **kwargs)
 
     [event] = venue.sink.events
     assert event.status is S.REJECTED

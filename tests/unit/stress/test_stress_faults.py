@@ -10,14 +10,12 @@ import pytest
 
 from ultrathink.core.clock import TestClock
 from ultrathink.core.enums import OrderStatus, Side
-from ultrathink.core.events import Bar, Fill, OrderEvent, OrderRequest
+from ultrathink.core.events import Bar, Fill, OrderRequest
 from ultrathink.data import load_data
 from ultrathink.decision.builtin import SmaCross
 from ultrathink.engine.config import EngineConfig, HardeningConfig
 from ultrathink.engine.spec import RunSpec
 from ultrathink.errors import BrokerError, ConfigError
-from ultrathink.execution.costs import PaperBrokerConfig
-from ultrathink.execution.orders import Order
 from ultrathink.execution.paper import PaperBroker
 from ultrathink.stress import (
     BrokerFault,
@@ -30,28 +28,15 @@ from ultrathink.stress import (
     faulty_predictor,
 )
 from ultrathink.testing.engine import engine_for
+from ultrathink.testing.fakes import RecordingSink, Venue
 
 T0 = 1_600_000_000_000_000_000
 HARDENED = HardeningConfig(enabled=True, degraded=None)
 
 
-class Sink:
-    """Collects what the paper broker reports."""
-
-    def __init__(self) -> None:
-        self.events: list[OrderEvent] = []
-        self.fills: list[Fill] = []
-
-    def on_order_event(self, event: OrderEvent) -> None:
-        self.events.append(event)
-
-    def on_fill(self, fill: Fill, order: Order) -> None:
-        self.fills.append(fill)
-
-
-def paper() -> tuple[PaperBroker, Sink, TestClock]:
-    clock, sink = TestClock(T0), Sink()
-    return PaperBroker(PaperBrokerConfig(), clock, sink), sink, clock
+def paper() -> tuple[PaperBroker, RecordingSink, TestClock]:
+    venue = Venue.paper(start_ns=T0)
+    return venue.broker, venue.sink, venue.clock
 
 
 def req(i: int, side: Side = Side.BUY) -> OrderRequest:

@@ -1,0 +1,145 @@
+"""The control API's FastAPI app: bearer-token check, three routes, the command channel.
+
+The routes only parse and forward (see ``control_api`` for the routes and their answers):
+the body is read by ``json_body``, the command by ``hardening.overrides.parse_command``, and
+``CommandChannel.execute`` runs it on the engine's kernel thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+from starlette.concurrency import run_in_threadpool
+
+from ultrathink.errors import ConfigError
+from ultrathink.hardening.overrides import Command, OverrideError, parse_command
+from ultrathink.web.api_error import ApiError, api_error_response
+from ultrathink.web.json_body import read_json
+
+__all__ = ["COMMAND_TIMEOUT_S", "METRICS_CONTENT_TYPE", "CommandChannel", "create_app"]
+
+#: How long a route waits for the kernel thread to run a command.
+COMMAND_TIMEOUT_S = 10.0
+#: ``generate_latest`` writes text format 0.0.4; prometheus-client 0.26 moved
+#: ``CONTENT_TYPE_LATEST`` to ``version=1.0.0``, which is not what the bytes are.
+METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+_TOKEN_HELP = (
+    "send 'Authorization: Bearer <token>' with the token from the session file of the "
+    "running paper session (.ultrathink/control.json by default, readable by its owner only); "
+    "`ultrathink ctl` reads it for you"
+)
+# the logger keeps the name it had before the app moved out of ``control_api``
+_log = logging.getLogger("ultrathink.web.control_api")
+
+
+class CommandChannel(Protocol):
+    """What the control API needs from a running session (implemented by the engine)."""
+
+    def execute(self, command: Command, timeout_s: float) -> dict[str, Any]:
+        """Run the command on the kernel thread; return a JSON-able result
+        {"action", "ok": True, "before": {...}, "after": {...}, "message": str}.
+        Raises OverrideError when the command cannot apply now (e.g. unknown symbol),
+        TimeoutError when the session did not answer in time."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text exposition of the session's metrics."""
+        ...
+
+
+def _require_token(token: str) -> Callable[[Request], Any]:
+    expected = token.encode()
+
+    async def check(request: Request) -> None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise ApiError(401, f"missing bearer token: {_TOKEN_HELP}")
+        # bytes: compare_digest refuses non-ASCII str, and header values may hold any latin-1
+        if not secrets.compare_digest(presented.strip().encode(), expected):
+            raise ApiError(401, f"wrong bearer token: {_TOKEN_HELP}")
+
+    return check
+
+
+def _parse(payload: Any) -> Command:
+    try:
+        return parse_command(payload)
+    except OverrideError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+async def _execute(channel: CommandChannel, command: Command, timeout_s: float) -> Response:
+    # the channel blocks until the kernel thread answers: keep it off the event loop
+    try:
+        result = await run_in_threadpool(channel.execute, command, timeout_s=timeout_s)
+    except OverrideError as exc:
+        raise ApiError(409, str(exc)) from None
+    except TimeoutError as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        raise ApiError(
+            504,
+            f"the session did not answer the {command.action} command within "
+            f"{timeout_s:g} s{detail}; it may be busy or stuck: check its log, then retry",
+        ) from None
+    except Exception as exc:
+        _log.exception("control command %s failed in the session", command.action)
+        raise ApiError(
+            500, f"the session failed to run the {command.action} command: {exc!r}"
+        ) from None
+    return JSONResponse(jsonable_encoder(result))
+
+
+def create_app(
+    channel: CommandChannel, token: str, *, command_timeout_s: float = COMMAND_TIMEOUT_S
+) -> FastAPI:
+    """Build the control API over a session's command channel.
+
+    Parameters
+    ----------
+    channel : CommandChannel
+        Runs commands on the session's kernel thread and exposes its metrics.
+    token : str
+        Bearer token every request must present (compared in constant time).
+    command_timeout_s : float
+        How long a request waits for the kernel thread (``timeout_s`` of ``execute``).
+
+    Returns
+    -------
+    FastAPI
+        The ASGI app; serve it on a loopback address only (see ``ControlServer``).
+    """
+    if not token:
+        raise ConfigError("control API token must be a non-empty string, was ''")
+    app = FastAPI(
+        title="ultrathink control",
+        docs_url=None,  # every route is authenticated; no unauthenticated schema pages
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=[Depends(_require_token(token))],
+    )
+    app.add_exception_handler(ApiError, api_error_response)
+
+    @app.post("/v1/commands")
+    async def post_command(request: Request) -> Response:
+        command = _parse(await read_json(request))
+        return await _execute(channel, command, command_timeout_s)
+
+    @app.get("/v1/status")
+    async def get_status(request: Request) -> Response:
+        operator = request.headers.get("x-operator", "anonymous")
+        command = _parse({"action": "status", "operator": operator})
+        return await _execute(channel, command, command_timeout_s)
+
+    @app.get("/metrics")
+    async def get_metrics() -> Response:
+        body = await run_in_threadpool(channel.metrics_text)
+        return Response(content=body, media_type=METRICS_CONTENT_TYPE)
+
+    return app
