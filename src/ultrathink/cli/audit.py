@@ -32,7 +32,9 @@ def _handle(args: argparse.Namespace, context: CliContext) -> int:
             f"OK: {report.n_rows:,} audit rows, chain and tables agree ({counts}); "
             f"head #{report.last_seq} {report.last_hash}"
         )
-        if report.anchor_seq is not None:
+        if report.anchor_seq == 0:
+            print("  the expected head is the empty chain's: it anchors nothing")
+        elif report.anchor_seq is not None:
             print(f"  the expected head is row #{report.anchor_seq} of the chain")
     else:
         print(f"BROKEN: {len(report.problems)} problem(s) in {report.n_rows:,} rows:")

@@ -8,7 +8,6 @@ broker, risk or the store.
 from __future__ import annotations
 
 from ultrathink.core.clock import Clock
-from ultrathink.core.enums import OrderType, Side, TimeInForce
 from ultrathink.decision.sizing import SizingPolicy
 from ultrathink.engine.router import OrderRouter
 from ultrathink.engine.working import WorkingOrders
@@ -18,7 +17,9 @@ from ultrathink.portfolio.portfolio import Portfolio
 class StrategyFacade:
     """``StrategyContext`` of one run."""
 
-    __slots__ = ("_clock", "_portfolio", "_router", "_sizing", "_working", "n_capped_buys")
+    __slots__ = (
+        "_clock", "_portfolio", "_router", "_sizing", "_working", "n_capped_buys", "submit",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -35,25 +36,11 @@ class StrategyFacade:
         self._sizing = sizing
         #: buys that the sizing policy cut to what the account could pay for
         self.n_capped_buys = 0
+        # ``submit`` is the router's: no frame of its own on the order path
+        self.submit = router.submit
 
     def now_ns(self) -> int:
         return self._clock.now_ns()
-
-    def submit(
-        self,
-        symbol: str,
-        side: Side,
-        quantity: float,
-        order_type: OrderType,
-        limit_price: float | None,
-        stop_price: float | None,
-        tif: TimeInForce,
-        reduce_only: bool,
-        tag: str,
-    ) -> str:
-        return self._router.submit(
-            symbol, side, quantity, order_type, limit_price, stop_price, tif, reduce_only, tag
-        )
 
     def cancel(self, client_order_id: str) -> bool:
         return self._router.cancel_order(client_order_id, "cancelled by strategy")
@@ -84,6 +71,8 @@ class StrategyFacade:
 
     def affordable_buy(self, symbol: str, current: float, quantity: float) -> float:
         """The part of a buy of ``quantity`` from ``current`` the account can pay for now."""
+        if quantity <= 0 or current + quantity <= 0:  # a sell, or a buy covering a short
+            return quantity
         price = self._portfolio.last_price(symbol)
         if price is None:  # no market data yet: risk denies it with NO_MARKET_DATA
             return quantity

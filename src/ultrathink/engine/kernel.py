@@ -287,7 +287,7 @@ class Kernel:
         self._prev_ts = -1
         self._eq = self.portfolio.equity()
         self._room = self.chunk_size  # points left before the next flush
-        self._last_point = -1  # the timestamp of the last point put in the curve
+        self._last_point = -1  # set when a stop leaves the last point already in the curve
         self._updaters: dict[str, tuple[Callable[[float], object], ...]] = {}
         prof, chunks = self.profiler, data.iter_chunks()
         if prof is not None:
@@ -331,7 +331,7 @@ class Kernel:
         bad_bar = guards.bad_bar if guards is not None else None
         switch = self.profiler.switch if self.profiler is not None else None
         n, prev_ts, eq, room = self._n, self._prev_ts, self._eq, self._room
-        sample_at, last_point = self._sample_at, self._last_point
+        sample_at = self._sample_at
         try:
             for bar in bars:
                 if bad_bar is not None and bad_bar(bar):
@@ -346,19 +346,20 @@ class Kernel:
                         ts_buf.append(prev_ts)
                         eq_buf.append(eq)
                         room -= 1
-                        last_point = prev_ts
-                    if tick is not None:
+                    if tick is not None:  # a session (a backtest has no tick: none of this)
                         position.n = n  # where inputs recorded from here on apply
                         position.phase = "idle"
-                    if replay_end is not None and ts > replay_end:
-                        self._go_live()
-                        replay_end, pace = None, self._pace
-                    if tick is not None and stop.requested and replay_end is None:
-                        return True  # nothing of ``ts`` happened yet
-                    if pace is not None:
-                        pace(ts)
-                        if stop.requested and replay_end is None:
-                            return True
+                        if replay_end is not None and ts > replay_end:
+                            self._go_live()
+                            replay_end, pace = None, self._pace
+                        if replay_end is None and stop.requested:
+                            self._last_point = prev_ts
+                            return True  # nothing of ``ts`` happened yet
+                        if pace is not None:
+                            pace(ts)
+                            if replay_end is None and stop.requested:
+                                self._last_point = prev_ts
+                                return True
                     if not room:
                         room = self.chunk_size
                         self._flush()
@@ -390,7 +391,7 @@ class Kernel:
                 n += 1
         finally:  # written back even when the loop is interrupted
             self._n, self._prev_ts, self._eq, self._room = n, prev_ts, eq, room
-            self._sample_at, self._last_point = sample_at, last_point
+            self._sample_at = sample_at
         return False
 
     def _go_live(self) -> None:

@@ -250,7 +250,7 @@ def _kernel(
 ) -> Kernel:
     cfg = spec.config
     guards = parts.guards
-    tick = _tick_chain(inputs, guards, control, snapshots, position, parts.clock)
+    tick = _tick_chain(inputs, guards, control, snapshots, position, parts.clock, cfg.speed)
     idle = None
     if cfg.speed is not None:
         idle = _idle_chain(guards, control, snapshots, position, parts.clock, inputs)
@@ -280,10 +280,12 @@ def _tick_chain(
     snapshots: SnapshotPublisher,
     position: RunPosition,
     clock: TestClock,
+    speed: float | None,
 ) -> Callable[[], None] | None:
     # per new timestamp: recorded inputs (replay), guards' upkeep, operator commands (live),
-    # a snapshot now and then; nothing at all for a backtest
-    if guards is None and control is None:
+    # a snapshot now and then; nothing at all for a backtest (a paced run always has one:
+    # the kernel paces and stops there)
+    if guards is None and control is None and speed is None:
         return None
     every = snapshots.check_every
     count = [0]

@@ -218,6 +218,8 @@ class PaperBroker(Broker):
         slip_bps = self._config.slippage_bps + self._config.slippage_vol_mult * (
             self._prev_range_bps.get(bar.symbol, 0.0)
         )
+        if not slip_bps:
+            return base, 0.0
         factor = 1.0 + slip_bps / 1e4 if buy else 1.0 - slip_bps / 1e4
         price = base * factor
         # never outside the bar's range: that price did not trade (a stop may trigger at

@@ -28,7 +28,6 @@ def ml_decision_latency_profiled(quick: bool) -> Callable[[], Measurement]:
 def _sma_cross(quick: bool, profiled: bool) -> Callable[[], Measurement]:
     from ultrathink import services
     from ultrathink.engine.config import EngineConfig
-    from ultrathink.perf.profiler import ProfileSession
 
     data = bars(quick)
 
@@ -38,6 +37,8 @@ def _sma_cross(quick: bool, profiled: bool) -> Callable[[], Measurement]:
             return Measurement(
                 value=services.run_strategy(strategy, data, EngineConfig()).bars_per_s
             )
+        from ultrathink.perf.profiler import ProfileSession  # not on a base tree's twin
+
         with ProfileSession() as session:
             result = services.run_strategy(
                 strategy, data, EngineConfig(), profiler=session.profiler_for
