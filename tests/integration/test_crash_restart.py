@@ -255,3 +255,39 @@ def test_a_session_halted_before_the_crash_comes_back_halted(tmp_path: Path) -> 
     with Store(db) as store:
         ts, _equity, _cash = store.load_equity(1)
     assert np.all(np.diff(ts) > 0), "one equity point per timestamp, in order"
+
+
+def test_commands_refused_before_the_crash_are_refused_again_and_the_resume_goes_on(
+    tmp_path: Path,
+) -> None:
+    # a refused command was written ahead to the input log, then refused: the replay must
+    # refuse it again at the same bar and go on (it used to end the resume with the refusal)
+    db = tmp_path / "u.db"
+    data = "synthetic:n_bars=20000,seed=5"
+    proc = _paper(db, data, "--speed", "3000")
+    control = session_dir(db, 1) / CONTROL_FILE_NAME
+    _wait_for(control, proc)
+
+    def ctl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [EXE, "ctl", *args, "--db", str(db), "--run", "1", "--operator", "ops"],
+            capture_output=True, text=True, check=False, timeout=120,
+        )  # fmt: skip
+
+    too_high = ctl("set-limit", "max_drawdown_pct", "150")
+    assert too_high.returncode == 2 and "less than or equal to 100" in too_high.stderr
+    not_halted = ctl("resume", "--reason", "nothing to resume")
+    assert not_halted.returncode == 2 and "already ACTIVE" in not_halted.stderr
+    assert ctl("disable", "SYN", "--reason", "t").returncode == 0
+    assert _kill_after(proc, 0.3), "the session ended before the kill"
+
+    final = _paper(db, data, "--speed", "max", "--resume", "1", output=True)
+    out, err = final.communicate(timeout=600)
+
+    assert final.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out)
+    assert result["recovery"]["replayed_inputs"] == 3, "both refusals and the disable replayed"
+    assert set(result["denial_reasons"]) <= {"SYMBOL_DISABLED", "MAX_POSITION"}
+    refused = _rows(db, "SELECT detail FROM audit_log WHERE kind = 'operator.refused'")
+    assert len(refused) == 2, "each refusal is in the audit trail once, never written twice"
+    assert _rows(db, "SELECT status FROM runs") == [("completed",)]

@@ -24,7 +24,7 @@ def format_snapshot(s: dict[str, Any]) -> str:
         "positions: " + (", ".join(_position(p) for p in s["positions"]) or "flat"),
         "working orders: "
         + (", ".join(f"{o[0]} {o[2]} {o[3]:g} {o[1]}" for o in s["working_orders"]) or "none"),
-        "orders: "
+        "ended orders: "
         + (", ".join(f"{k} {v:,}" for k, v in s["order_counts"].items()) or "none")
         + f"; fills {s['n_fills']:,}; denials: "
         + (", ".join(f"{k} {v:,}" for k, v in s["denials"].items()) or "none"),

@@ -159,7 +159,15 @@ class SessionControl:
 
     def _apply_recorded(self, data: dict[str, Any], wall_ns: int) -> dict[str, Any]:
         # an operator input, live or replayed: the same command at the same bar
-        return self._run(parse_command(data), wall_ns)
+        command = parse_command(data)
+        if not self._inputs.replaying:
+            return self._run(command, wall_ns)
+        try:
+            return self._run(command, wall_ns)
+        except OverrideError as exc:
+            # refused when it was sent (written ahead, then refused): the replay refuses it
+            # again, at the same bar, and goes on; the operator heard the refusal back then
+            return {"action": command.action, "ok": False, "message": str(exc)}
 
     def _run(self, command: Command, wall_ns: int) -> dict[str, Any]:
         handler = self._handlers[type(command)]
