@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ultrathink.cli.ctl import TOKEN_ENV
+from ultrathink.cli.ctl import TOKEN_ENV, format_result
 from ultrathink.config import default_db_path
 from ultrathink.engine.sessions import CONTROL_FILE_NAME, RunLock, session_dir
 from ultrathink.hardening.overrides import (
@@ -112,6 +112,18 @@ def test_halt_prints_what_changed(session: Any, ctl: Ctl) -> None:
     assert result.code == 0
     assert result.out == "halt: trading_state ACTIVE → HALTED (positions flattened)\n"
     assert channel.commands == [Halt(operator="alice", reason="feed stale")]
+
+
+def test_an_empty_before_value_is_shown_as_empty_quotes() -> None:
+    result = {
+        "action": "halt",
+        "before": {"trading_state": "ACTIVE", "state_reason": ""},
+        "after": {"trading_state": "HALTED", "state_reason": "kill switch"},
+    }
+
+    assert format_result(result) == (
+        'halt: trading_state ACTIVE → HALTED, state_reason "" → kill switch'
+    )
 
 
 def test_json_prints_the_raw_result(session: Any, ctl: Ctl) -> None:

@@ -53,8 +53,9 @@ def _announce(session: Any) -> None:
         return
     seconds = (data.end_ns - data.start_ns) / 1e9 / speed
     if seconds >= 60:
+        span = f"{seconds / 3600:,.1f} h" if seconds >= 5400 else f"{seconds / 60:,.0f} min"
         print(
-            f"paper: replaying at {speed:g}x real time takes about {seconds / 3600:,.1f} h; "
+            f"paper: replaying at {speed:g}x real time takes about {span}; "
             "Ctrl-C stops at the next bar and keeps everything (--speed max replays as fast "
             "as possible; `paper --resume` continues later)",
             file=sys.stderr,

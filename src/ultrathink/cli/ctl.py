@@ -378,6 +378,11 @@ def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _shown(value: Any) -> str:
+    """A field's value for a before/after line; an empty text shows as ``""``, not as nothing."""
+    return '""' if value == "" else str(value)
+
+
 def format_result(result: dict[str, Any]) -> str:
     """One line: the action, then ``field before → after`` for each changed field."""
     action = result.get("action", "?")
@@ -390,7 +395,9 @@ def format_result(result: dict[str, Any]) -> str:
     else:
         keys = list(dict.fromkeys([*before, *after]))
         changed = [
-            f"{k} {before.get(k)} → {after.get(k)}" for k in keys if before.get(k) != after.get(k)
+            f"{k} {_shown(before.get(k))} → {_shown(after.get(k))}"
+            for k in keys
+            if before.get(k) != after.get(k)
         ]
         line = f"{action}: {', '.join(changed) or 'no change'}"
     message = result.get("message")
