@@ -32,7 +32,7 @@ each ``ConfigError``).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,12 @@ def load_engine_config(
     base: Mapping[str, Any] | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    other_tables: Collection[str] = (),
 ) -> EngineConfig:
     """Build an ``EngineConfig`` from ``base`` < TOML file < environment < ``overrides``.
+
+    ``other_tables`` are top-level tables of the file that belong to the calling command
+    (e.g. ``optimize``'s ``[space]``), not to the engine: they are left out.
 
     Raises
     ------
@@ -99,7 +103,8 @@ def load_engine_config(
     sources: Sources = {}
     _layer(values, sources, base or {}, "the defaults")
     if path is not None:
-        _layer(values, sources, read_toml(Path(path)), f"config file {plain(path)}")
+        table = {k: v for k, v in read_toml(Path(path)).items() if k not in other_tables}
+        _layer(values, sources, table, f"config file {plain(path)}")
     for name, parsed in from_env(os.environ if environ is None else environ):
         _layer(values, sources, parsed, f"environment variable {plain(name)}")
     _layer(values, sources, overrides or {}, "the command line")

@@ -65,10 +65,16 @@ def engine_config(
     realistic: bool,
     config_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    other_tables: tuple[str, ...] = (),
 ) -> EngineConfig:
-    """Config for a run: zero-cost defaults (backtest) or realistic ones (paper/run)."""
+    """Config for a run: zero-cost defaults (backtest) or realistic ones (paper/run).
+
+    ``other_tables`` of the TOML file belong to the command, not the engine (``[space]``).
+    """
     base = realistic_defaults() if realistic else {}
-    return load_engine_config(config_path, base=base, overrides=overrides)
+    return load_engine_config(
+        config_path, base=base, overrides=overrides, other_tables=other_tables
+    )
 
 
 def slice_data(data: MarketData, start: str | None, end: str | None) -> MarketData:

@@ -1,0 +1,244 @@
+"""Studies on Optuna: samplers, pruners, storages, and opening a study safely.
+
+Optuna does the searching; this module maps the CLI's words onto it and guards what Optuna
+leaves to the caller:
+
+- the default storage is a SQLite file next to the store (``studies.db``), so a study
+  survives Ctrl-C and ``kill -9``: every finished trial is committed before the next starts,
+  and running the same command again continues it up to ``--n-trials`` finished trials;
+- a study records what it searches (kind, target, data, space, objectives, windows, fixed
+  parameters, costs) and refuses to continue with anything else, so trials of different
+  questions never mix;
+- heartbeats mark a trial whose process died as failed (``fail_stale_trials``) instead of
+  leaving it RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ultrathink.errors import ConfigError, UltrathinkError
+from ultrathink.optimization.space import SearchSpace
+
+SAMPLERS = ("tpe", "gp", "cmaes", "random", "grid", "qmc", "nsga2")
+PRUNERS = ("median", "hyperband", "none")
+#: a trial's heartbeat; one older than the grace period belongs to a dead process
+HEARTBEAT_S = 5
+GRACE_S = 20
+
+
+class StudyError(UltrathinkError):
+    """A study cannot be opened or continued as asked."""
+
+
+def make_sampler(name: str, seed: int | None, space: SearchSpace, n_objectives: int) -> Any:
+    """The Optuna sampler called ``name``."""
+    import optuna
+
+    if name not in SAMPLERS:
+        raise ConfigError(f"--sampler {name!r}: use one of {', '.join(SAMPLERS)}")
+    if n_objectives > 1 and name in ("cmaes", "gp"):
+        raise ConfigError(
+            f"--sampler {name} optimises one objective; with several use tpe, nsga2, random, "
+            "qmc or grid"
+        )
+    if name == "cmaes" and any(d.kind == "cat" for d in space.dimensions):
+        raise ConfigError("--sampler cmaes cannot search categorical parameters; use tpe")
+    samplers: dict[str, Callable[[], Any]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "grid": lambda: optuna.samplers.GridSampler(space.grid(), seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, scramble=True),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+    }
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (the GP sampler's dependency)
+        except ImportError:
+            raise ConfigError(
+                "--sampler gp needs PyTorch, which is not installed here "
+                "(pip install torch); tpe, cmaes and qmc need nothing more"
+            ) from None
+    return samplers[name]()
+
+
+def make_pruner(name: str, n_steps: int) -> Any:
+    """The Optuna pruner called ``name`` (``none`` never prunes)."""
+    import optuna
+
+    if name not in PRUNERS:
+        raise ConfigError(f"--pruner {name!r}: use one of {', '.join(PRUNERS)}")
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(n_steps, 1))
+    return optuna.pruners.NopPruner()
+
+
+def default_storage(store_path: Path) -> str:
+    """``sqlite:///…/studies.db`` beside the store."""
+    return f"sqlite:///{(store_path.parent / 'studies.db').resolve()}"
+
+
+def make_storage(url: str) -> Any:
+    """An Optuna storage for ``url`` (any RDB URL; ``journal:PATH`` for a journal file)."""
+    import optuna
+
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        path = Path(url.removeprefix("journal:"))
+        _writable_parent(path)
+        return JournalStorage(JournalFileBackend(str(path)))
+    if url.startswith("sqlite:///"):
+        _writable_parent(Path(url.removeprefix("sqlite:///")))
+    try:
+        with _no_experimental_warnings():
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+            )
+    except Exception as exc:  # SQLAlchemy raises many kinds; all mean "not reachable"
+        raise StudyError(f"storage {_redact(url)} cannot be opened: {_first_line(exc)}") from None
+
+
+def _writable_parent(path: Path) -> None:
+    parent = path.expanduser().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"cannot create {parent}: {exc.strerror}") from None
+
+
+def _redact(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def open_study(
+    storage: Any,
+    name: str,
+    directions: Sequence[str],
+    sampler: Any,
+    pruner: Any,
+    identity: Mapping[str, Any],
+) -> tuple[Any, bool]:
+    """Create the study ``name`` or load it; returns ``(study, existed)``.
+
+    ``identity`` is what the study searches; an existing study with another identity is
+    refused, naming the first difference.
+    """
+    import optuna
+
+    with _quiet_optuna():
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                study_name=name,
+                directions=list(directions),  # type: ignore[arg-type]
+                sampler=sampler,
+                pruner=pruner,
+                load_if_exists=True,
+            )
+        except ValueError as exc:  # directions differ from the stored study's
+            raise StudyError(f"study {name!r} exists with other objectives: {exc}") from None
+        except Exception as exc:
+            raise StudyError(f"study {name!r} cannot be opened: {_first_line(exc)}") from None
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_user_attr("identity", dict(identity))
+        return study, bool(study.trials)
+    for key in sorted(set(stored) | set(identity)):
+        if stored.get(key) != identity.get(key):
+            raise StudyError(
+                f"study {name!r} exists with another {key}: it has {stored.get(key)!r}, "
+                f"this command asks for {identity.get(key)!r}; choose another --study name"
+            )
+    return study, True
+
+
+def fail_stale(study: Any) -> int:
+    """Mark the trials of dead processes failed; returns how many."""
+    import optuna
+
+    try:
+        before = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+        with _no_experimental_warnings():
+            optuna.storages.fail_stale_trials(study)
+        after = sum(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+    except Exception:  # the journal storage has no heartbeats
+        return 0
+    return int(before - after)
+
+
+def trial_kind(trial: Any) -> str:
+    """complete, pruned, rejected (failed with a reason: it counts as a trial), interrupted
+    (failed without one: its process was stopped or died), running or waiting."""
+    name = str(trial.state.name).lower()
+    if name == "fail":
+        return "rejected" if "fail_reason" in trial.user_attrs else "interrupted"
+    return name
+
+
+def trial_counts(study: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        kind = trial_kind(trial)
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def finished(study: Any) -> int:
+    """Trials that count towards ``--n-trials``: complete, pruned or rejected. A trial
+    interrupted by Ctrl-C or a crash does not count, so it is run again."""
+    counts = trial_counts(study)
+    return sum(counts.get(k, 0) for k in ("complete", "pruned", "rejected"))
+
+
+@contextlib.contextmanager
+def _no_experimental_warnings() -> Iterator[None]:
+    """Heartbeats are "experimental" in Optuna 5; the feature is what we rely on, the
+    warning tells the user nothing."""
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        yield
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    logger = logging.getLogger("optuna")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def silence_optuna() -> None:
+    """Optuna logs every trial at INFO; the CLI shows its own progress instead."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
+def finite(value: float) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
