@@ -259,6 +259,15 @@ def print_model(info: Any, *, as_json: bool) -> None:
     table.add_column("value")
     data["train_period"] = " .. ".join(iso_ns(t) for t in info.train_period)
     data["metrics"] = (info.metrics or {}).get("overall", info.metrics)
+    lineage = extra.pop("lineage", None)
     for key, value in {**data, **extra}.items():
         table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
+    if lineage:  # a version registered by `optimize model`
+        table.add_row(
+            "lineage",
+            f"study {lineage['study']} ({lineage['storage']}), trial {lineage['trial']}, "
+            f"parent {lineage['parent'] or 'none'}, data sha256 {lineage['data_sha256'][:16]}…",
+        )
+        table.add_row("tuned", json.dumps(lineage["params"]))
+        table.add_row("study objective", json.dumps(lineage["objective"]))
     _console().print(table)

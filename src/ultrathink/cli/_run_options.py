@@ -71,6 +71,16 @@ def add_run_options(p: argparse.ArgumentParser, mode: str) -> None:
         metavar="KEY=VALUE",
         help="strategy parameter, repeatable (e.g. --param fast=10)",
     )
+    if mode == "backtest":
+        g.add_argument(
+            "--params-from",
+            metavar="STUDY",
+            help="the strategy and parameters of a study's winner (`optimize strategy`); "
+            "--param still overrides one",
+        )
+        g.add_argument(
+            "--storage", metavar="URL", help="the study's storage (default studies.db by the store)"
+        )
     g.add_argument("--model", help="ml strategy: registry version (default: production/latest)")
     g.add_argument("--registry", metavar="DIR", help="model registry (default .ultrathink/models)")
     g.add_argument(
@@ -135,11 +145,14 @@ def run_request(args: argparse.Namespace, mode: str) -> Any:
     """The ``services.RunRequest`` of parsed run options."""
     from ultrathink import services
 
-    params = services.parse_params(args.param)
+    params: dict[str, str] = services.parse_params(args.param)
+    strategy = args.strategy
+    if getattr(args, "params_from", None):
+        strategy, params = _from_study(args, params)
     resume = getattr(args, "resume", None)
     return services.RunRequest(
         mode=mode,  # type: ignore[arg-type]
-        strategy=args.strategy,
+        strategy=strategy,
         params=params,
         model=args.model,
         registry=args.registry,
@@ -155,6 +168,31 @@ def run_request(args: argparse.Namespace, mode: str) -> Any:
         control=mode == "paper" and not args.no_control,
         speed=_speed(args.speed) if getattr(args, "speed", None) is not None else None,
     )
+
+
+def _from_study(args: argparse.Namespace, params: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The winner of ``--params-from STUDY``, under any explicit ``--param``."""
+    import sys
+
+    from ultrathink import services
+    from ultrathink.errors import ConfigError
+    from ultrathink.optimization.study import default_storage, redact, study_winner
+
+    url = args.storage or default_storage(services.resolve_db(args.db))
+    winner = study_winner(url, args.params_from)
+    if args.strategy and args.strategy != winner["strategy"]:
+        raise ConfigError(
+            f"--strategy {args.strategy} differs from study {args.params_from!r}'s strategy "
+            f"{winner['strategy']!r}; drop --strategy"
+        )
+    chosen = {**{k: str(v) for k, v in winner["params"].items()}, **params}
+    shown = ", ".join(f"{k}={v}" for k, v in chosen.items())
+    print(
+        f"parameters from study {args.params_from} ({redact(url)}), trial {winner['trial']}: "
+        f"{shown}; the study scored them with paper's costs, this run uses its own",
+        file=sys.stderr,
+    )
+    return str(winner["strategy"]), chosen
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:

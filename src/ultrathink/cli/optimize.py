@@ -1,4 +1,4 @@
-"""``ultrathink optimize strategy``: Optuna studies with overfitting statistics."""
+"""``ultrathink optimize strategy|model``: Optuna studies with overfitting statistics."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ _SAMPLERS = "tpe|gp|cmaes|random|grid|qmc|nsga2"
 
 def _study_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("study (Optuna)")
-    g.add_argument("--study", metavar="NAME", help="study name (default STRATEGY-DATA)")
+    g.add_argument(
+        "--study", metavar="NAME", help="study name (default STRATEGY-DATA or model-DATA)"
+    )
     g.add_argument(
         "--storage",
         metavar="URL",
@@ -37,6 +39,14 @@ def _study_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S s")
     g.add_argument("--seed", type=int, metavar="N", help="sampler seed: a rerun repeats exactly")
+    g.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="N worker processes sharing the study (default storage: studies.journal by the "
+        "store); not reproducible",
+    )
     g.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
@@ -121,6 +131,129 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     _study_options(s)
     s.set_defaults(func=_handle_strategy)
+    _configure_model(sub)
+
+
+def _configure_model(sub: Any) -> None:
+    m = sub_parser(
+        sub,
+        "model",
+        "tune the ensemble on train's purged walk-forward folds; register the winner",
+        (
+            "ultrathink optimize model --n-trials 100 --seed 1",
+            "ultrathink optimize model --objective auc --members gbm,linear --param "
+            "gbm_n_estimators=200",
+            "ultrathink optimize model --objective logloss,sharpe --sampler nsga2",
+        ),
+        description="Search the ensemble's hyperparameters (each member's main knobs, the "
+        "voting weights, and the decision threshold when sharpe is an objective) with "
+        "Optuna. Each trial is fitted and scored fold by fold on the purged walk-forward "
+        "folds of `ultrathink train`; the running mean is reported after each fold so the "
+        "pruner can stop a poor trial early. The winner is trained on the whole range and "
+        "registered as a new version with its lineage (study, trial, parameters, parent, "
+        "data hash); it is not promoted.",
+    )
+    g = m.add_argument_group("what to search")
+    g.add_argument(
+        "--objective",
+        default="logloss",
+        metavar="METRIC[,METRIC]",
+        help="out-of-sample logloss (default), auc, accuracy or sharpe (the threshold "
+        "strategy, no costs); several run a multi-objective study",
+    )
+    g.add_argument(
+        "--space",
+        action="append",
+        default=[],
+        metavar="NAME=KIND:SPEC",
+        help="replace or add a searched parameter (e.g. --space gbm_num_leaves=int:4:32); "
+        "weight_gbm, weight_forest, weight_linear and long_threshold are searchable too",
+    )
+    g.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a parameter instead of searching it (repeatable)",
+    )
+    g.add_argument(
+        "--long-threshold",
+        type=float,
+        default=0.55,
+        metavar="P",
+        help="decision threshold when it is not searched (default 0.55)",
+    )
+    g = m.add_argument_group("data and folds (as for train)")
+    g.add_argument("--data", default="sp500", help="sp500 | nasdaq | PATH | synthetic:...")
+    g.add_argument("--symbol", help="symbol to train on when the data has several")
+    g.add_argument("--start", help="first date of the training data")
+    g.add_argument("--end", help="last date of the training data (inclusive)")
+    g.add_argument("--horizon", type=int, default=5, help="label horizon in bars (5)")
+    g.add_argument("--dead-zone-bps", type=float, default=0.0, help="unlabelled |return| band")
+    g.add_argument("--folds", type=int, default=5, help="walk-forward folds (5)")
+    g.add_argument("--embargo", type=int, default=0, help="rows embargoed after each test fold")
+    g.add_argument("--features", default="all", help="'all' or a comma-separated subset")
+    g.add_argument("--members", default="gbm,forest,linear", help="voting members")
+    g = m.add_argument_group("registry")
+    g.add_argument("--registry", help="model registry directory (default .ultrathink/models)")
+    g.add_argument(
+        "--parent",
+        metavar="VERSION|production",
+        help="the version this tunes, recorded in the lineage (default: production, if any)",
+    )
+    g.add_argument(
+        "--no-register", action="store_true", help="do not train and register the winner"
+    )
+    _study_options(m)
+    m.set_defaults(func=_handle_model)
+
+
+def _handle_model(args: argparse.Namespace, context: CliContext) -> int:
+    from ultrathink import services
+    from ultrathink.optimization.model_study import (
+        ModelStudySpec,
+        parse_model_objectives,
+        run_model_study,
+    )
+
+    features = None
+    if args.features and args.features != "all":
+        features = tuple(f.strip() for f in args.features.split(",") if f.strip())
+    spec = ModelStudySpec(
+        data=args.data,
+        symbol=args.symbol,
+        start=args.start,
+        end=args.end,
+        horizon=args.horizon,
+        dead_zone_bps=args.dead_zone_bps,
+        n_folds=args.folds,
+        embargo=args.embargo,
+        features=features,
+        members=tuple(m.strip() for m in args.members.split(",") if m.strip()),
+        space_items=tuple(args.space),
+        fixed=services.parse_params(args.param),
+        objectives=parse_model_objectives(args.objective),
+        long_threshold=args.long_threshold,
+        parent=args.parent,
+        registry=args.registry,
+        register=not args.no_register,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        n_trials=args.n_trials,
+        timeout_s=args.timeout,
+        seed=args.seed,
+        study_name=args.study,
+        storage=args.storage,
+        db=args.db,
+        n_jobs=args.n_jobs,
+    )
+    with _Progress(args.n_trials, enabled=not args.json) as hook:
+        outcome = run_model_study(spec, hook)
+    if args.json:
+        print(json.dumps(outcome.to_dict(), indent=1, default=float))
+    else:
+        _print_outcome(outcome)
+    return 0
 
 
 def _space_table(path: str | None) -> dict[str, Any] | None:
@@ -164,6 +297,7 @@ def _handle_strategy(args: argparse.Namespace, context: CliContext) -> int:
         study_name=args.study,
         storage=args.storage,
         db=args.db,
+        n_jobs=args.n_jobs,
     )
     with _Progress(args.n_trials, enabled=not args.json) as hook:
         outcome = run_strategy_study(spec, hook)
@@ -219,7 +353,6 @@ def _fmt(value: Any) -> str:
 
 def _print_outcome(outcome: Any) -> None:
     from rich.console import Console
-    from rich.table import Table
 
     console = Console()
     counts = ", ".join(f"{k} {v}" for k, v in outcome.counts.items())
@@ -228,38 +361,16 @@ def _print_outcome(outcome: Any) -> None:
         f"study {outcome.study_name} ({verb}; {outcome.storage}): {counts}; "
         f"{outcome.new_trials} new in {outcome.elapsed_s:.1f} s"
     )
-    objectives = outcome.objectives
-    title = "winner" if len(outcome.best) == 1 else f"Pareto front ({len(outcome.best)})"
-    table = Table(title=f"{title}: in-sample (optimised) vs out-of-sample (reported)")
-    for col in ("trial", "params", *(f"{o} IS" for o in objectives)):
-        table.add_column(col, justify="right" if col != "params" else "left")
-    for o in objectives:
-        table.add_column(f"{o} OOS", justify="right")
-    table.add_column("trades", justify="right")
-    for row in outcome.best:
-        params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
-        table.add_row(
-            str(row["trial"]),
-            params,
-            *(_fmt(row["in_sample"].get(o)) for o in objectives),
-            *(_fmt(row["out_of_sample"].get(o)) for o in objectives),
-            str(row["n_trades"]),
+    if not outcome.reproducible:
+        why = (
+            f"{outcome.n_jobs} parallel workers decide the order of the trials"
+            if outcome.n_jobs > 1
+            else "no --seed"
         )
-    console.print(table)
+        console.print(f"not reproducible ({why}): a rerun may differ")
+    console.print(_best_table(outcome))
     if outcome.walk_forward:
-        wf = Table(
-            title=f"walk-forward: each window's in-sample best, scored out of sample "
-            f"({objectives[0]})"
-        )
-        for col in ("window", "trial", "params", "in-sample", "out-of-sample"):
-            wf.add_column(col, justify="left" if col == "params" else "right")
-        for w in outcome.walk_forward:
-            params = ", ".join(f"{k}={_fmt(v)}" for k, v in w["params"].items())
-            wf.add_row(
-                str(w["window"]), str(w["trial"]), params, _fmt(w["in_sample"]),
-                _fmt(w["out_of_sample"]),
-            )  # fmt: skip
-        console.print(wf)
+        console.print(_walk_table(outcome))
     if outcome.dsr is not None:
         d = outcome.dsr
         console.print(
@@ -277,6 +388,76 @@ def _print_outcome(outcome: Any) -> None:
         )
     for warning in outcome.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}")
+    reg = outcome.registered
+    if reg:
+        if reg["new"]:
+            console.print(
+                f"registered the winner (trial {reg['trial']}) as model {reg['version']}, "
+                f"trained on the whole range; not promoted (`ultrathink models promote "
+                f"{reg['version']}`)"
+            )
+        else:
+            console.print(f"the winner (trial {reg['trial']}) is model {reg['version']}")
+
+
+def _best_table(outcome: Any) -> Any:
+    from rich.table import Table
+
+    objectives = outcome.objectives
+    model = outcome.kind == "model"
+    title = "winner" if len(outcome.best) == 1 else f"Pareto front ({len(outcome.best)})"
+    if model:
+        title += ": mean over the out-of-sample folds (what the study optimised) ± s.e."
+    else:
+        title += ": in-sample (optimised) vs out-of-sample (reported)"
+    table = Table(title=title)
+    table.add_column("trial", justify="right")
+    table.add_column("params")
+    for o in objectives:
+        table.add_column(f"{o} folds" if model else f"{o} IS", justify="right")
+    for o in objectives:
+        table.add_column(f"{o} ± s.e." if model else f"{o} OOS", justify="right")
+    if not model:
+        table.add_column("trades", justify="right")
+    for row in outcome.best:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
+        second = row["fold_se"] if model else row["out_of_sample"]
+        cells = [
+            str(row["trial"]),
+            params,
+            *(_fmt(row["in_sample"].get(o)) for o in objectives),
+            *(_fmt((second or {}).get(o)) for o in objectives),
+        ]
+        if not model:
+            cells.append(str(row["n_trades"]))
+        table.add_row(*cells)
+    return table
+
+
+def _walk_table(outcome: Any) -> Any:
+    from rich.table import Table
+
+    metric = outcome.objectives[0]
+    if outcome.kind == "model":
+        title = (
+            f"nested walk-forward ({metric}): per fold, the trial best on the earlier "
+            "folds, scored on this one"
+        )
+        first = "fold"
+    else:
+        title = f"walk-forward ({metric}): each window's in-sample best, scored out of sample"
+        first = "window"
+    wf = Table(title=title)
+    show_params = outcome.kind != "model"  # a model trial's dozen knobs: see --json
+    cols = (first, "trial", "params", "in-sample", "out-of-sample")
+    for col in cols if show_params else tuple(c for c in cols if c != "params"):
+        wf.add_column(col, justify="left" if col == "params" else "right")
+    for w in outcome.walk_forward:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in w["params"].items())
+        cells = [str(w["window"]), str(w["trial"]), params, _fmt(w["in_sample"]),
+                 _fmt(w["out_of_sample"])]  # fmt: skip
+        wf.add_row(*(cells if show_params else cells[:2] + cells[3:]))
+    return wf
 
 
 COMMAND = Command(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ultrathink.core.events import Bar, OrderDenied
 from ultrathink.core.timing import TimingPoint
@@ -142,6 +142,7 @@ class MLStrategy(Strategy):
                 "strategy 'ml' has no model: train one with `ultrathink train` "
                 "(or pass --model VERSION)"
             )
+        self._adopt_tuned_threshold(self.bundle.extra or {})
         self._symbols: dict[str, _SymbolState] = {}
         self._x = np.empty(len(self.bundle.feature_index))
         width = self.bundle.high - self.bundle.low
@@ -151,6 +152,21 @@ class MLStrategy(Strategy):
         self._expiry_ns = (
             self.bundle.train_end_ns + int(age * _NS_PER_DAY) if age is not None else 2**62
         )
+
+    def _adopt_tuned_threshold(self, extra: dict[str, Any]) -> None:
+        # a version from `optimize model` may carry the entry threshold its study chose; it
+        # is the default, and an entry_threshold given explicitly wins
+        tuned = (extra.get("decision") or {}).get("entry_threshold")
+        if tuned is None or "entry_threshold" in self.params.model_fields_set:
+            return
+        try:
+            self.params = self.Params(**{**self.params.model_dump(), "entry_threshold": tuned})
+        except ValidationError as exc:
+            raise StrategyError(
+                f"model {self.bundle.version if self.bundle else '?'}: its tuned entry "
+                f"threshold {tuned!r} does not fit these parameters ({exc.errors()[0]['msg']}); "
+                "pass entry_threshold explicitly"
+            ) from None
 
     def on_bar(self, bar: Bar) -> None:
         st, row = self._observe(bar)

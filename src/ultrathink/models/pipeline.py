@@ -116,8 +116,14 @@ def training_rows(
     return features[keep], y[keep].astype(np.int64), fwd[keep], data.ts_ns[keep], index
 
 
-def train(data: MarketData, cfg: TrainConfig, registry: ModelRegistry) -> TrainResult:
-    """Walk-forward evaluate, fit on all rows, and save a new registry version."""
+def train(
+    data: MarketData,
+    cfg: TrainConfig,
+    registry: ModelRegistry,
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Walk-forward evaluate, fit on all rows, and save a new registry version (``extra``:
+    more metadata for it, e.g. the lineage of a tuned model)."""
     import time
 
     t0 = time.perf_counter()
@@ -156,6 +162,7 @@ def train(data: MarketData, cfg: TrainConfig, registry: ModelRegistry) -> TrainR
             "low": X.min(axis=0).tolist(),
             "high": X.max(axis=0).tolist(),
             "periods_per_year": ppy,
+            **(extra or {}),
         },
     )
     return TrainResult(

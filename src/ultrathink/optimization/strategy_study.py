@@ -19,18 +19,22 @@ rather than compute (a model study, whose folds each train, is where it saves ti
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ultrathink.errors import ConfigError, UltrathinkError
-from ultrathink.optimization import overfitting
 from ultrathink.optimization import study as studies
 from ultrathink.optimization.space import SearchSpace
+from ultrathink.optimization.trials import (
+    ProgressHook,
+    StudyOutcome,
+    TrialRejected,
+    run_trials,
+    summarize,
+)
 from ultrathink.optimization.walkforward import (
     OBJECTIVES,
     Scheme,
@@ -38,10 +42,6 @@ from ultrathink.optimization.walkforward import (
     make_windows,
     window_scores,
 )
-
-
-class TrialRejected(UltrathinkError):
-    """A trial whose parameters cannot be scored (too few trades, invalid combination)."""
 
 
 @dataclass(frozen=True)
@@ -68,50 +68,61 @@ class StrategyStudySpec:
     study_name: str | None = None
     storage: str | None = None
     db: str | None = None
+    n_jobs: int = 1
 
 
 @dataclass
-class StudyOutcome:
-    """A finished (or stopped) study, ready to print or serialise."""
-
-    study_name: str
-    storage: str
-    directions: list[str]
-    objectives: list[str]
-    counts: dict[str, int]
-    new_trials: int
+class _Prepared:
+    study: Any
+    objective: Any
+    url: str
     resumed: bool
-    elapsed_s: float
-    best: list[dict[str, Any]]  # the winner, or the Pareto front
-    walk_forward: list[dict[str, Any]]
-    dsr: dict[str, Any] | None
-    pbo: dict[str, Any] | None
-    warnings: list[str]
-    reproducible: bool
-    pbo_detail: Any = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dict(self.__dict__)
-        out.pop("pbo_detail")
-        return out
-
-
-ProgressHook = Callable[[Any, Any], None]
+    n_windows: int
 
 
 def run_strategy_study(
     spec: StrategyStudySpec, on_trial: ProgressHook | None = None
 ) -> StudyOutcome:
     """Run (or continue) the study ``spec`` describes up to ``spec.n_trials`` finished trials."""
+    studies.check_run_options(spec.n_trials, spec.timeout_s, spec.n_jobs)
+    if spec.min_trades < 0:
+        raise ConfigError(f"--min-trades must be 0 or more, was {spec.min_trades}")
+    spec = studies.with_storage(spec)
+    prepared = _prepare(spec)
+    study = prepared.study
+    done = studies.finished(study)
+    t0 = time.perf_counter()
+    run_trials(
+        study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
+        on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
+    )  # fmt: skip
+    outcome = summarize(study, list(spec.objectives), windows_count=prepared.n_windows)
+    outcome.storage = studies.redact(prepared.url)
+    outcome.new_trials = studies.finished(study) - done
+    outcome.resumed = prepared.resumed
+    outcome.elapsed_s = time.perf_counter() - t0
+    outcome.reproducible = spec.n_jobs == 1 and spec.seed is not None
+    outcome.n_jobs = spec.n_jobs
+    winner = outcome.best[0] if len(outcome.best) == 1 else None
+    if winner is not None:  # what `backtest --params-from STUDY` reruns
+        study.set_user_attr(
+            "winner",
+            {"strategy": spec.strategy, "trial": winner["trial"],
+             "params": {**spec.fixed, **winner["params"]}},
+        )  # fmt: skip
+    return outcome
+
+
+def prepare_worker(spec: StrategyStudySpec) -> tuple[Any, Any]:
+    """The study and objective of ``spec`` (for a worker process of a parallel study)."""
+    prepared = _prepare(spec)
+    return prepared.study, prepared.objective
+
+
+def _prepare(spec: StrategyStudySpec) -> _Prepared:
     from ultrathink import services
     from ultrathink.decision.loader import resolve_strategy
 
-    if spec.n_trials < 1:
-        raise ConfigError(f"--n-trials must be at least 1, was {spec.n_trials}")
-    if spec.min_trades < 0:
-        raise ConfigError(f"--min-trades must be 0 or more, was {spec.min_trades}")
-    if spec.timeout_s is not None and not spec.timeout_s > 0:
-        raise ConfigError(f"--timeout must be positive, was {spec.timeout_s}")
     cls = resolve_strategy(spec.strategy)
     spec.space.check_against(cls.Params.model_fields, spec.fixed, f"strategy {cls.name!r}")
     cls(**spec.fixed)  # the fixed parameters alone must be valid (clear error now, not later)
@@ -126,10 +137,8 @@ def run_strategy_study(
     windows = make_windows(len(stamps), spec.n_windows, spec.scheme)
     is_cut_ns = int(stamps[windows[-1].is_stop])  # round trips closed before it are in sample
     directions = [OBJECTIVES[o] for o in spec.objectives]
-
-    db = services.resolve_db(spec.db)
-    url = spec.storage or studies.default_storage(db)
-    storage = studies.make_storage(url)
+    assert spec.storage is not None
+    storage = studies.make_storage(spec.storage)
     name = spec.study_name or f"{cls.name}-{data.name}"
     identity = {
         "kind": "strategy",
@@ -144,7 +153,9 @@ def run_strategy_study(
         "config": config.model_dump(mode="json"),
     }
     studies.silence_optuna()
-    sampler = studies.make_sampler(spec.sampler, spec.seed, spec.space, len(directions))
+    sampler = studies.make_sampler(
+        spec.sampler, spec.seed, spec.space, len(directions), parallel=spec.n_jobs > 1
+    )
     pruner = studies.make_pruner(spec.pruner, len(windows))
     study, resumed = studies.open_study(storage, name, directions, sampler, pruner, identity)
     studies.fail_stale(study)
@@ -178,116 +189,8 @@ def run_strategy_study(
             return is_values[0]
         return tuple(is_values)
 
-    done = studies.finished(study)
-    remaining = max(spec.n_trials - done, 0)
-    t0 = time.perf_counter()
-    if remaining:
-        callbacks = [lambda st, tr: on_trial(st, tr)] if on_trial is not None else []
-        study.optimize(
-            objective,
-            n_trials=remaining,
-            timeout=spec.timeout_s,
-            catch=(TrialRejected, UltrathinkError, ValueError, ArithmeticError),
-            callbacks=callbacks,
-        )
-    outcome = summarize(study, list(spec.objectives), windows_count=len(windows))
-    outcome.storage = studies._redact(url)
-    outcome.new_trials = studies.finished(study) - done
-    outcome.resumed = resumed
-    outcome.elapsed_s = time.perf_counter() - t0
-    return outcome
+    return _Prepared(study, objective, spec.storage, resumed, len(windows))
 
 
 def _mean(scores: list[dict[str, dict[str, float]]], part: str, metric: str) -> float:
     return float(np.mean([s[part][metric] for s in scores]))
-
-
-def summarize(study: Any, objectives: list[str], windows_count: int) -> StudyOutcome:
-    """The outcome of ``study``: winner or Pareto front, walk-forward, DSR and PBO."""
-    import optuna
-
-    state = optuna.trial.TrialState
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == state.COMPLETE]
-    counts = studies.trial_counts(study)
-    directions = [d.name.lower() for d in study.directions]
-    best = [_trial_row(t, objectives) for t in _best_trials(study, complete)]
-    walk = _walk_forward(complete, objectives[0], directions[0], windows_count)
-    dsr = pbo = None
-    warnings: list[str] = []
-    winner = _best_trials(study, complete)
-    if len(complete) >= 2 and winner:
-        matrix = np.column_stack([t.user_attrs["returns"] for t in complete])
-        col = complete.index(winner[0])
-        dsr = overfitting.deflated_sharpe_of_trials(matrix, col)
-        blocks = min(16, 2 * ((matrix.shape[0] // 4) // 2))
-        pbo = overfitting.probability_of_backtest_overfitting(matrix, n_blocks=max(blocks, 2))
-        warnings = overfitting.overfitting_warnings(dsr, pbo)
-    elif complete:
-        warnings = ["one completed trial: the DSR and PBO need two or more"]
-    else:
-        warnings = ["no completed trial: nothing to choose"]
-    return StudyOutcome(
-        study_name=study.study_name,
-        storage="",
-        directions=directions,
-        objectives=objectives,
-        counts=counts,
-        new_trials=0,
-        resumed=False,
-        elapsed_s=0.0,
-        best=best,
-        walk_forward=walk,
-        dsr=dsr.to_dict() if dsr else None,
-        pbo=pbo.to_dict() if pbo else None,
-        warnings=warnings,
-        reproducible=True,
-        pbo_detail=pbo,
-    )
-
-
-def _best_trials(study: Any, complete: list[Any]) -> list[Any]:
-    if not complete:
-        return []
-    if len(study.directions) == 1:
-        return [study.best_trial]
-    return sorted(study.best_trials, key=lambda t: t.number)
-
-
-def _trial_row(trial: Any, objectives: list[str]) -> dict[str, Any]:
-    values = trial.values or []
-    return {
-        "trial": trial.number,
-        "params": dict(trial.params),
-        "in_sample": {o: _clean(v) for o, v in zip(objectives, values, strict=False)},
-        "out_of_sample": {o: _clean(v) for o, v in trial.user_attrs.get("oos", {}).items()},
-        "n_trades": trial.user_attrs.get("n_trades"),
-        "windows": trial.user_attrs.get("windows", []),
-    }
-
-
-def _walk_forward(
-    complete: list[Any], metric: str, direction: str, n_windows: int
-) -> list[dict[str, Any]]:
-    """Per window: the trial best in sample, and what it earned out of sample."""
-    sign = 1.0 if direction == "maximize" else -1.0
-    out = []
-    for i in range(n_windows):
-        scored = [(t, t.user_attrs["windows"][i]) for t in complete if "windows" in t.user_attrs]
-        if not scored:
-            break
-        trial, window = max(scored, key=lambda tw: (sign * tw[1]["is"][metric], -tw[0].number))
-        out.append(
-            {
-                "window": i + 1,
-                "trial": trial.number,
-                "params": dict(trial.params),
-                "in_sample": _clean(window["is"][metric]),
-                "out_of_sample": _clean(window["oos"][metric]),
-            }
-        )
-    return out
-
-
-def _clean(value: float) -> float:
-    return float(value) if math.isfinite(value) else 0.0

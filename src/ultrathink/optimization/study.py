@@ -16,12 +16,13 @@ leaves to the caller:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ultrathink.errors import ConfigError, UltrathinkError
 from ultrathink.optimization.space import SearchSpace
@@ -31,14 +32,18 @@ PRUNERS = ("median", "hyperband", "none")
 #: a trial's heartbeat; one older than the grace period belongs to a dead process
 HEARTBEAT_S = 5
 GRACE_S = 20
+T = TypeVar("T")
 
 
 class StudyError(UltrathinkError):
     """A study cannot be opened or continued as asked."""
 
 
-def make_sampler(name: str, seed: int | None, space: SearchSpace, n_objectives: int) -> Any:
-    """The Optuna sampler called ``name``."""
+def make_sampler(
+    name: str, seed: int | None, space: SearchSpace, n_objectives: int, *, parallel: bool = False
+) -> Any:
+    """The Optuna sampler called ``name``; TPE in a parallel study uses the constant liar
+    (running trials count as bad, so parallel workers do not all sample the same spot)."""
     import optuna
 
     if name not in SAMPLERS:
@@ -51,7 +56,7 @@ def make_sampler(name: str, seed: int | None, space: SearchSpace, n_objectives: 
     if name == "cmaes" and any(d.kind == "cat" for d in space.dimensions):
         raise ConfigError("--sampler cmaes cannot search categorical parameters; use tpe")
     samplers: dict[str, Callable[[], Any]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=parallel),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -68,6 +73,38 @@ def make_sampler(name: str, seed: int | None, space: SearchSpace, n_objectives: 
                 "(pip install torch); tpe, cmaes and qmc need nothing more"
             ) from None
     return samplers[name]()
+
+
+def check_run_options(n_trials: int, timeout_s: float | None, n_jobs: int) -> None:
+    """``--n-trials``, ``--timeout`` and ``--n-jobs`` make sense."""
+    if n_trials < 1:
+        raise ConfigError(f"--n-trials must be at least 1, was {n_trials}")
+    if timeout_s is not None and not timeout_s > 0:
+        raise ConfigError(f"--timeout must be positive, was {timeout_s}")
+    if not 1 <= n_jobs <= 64:
+        raise ConfigError(f"--n-jobs must be between 1 and 64, was {n_jobs}")
+
+
+def with_storage(spec: T) -> T:
+    """``spec`` with its storage URL decided: the one given, else ``studies.db`` beside the
+    store, or with ``--n-jobs`` > 1 the journal file ``studies.journal`` beside it (SQLite
+    is not built for several writing processes)."""
+    from ultrathink import services
+
+    url = spec.storage  # type: ignore[attr-defined]
+    n_jobs = spec.n_jobs  # type: ignore[attr-defined]
+    if url is None:
+        db = services.resolve_db(spec.db)  # type: ignore[attr-defined]
+        if n_jobs > 1:
+            url = f"journal:{(db.parent / 'studies.journal').resolve()}"
+        else:
+            url = default_storage(db)
+    elif n_jobs > 1 and url.startswith("sqlite:"):
+        raise ConfigError(
+            "--n-jobs > 1 cannot share a SQLite storage between processes; use "
+            "--storage journal:PATH (the default with --n-jobs) or postgresql://…"
+        )
+    return dataclasses.replace(spec, storage=url)  # type: ignore[type-var]
 
 
 def make_pruner(name: str, n_steps: int) -> Any:
@@ -106,7 +143,7 @@ def make_storage(url: str) -> Any:
                 url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
             )
     except Exception as exc:  # SQLAlchemy raises many kinds; all mean "not reachable"
-        raise StudyError(f"storage {_redact(url)} cannot be opened: {_first_line(exc)}") from None
+        raise StudyError(f"storage {redact(url)} cannot be opened: {_first_line(exc)}") from None
 
 
 def _writable_parent(path: Path) -> None:
@@ -117,7 +154,7 @@ def _writable_parent(path: Path) -> None:
         raise StudyError(f"cannot create {parent}: {exc.strerror}") from None
 
 
-def _redact(url: str) -> str:
+def redact(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest:
         creds, _, host = rest.rpartition("@")
@@ -144,8 +181,11 @@ def open_study(
     ``identity`` is what the study searches; an existing study with another identity is
     refused, naming the first difference.
     """
+    import json
+
     import optuna
 
+    identity = json.loads(json.dumps(identity))  # as stored: tuples are lists
     with _quiet_optuna():
         try:
             study = optuna.create_study(
@@ -242,3 +282,31 @@ def silence_optuna() -> None:
 
 def finite(value: float) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
+
+
+def load_existing(url: str, name: str) -> Any:
+    """The stored study ``name`` (a clear error naming the studies there when it is not)."""
+    import optuna
+
+    storage = make_storage(url)
+    with _quiet_optuna():
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+        if name not in names:
+            there = ", ".join(sorted(names)) or "none"
+            raise StudyError(f"no study {name!r} in {redact(url)} (studies there: {there})")
+        return optuna.load_study(study_name=name, storage=storage)
+
+
+def study_winner(url: str, name: str) -> dict[str, Any]:
+    """What ``backtest --params-from NAME`` reruns: the strategy and its winning params."""
+    study = load_existing(url, name)
+    winner = study.user_attrs.get("winner")
+    if not winner:
+        kind = (study.user_attrs.get("identity") or {}).get("kind", "?")
+        why = (
+            "it is a model study; its winner is a registry version"
+            if kind == "model"
+            else "it has no single winner (no completed trial, or a Pareto front)"
+        )
+        raise StudyError(f"study {name!r} has no strategy parameters to rerun: {why}")
+    return dict(winner)

@@ -1,0 +1,239 @@
+"""Running a study's trials and summarising them, for every kind of study.
+
+``run_trials`` runs trials until the study holds ``--n-trials`` ended ones: in this process
+(a seeded study repeats exactly), or with ``--n-jobs N`` in this process and N - 1 spawned
+workers that share a storage (Optuna's JournalStorage file by default). Parallel trials finish
+in an order the scheduler decides, so a parallel study is not reproducible, and says so.
+
+``summarize`` turns the completed trials into the report: the winner or the Pareto front,
+the walk-forward table (each window's in-sample best, scored out of sample), the Deflated
+Sharpe Ratio of the winner and the PBO of the trials' returns (``overfitting.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ultrathink.errors import UltrathinkError
+from ultrathink.optimization import overfitting
+from ultrathink.optimization import study as studies
+
+ProgressHook = Callable[[Any, Any], None]
+
+
+class TrialRejected(UltrathinkError):
+    """A trial whose parameters cannot be scored (too few trades, invalid combination)."""
+
+
+#: what a trial may raise and still leave the study going (recorded as a failed trial)
+CATCH = (TrialRejected, UltrathinkError, ValueError, ArithmeticError)
+
+
+@dataclass
+class StudyOutcome:
+    """A finished (or stopped) study, ready to print or serialise."""
+
+    study_name: str
+    storage: str
+    directions: list[str]
+    objectives: list[str]
+    counts: dict[str, int]
+    new_trials: int
+    resumed: bool
+    elapsed_s: float
+    best: list[dict[str, Any]]  # the winner, or the Pareto front
+    walk_forward: list[dict[str, Any]]
+    dsr: dict[str, Any] | None
+    pbo: dict[str, Any] | None
+    warnings: list[str]
+    reproducible: bool
+    kind: str = "strategy"
+    n_jobs: int = 1
+    registered: dict[str, Any] | None = None
+    pbo_detail: Any = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out.pop("pbo_detail")
+        return out
+
+
+def stop_at(n_total: int) -> Callable[[Any, Any], None]:
+    """A callback that stops the study once it holds ``n_total`` ended trials."""
+
+    def callback(study: Any, trial: Any) -> None:
+        if studies.finished(study) >= n_total:
+            study.stop()
+
+    return callback
+
+
+def run_trials(
+    study: Any,
+    objective: Callable[[Any], Any],
+    *,
+    n_total: int,
+    timeout_s: float | None,
+    on_trial: ProgressHook | None = None,
+    n_jobs: int = 1,
+    prepare: Callable[[Any], tuple[Any, Any]] | None = None,
+    spec: Any = None,
+) -> None:
+    """Run trials until the study holds ``n_total`` ended ones (or ``timeout_s`` passes).
+
+    With ``n_jobs > 1``, ``prepare(spec)`` (a module-level function, so a spawned process
+    can import it) rebuilds the study and the objective in each of ``n_jobs - 1`` workers;
+    each worker's sampler is seeded ``seed + i`` when a seed is given.
+    """
+    remaining = n_total - studies.finished(study)
+    if remaining <= 0:
+        return
+    callbacks = [stop_at(n_total)]
+    if on_trial is not None:
+        callbacks.append(on_trial)
+    if n_jobs <= 1:
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout_s, catch=CATCH, callbacks=callbacks
+        )
+        return
+    import multiprocessing
+
+    if prepare is None or spec is None:
+        raise UltrathinkError("n_jobs > 1 needs prepare and spec")
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding SQLite handles
+    workers = []
+    for i in range(1, n_jobs):
+        seed = None if spec.seed is None else spec.seed + i
+        worker_spec = dataclasses.replace(spec, seed=seed, n_jobs=1)
+        proc = ctx.Process(
+            target=_worker, args=(prepare, worker_spec, n_total, timeout_s), daemon=True
+        )
+        proc.start()
+        workers.append(proc)
+    try:
+        study.optimize(
+            objective, n_trials=remaining, timeout=timeout_s, catch=CATCH, callbacks=callbacks
+        )
+    finally:
+        for proc in workers:
+            proc.join()
+    failed = [p.exitcode for p in workers if p.exitcode]
+    if failed:
+        raise UltrathinkError(f"{len(failed)} of {n_jobs - 1} worker processes failed")
+
+
+def _worker(
+    prepare: Callable[[Any], tuple[Any, Any]], spec: Any, n_total: int, timeout_s: float | None
+) -> None:
+    """One spawned worker of a parallel study."""
+    try:
+        study, objective = prepare(spec)
+        study.optimize(
+            objective, n_trials=n_total, timeout=timeout_s, catch=CATCH,
+            callbacks=[stop_at(n_total)],
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reaches the whole process group; the parent reports it
+
+
+def summarize(study: Any, objectives: list[str], windows_count: int) -> StudyOutcome:
+    """The outcome of ``study``: winner or Pareto front, walk-forward, DSR and PBO."""
+    import optuna
+
+    state = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == state.COMPLETE]
+    counts = studies.trial_counts(study)
+    directions = [d.name.lower() for d in study.directions]
+    winner = best_trials(study, complete)
+    best = [trial_row(t, objectives) for t in winner]
+    walk = _walk_forward(complete, objectives[0], directions[0], windows_count)
+    dsr = pbo = None
+    warnings: list[str] = []
+    if len(complete) >= 2 and winner:
+        matrix = np.column_stack([t.user_attrs["returns"] for t in complete])
+        col = complete.index(winner[0])
+        dsr = overfitting.deflated_sharpe_of_trials(matrix, col)
+        blocks = min(16, 2 * ((matrix.shape[0] // 4) // 2))
+        pbo = overfitting.probability_of_backtest_overfitting(matrix, n_blocks=max(blocks, 2))
+        warnings = overfitting.overfitting_warnings(dsr, pbo)
+    elif complete:
+        warnings = ["one completed trial: the DSR and PBO need two or more"]
+    else:
+        warnings = ["no completed trial: nothing to choose"]
+    return StudyOutcome(
+        study_name=study.study_name,
+        storage="",
+        directions=directions,
+        objectives=objectives,
+        counts=counts,
+        new_trials=0,
+        resumed=False,
+        elapsed_s=0.0,
+        best=best,
+        walk_forward=walk,
+        dsr=dsr.to_dict() if dsr else None,
+        pbo=pbo.to_dict() if pbo else None,
+        warnings=warnings,
+        reproducible=True,
+        pbo_detail=pbo,
+    )
+
+
+def best_trials(study: Any, complete: list[Any]) -> list[Any]:
+    """The best trial, or the Pareto front in trial order (empty without a completed trial)."""
+    if not complete:
+        return []
+    if len(study.directions) == 1:
+        return [study.best_trial]
+    return sorted(study.best_trials, key=lambda t: t.number)
+
+
+def trial_row(trial: Any, objectives: list[str]) -> dict[str, Any]:
+    values = trial.values or []
+    return {
+        "trial": trial.number,
+        "params": dict(trial.params),
+        "in_sample": {o: clean(v) for o, v in zip(objectives, values, strict=False)},
+        "out_of_sample": {o: clean(v) for o, v in trial.user_attrs.get("oos", {}).items()},
+        "n_trades": trial.user_attrs.get("n_trades"),
+        "fold_se": trial.user_attrs.get("fold_se"),
+        "windows": trial.user_attrs.get("windows", []),
+    }
+
+
+def _walk_forward(
+    complete: list[Any], metric: str, direction: str, n_windows: int
+) -> list[dict[str, Any]]:
+    """Per window: the trial best in sample, and what it earned out of sample."""
+    sign = 1.0 if direction == "maximize" else -1.0
+    out = []
+    for i in range(n_windows):
+        scored = [
+            (t, t.user_attrs["windows"][i])
+            for t in complete
+            if len(t.user_attrs.get("windows", ())) > i
+        ]
+        if not scored:
+            break
+        trial, window = max(scored, key=lambda tw: (sign * tw[1]["is"][metric], -tw[0].number))
+        out.append(
+            {
+                "window": window.get("label", i + 1),
+                "trial": trial.number,
+                "params": dict(trial.params),
+                "in_sample": clean(window["is"][metric]),
+                "out_of_sample": clean(window["oos"][metric]),
+            }
+        )
+    return out
+
+
+def clean(value: float) -> float:
+    return float(value) if math.isfinite(value) else 0.0
