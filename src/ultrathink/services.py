@@ -421,9 +421,16 @@ _TRAIN_OPTIONS = {
 
 
 def train_model(
-    data: MarketData, config: dict[str, Any], registry: Path, report_dir: Path | None = None
+    data: MarketData,
+    config: dict[str, Any],
+    registry: Path,
+    report_dir: Path | None = None,
+    source: dict[str, Any] | None = None,
 ) -> tuple[Any, tuple[Path, Path]]:
-    """Train, register and report a model; returns (TrainResult, (html, md) report paths)."""
+    """Train, register and report a model; returns (TrainResult, (html, md) report paths).
+
+    ``source`` (``data``, ``start``, ``end``, ``symbol``: the options that selected ``data``)
+    is recorded with the version, so later tools can load the same rows again."""
     from pydantic import ValidationError
 
     from ultrathink.models.pipeline import TrainConfig, train, write_reports
@@ -438,9 +445,56 @@ def train_model(
         raise ConfigError(
             f"training option {option}: {err['msg'].lower()}, was {err.get('input')!r}"
         ) from None
-    result = train(data, cfg, ModelRegistry(registry))
+    extra = {"source": source} if source is not None else None
+    result = train(data, cfg, ModelRegistry(registry), extra=extra)
     paths = write_reports(result, report_dir or registry / "reports")
     return result, paths
+
+
+def load_source(
+    spec: str, start: str | None = None, end: str | None = None, symbol: str | None = None
+) -> MarketData:
+    """The rows ``--data SPEC --start --end --symbol`` select (as ``train`` selects them)."""
+    data = slice_data(load(spec), start, end)
+    return data.for_symbol(symbol) if symbol else data
+
+
+def version_training_set(
+    registry: Path,
+    version: str | None,
+    data: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    symbol: str | None = None,
+) -> Any:
+    """A registered version with the exact rows it was trained on (``TrainingSet``).
+
+    The version is loaded with its hashes verified. Its data comes from the options given,
+    else from the ``source`` it recorded (``train`` and ``optimize model`` record it), and
+    must hash to the version's ``data_hash``: other data is a clear error, never a silent
+    re-evaluation on different rows."""
+    from ultrathink.models.pipeline import training_set
+    from ultrathink.models.registry import ModelRegistry
+
+    loaded = ModelRegistry(registry).load(version)
+    info = loaded.info
+    source = dict((info.extra or {}).get("source") or {})
+    if data is not None:
+        source = {"data": data, "start": start, "end": end, "symbol": symbol}
+    if not source.get("data"):
+        raise ConfigError(
+            f"model {info.version} does not record its data; pass --data (and --start, "
+            "--end, --symbol) as it was trained"
+        )
+    rows = load_source(source["data"], source.get("start"), source.get("end"), source.get("symbol"))
+    if rows.sha256() != info.data_hash:
+        raise ConfigError(
+            f"the data {source['data']} (start {source.get('start')}, end {source.get('end')}) "
+            f"is not the data model {info.version} was trained on (sha256 "
+            f"{rows.sha256()[:12]}… vs {info.data_hash[:12]}…); pass the same --data, "
+            "--start, --end and --symbol"
+        )
+    return training_set(loaded.model, info, rows)
 
 
 def model_registry(path: Path) -> Any:

@@ -262,12 +262,10 @@ def print_model(info: Any, *, as_json: bool) -> None:
     lineage = extra.pop("lineage", None)
     for key, value in {**data, **extra}.items():
         table.add_row(key, value if isinstance(value, str) else json.dumps(value, default=str))
-    if lineage:  # a version registered by `optimize model`
-        table.add_row(
-            "lineage",
-            f"study {lineage['study']} ({lineage['storage']}), trial {lineage['trial']}, "
-            f"parent {lineage['parent'] or 'none'}, data sha256 {lineage['data_sha256'][:16]}…",
-        )
-        table.add_row("tuned", json.dumps(lineage["params"]))
-        table.add_row("study objective", json.dumps(lineage["objective"]))
+    if lineage:  # where a version came from: optimize model, features select, compress
+        flat = {k: v for k, v in lineage.items() if not isinstance(v, dict | list)}
+        table.add_row("lineage", ", ".join(f"{k} {v}" for k, v in flat.items()))
+        for key, value in lineage.items():
+            if key not in flat:
+                table.add_row(f"lineage {key}", json.dumps(value, default=str))
     _console().print(table)

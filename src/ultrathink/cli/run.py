@@ -56,7 +56,8 @@ def _train_if_needed(args: argparse.Namespace) -> None:
         file=out,
     )
     data = services.slice_data(services.load("sp500"), None, RUN_TRAIN_END)
-    result, paths = services.train_model(data, {}, registry)
+    source = {"data": "sp500", "start": None, "end": RUN_TRAIN_END, "symbol": None}
+    result, paths = services.train_model(data, {}, registry, source=source)
     services.model_registry(registry).promote(result.version)
     print_training(result, paths, out)
 

@@ -42,7 +42,8 @@ def _cmd_train(args: argparse.Namespace, context: CliContext) -> int:
     if args.members:
         config["members"] = tuple(m.strip() for m in args.members.split(","))
     registry = services.registry_root(args.registry)
-    result, paths = services.train_model(data, config, registry)
+    source = {"data": args.data, "start": args.start, "end": args.end, "symbol": args.symbol}
+    result, paths = services.train_model(data, config, registry, source=source)
     if args.promote:
         services.model_registry(registry).promote(result.version)
     if args.json:

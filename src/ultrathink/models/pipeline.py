@@ -178,3 +178,38 @@ def write_reports(result: TrainResult, directory: Path) -> tuple[Path, Path]:
     html_path.write_text(result.report.to_html(), encoding="utf-8")
     md_path.write_text(result.report.to_markdown(), encoding="utf-8")
     return html_path, md_path
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A registered version with the rows it was trained on, rebuilt exactly.
+
+    ``X``, ``y`` and ``fwd`` are the kept rows (as ``training_rows`` keeps them) on the
+    version's features; ``splits`` are the purged walk-forward folds its report used;
+    ``config`` is its ``TrainConfig`` with ``model_params`` set to the version's parameters.
+    """
+
+    model: Any
+    info: Any
+    data: MarketData
+    config: TrainConfig
+    X: np.ndarray
+    y: np.ndarray
+    fwd: np.ndarray
+    ts_ns: np.ndarray
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    periods_per_year: float
+
+
+def training_set(model: Any, info: Any, data: MarketData) -> TrainingSet:
+    """The ``TrainingSet`` of a loaded version ``info`` on ``data`` (already hash-checked)."""
+    extra = info.extra or {}
+    recorded = dict(extra.get("train_config") or {})
+    recorded["model_params"] = dict(info.params)
+    if recorded.get("features") is None and list(info.feature_names) != list(FEATURE_NAMES):
+        recorded["features"] = tuple(info.feature_names)
+    cfg = TrainConfig(**recorded)
+    X, y, fwd, ts, _ = training_rows(data, cfg)
+    splits = purged_walk_forward(len(X), cfg.n_folds, cfg.horizon, cfg.embargo)
+    ppy = float(extra.get("periods_per_year", 252.0))
+    return TrainingSet(model, info, data, cfg, X, y, fwd, ts, splits, ppy)

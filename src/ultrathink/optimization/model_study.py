@@ -234,9 +234,7 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
     registry = services.registry_root(spec.registry)
     parent = _parent(registry, spec.parent)
     config = _train_config(spec)
-    data = services.slice_data(services.load(spec.data), spec.start, spec.end)
-    if spec.symbol:
-        data = data.for_symbol(spec.symbol)
+    data = services.load_source(spec.data, spec.start, spec.end, spec.symbol)
     X, y, fwd, _, _ = training_rows(data, TrainConfig(**config))
     splits = purged_walk_forward(len(X), spec.n_folds, spec.horizon, spec.embargo)
     ppy = _periods_per_year(data)
@@ -393,6 +391,7 @@ def _register_winner(
     params, threshold = split_params(values, spec.members, spec.long_threshold)
     config = dict(prepared.config, model_params=params, long_threshold=threshold)
     lineage = {
+        "kind": "study",
         "study": study.study_name,
         "storage": outcome.storage,
         "trial": row["trial"],
@@ -401,7 +400,8 @@ def _register_winner(
         "parent": prepared.parent,
         "data_sha256": prepared.data.sha256(),
     }
-    extra: dict[str, Any] = {"lineage": lineage}
+    source = {"data": spec.data, "start": spec.start, "end": spec.end, "symbol": spec.symbol}
+    extra: dict[str, Any] = {"lineage": lineage, "source": source}
     if "long_threshold" in trial.params:
         extra["decision"] = {"entry_threshold": threshold}
     result = train(prepared.data, TrainConfig(**config), registry, extra=extra)
