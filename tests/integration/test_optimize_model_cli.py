@@ -173,3 +173,73 @@ def test_bad_input_gets_one_clear_line(
     assert result.code == 2, result.err
     assert result.err.startswith("error: ") and message in result.err, result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_study_writes_a_self_contained_html_report(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli(
+        "optimize", "strategy", "--data", "synthetic:n_bars=2400,seed=3", "--space",
+        "fast=int:3:15", "--space", "slow=int:20:60", "--min-trades", "1", "--db",
+        str(tmp_path / "u.db"), "--n-trials", "6", "--seed", "1", "--study", "r",
+        "--objective", "sharpe,max_drawdown", "--sampler", "nsga2", "--report",
+        str(tmp_path / "reports"),
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    page = (tmp_path / "reports" / "r.html").read_text()
+    for title in ("optimisation history", "parameter importances", "parallel coordinates",
+                  "slices", "Pareto front", "in sample vs out of sample", "deflated Sharpe",
+                  "probability of backtest overfitting"):  # fmt: skip
+        assert f"<h2>{title}" in page
+    assert page.count("Plotly.newPlot") >= 6  # the figures are drawn, not "not available"
+    assert "<script src=" not in page  # plotly.js is inline: the page opens offline
+    assert "browse it: optuna-dashboard sqlite:///" in result.out
+
+    again = cli("optimize", "report", "r", "--out", str(tmp_path / "again.html"), "--db",
+                str(tmp_path / "u.db"))  # fmt: skip
+    assert again.code == 0 and (tmp_path / "again.html").stat().st_size > 100_000
+    missing = cli("optimize", "report", "nope", "--out", str(tmp_path / "x.html"), "--db",
+                  str(tmp_path / "u.db"))  # fmt: skip
+    assert (
+        missing.code == 2
+        and "no study 'nope'" in missing.err
+        and "studies there: r" in (missing.err)
+    )
+
+
+def test_the_documented_optuna_dashboard_command_opens_a_study(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    cli(
+        "optimize", "strategy", "--data", "synthetic:n_bars=2400,seed=3", "--space",
+        "fast=int:3:15", "--space", "slow=int:20:60", "--min-trades", "1", "--db",
+        str(tmp_path / "u.db"), "--n-trials", "3", "--seed", "1", "--study", "seen",
+    )  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    assert exe is not None, "optuna-dashboard is a dev dependency"
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    proc = subprocess.Popen(
+        [exe, url, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline, body = time.monotonic() + 120, ""
+        while time.monotonic() < deadline and proc.poll() is None:  # readiness: it answers
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    body = r.read().decode()
+                break
+            except OSError:
+                time.sleep(0.1)
+        assert '"study_name": "seen"' in body or '"study_name":"seen"' in body, body[:300]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -47,6 +47,11 @@ def _study_options(p: argparse.ArgumentParser) -> None:
         help="N worker processes sharing the study (default storage: studies.journal by the "
         "store); not reproducible",
     )
+    g.add_argument(
+        "--report",
+        metavar="PATH",
+        help="write the study's self-contained HTML report (a directory gets STUDY.html)",
+    )
     g.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
@@ -132,6 +137,58 @@ def _configure(p: argparse.ArgumentParser) -> None:
     _study_options(s)
     s.set_defaults(func=_handle_strategy)
     _configure_model(sub)
+    r = sub_parser(
+        sub,
+        "report",
+        "write the HTML report of a stored study",
+        ("ultrathink optimize report sma_cross-embedded:sp500 --out study.html",),
+        description="Rebuild the self-contained HTML report (history, importances, parallel "
+        "coordinates, slices, Pareto front, in/out of sample per window, DSR and PBO) of a "
+        "study from its storage.",
+    )
+    r.add_argument("study", metavar="STUDY", help="the study's name")
+    r.add_argument("--out", required=True, metavar="PATH", help="file or directory to write")
+    r.add_argument("--storage", metavar="URL", help="(default: studies.db next to the store)")
+    r.add_argument("--db", metavar="PATH", help="the store whose directory holds studies.db")
+    r.set_defaults(func=_handle_report)
+
+
+def _handle_report(args: argparse.Namespace, context: CliContext) -> int:
+    from pathlib import Path
+
+    from ultrathink import services
+    from ultrathink.optimization.report import write_report
+    from ultrathink.optimization.study import default_storage, load_existing
+    from ultrathink.optimization.trials import outcome_of
+
+    url = args.storage or default_storage(services.resolve_db(args.db))
+    study = load_existing(url, args.study)
+    path = write_report(study, outcome_of(study, url), Path(args.out))
+    print(f"report: {path}")
+    return 0
+
+
+def _finish(args: argparse.Namespace, outcome: Any) -> None:
+    """Print the outcome, write the report if asked, name the dashboard command."""
+    from pathlib import Path
+
+    from ultrathink.optimization.report import write_report
+    from ultrathink.optimization.study import load_existing
+    from ultrathink.optimization.trials import dashboard_command
+
+    report = None
+    if args.report:
+        study = load_existing(outcome.storage_url, outcome.study_name)
+        report = write_report(study, outcome, Path(args.report))
+    if args.json:
+        out = outcome.to_dict()
+        out["report"] = str(report) if report else None
+        print(json.dumps(out, indent=1, default=float))
+        return
+    _print_outcome(outcome)
+    if report:
+        print(f"report: {report}")
+    print(f"browse it: {dashboard_command(outcome.storage_url)}")
 
 
 def _configure_model(sub: Any) -> None:
@@ -249,10 +306,7 @@ def _handle_model(args: argparse.Namespace, context: CliContext) -> int:
     )
     with _Progress(args.n_trials, enabled=not args.json) as hook:
         outcome = run_model_study(spec, hook)
-    if args.json:
-        print(json.dumps(outcome.to_dict(), indent=1, default=float))
-    else:
-        _print_outcome(outcome)
+    _finish(args, outcome)
     return 0
 
 
@@ -301,10 +355,7 @@ def _handle_strategy(args: argparse.Namespace, context: CliContext) -> int:
     )
     with _Progress(args.n_trials, enabled=not args.json) as hook:
         outcome = run_strategy_study(spec, hook)
-    if args.json:
-        print(json.dumps(outcome.to_dict(), indent=1, default=float))
-    else:
-        _print_outcome(outcome)
+    _finish(args, outcome)
     return 0
 
 

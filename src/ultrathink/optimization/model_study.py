@@ -207,6 +207,7 @@ def run_model_study(spec: ModelStudySpec, on_trial: ProgressHook | None = None) 
     outcome.kind = "model"
     assert spec.storage is not None
     outcome.storage = studies.redact(spec.storage)
+    outcome.storage_url = spec.storage
     outcome.new_trials = studies.finished(study) - done
     outcome.resumed = prepared.resumed
     outcome.elapsed_s = time.perf_counter() - t0

@@ -98,6 +98,7 @@ def run_strategy_study(
     )  # fmt: skip
     outcome = summarize(study, list(spec.objectives), windows_count=prepared.n_windows)
     outcome.storage = studies.redact(prepared.url)
+    outcome.storage_url = prepared.url
     outcome.new_trials = studies.finished(study) - done
     outcome.resumed = prepared.resumed
     outcome.elapsed_s = time.perf_counter() - t0

@@ -57,10 +57,12 @@ class StudyOutcome:
     n_jobs: int = 1
     registered: dict[str, Any] | None = None
     pbo_detail: Any = None
+    storage_url: str = ""  # unredacted, for reopening; never printed
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
         out.pop("pbo_detail")
+        out.pop("storage_url")
         return out
 
 
@@ -237,3 +239,29 @@ def _walk_forward(
 
 def clean(value: float) -> float:
     return float(value) if math.isfinite(value) else 0.0
+
+
+def outcome_of(study: Any, storage: str) -> StudyOutcome:
+    """The outcome of a stored study, as the run that made it reported it."""
+    identity = study.user_attrs.get("identity") or {}
+    objectives = list(identity.get("objectives") or [])
+    if not objectives:
+        raise UltrathinkError(f"study {study.study_name!r} was not made by ultrathink optimize")
+    windows = max((len(t.user_attrs.get("windows", ())) for t in study.trials), default=0)
+    outcome = summarize(study, objectives, windows_count=windows)
+    outcome.kind = str(identity.get("kind", "strategy"))
+    outcome.storage = studies.redact(storage)
+    outcome.storage_url = storage
+    outcome.reproducible = False  # unknown after the fact: the report does not claim it
+    registered = study.user_attrs.get("registered") or {}
+    if outcome.best and str(outcome.best[0]["trial"]) in registered:
+        version = registered[str(outcome.best[0]["trial"])]
+        outcome.registered = {"version": version, "trial": outcome.best[0]["trial"], "new": False}
+    return outcome
+
+
+def dashboard_command(storage: str) -> str:
+    """The ``optuna-dashboard`` command line that opens a study's storage."""
+    if storage.startswith("journal:"):
+        return f"optuna-dashboard {storage.removeprefix('journal:')}"
+    return f"optuna-dashboard {storage}"
