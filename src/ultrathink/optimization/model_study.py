@@ -36,9 +36,11 @@ from ultrathink.errors import ConfigError, UltrathinkError
 from ultrathink.optimization import study as studies
 from ultrathink.optimization.space import SearchSpace, dimension_from_spec, parse_dimension
 from ultrathink.optimization.trials import (
+    RESULT,
     ProgressHook,
     StudyOutcome,
     TrialRejected,
+    pack_returns,
     run_trials,
     summarize,
 )
@@ -266,10 +268,23 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
     keep = np.zeros(len(X), dtype=bool)
     keep[every] = True
 
+    prune = spec.pruner != "none" and len(directions) == 1
+
     def objective(trial: Any) -> float | tuple[float, ...]:
+        values = {**fixed, **space.suggest(trial)}
+        t0 = time.perf_counter()
+        result: dict[str, Any] = {}
+        try:
+            return scored(trial, values, result)
+        finally:  # one storage write per trial; objective_s feeds the overhead benchmark
+            result["objective_s"] = time.perf_counter() - t0
+            trial.set_user_attr(RESULT, result)
+
+    def scored(
+        trial: Any, values: dict[str, Any], out: dict[str, Any]
+    ) -> float | tuple[float, ...]:
         import optuna
 
-        values = {**fixed, **space.suggest(trial)}
         try:
             params, threshold = split_params(values, spec.members, spec.long_threshold)
             EnsembleClassifier(**params)._check_params()
@@ -289,7 +304,7 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
             folds.append({o: float(getattr(scored, a)) for o, a in pairs})
             sel = keep[test]
             returns.append(rule.positions(proba[sel]) * fwd[test][sel])
-            if len(directions) == 1:
+            if prune:
                 trial.report(float(np.mean([f[spec.objectives[0]] for f in folds])), k)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
@@ -301,14 +316,13 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
                 trial.set_user_attr("fail_reason", reason)
                 raise TrialRejected(reason)
             means.append(float(scores.mean()))
-        trial.set_user_attr("folds", folds)
-        trial.set_user_attr("windows", _nested(folds, spec.objectives))
-        trial.set_user_attr("returns", np.concatenate(returns).tolist())
-        trial.set_user_attr(
-            "fold_se",
-            {o: float(np.std([f[o] for f in folds], ddof=1) / math.sqrt(len(folds)))
-             for o in spec.objectives},
-        )  # fmt: skip
+        out["folds"] = folds
+        out["windows"] = _nested(folds, spec.objectives)
+        out["returns"] = pack_returns(np.concatenate(returns))
+        out["fold_se"] = {
+            o: float(np.std([f[o] for f in folds], ddof=1) / math.sqrt(len(folds)))
+            for o in spec.objectives
+        }
         return means[0] if len(means) == 1 else tuple(means)
 
     return _Prepared(study, objective, resumed, len(splits), data, config, fixed, parent, registry)

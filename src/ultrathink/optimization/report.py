@@ -20,7 +20,7 @@ import numpy as np
 
 from ultrathink.errors import ConfigError
 from ultrathink.optimization.overfitting import return_moments
-from ultrathink.optimization.trials import StudyOutcome
+from ultrathink.optimization.trials import StudyOutcome, trial_returns
 
 
 def write_report(study: Any, outcome: StudyOutcome, path: Path) -> Path:
@@ -202,8 +202,8 @@ def _dsr_figure(study: Any, outcome: StudyOutcome) -> Any:
         return None
     done = optuna.trial.TrialState.COMPLETE
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == done and "returns" in t.user_attrs]
-    sharpes = [return_moments(np.asarray(t.user_attrs["returns"])).sharpe for t in complete]
+    series = [trial_returns(t) for t in trials if t.state == done]
+    sharpes = [return_moments(r).sharpe for r in series if r is not None]
     sharpes = [s for s in sharpes if math.isfinite(s)]
     fig = go.Figure(go.Histogram(x=sharpes, name="trials", nbinsx=30))
     fig.add_vline(x=outcome.dsr["expected_max_sharpe"], line_dash="dash",

@@ -139,11 +139,30 @@ def make_storage(url: str) -> Any:
         _writable_parent(Path(url.removeprefix("sqlite:///")))
     try:
         with _no_experimental_warnings():
-            return optuna.storages.RDBStorage(
+            storage = optuna.storages.RDBStorage(
                 url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
             )
     except Exception as exc:  # SQLAlchemy raises many kinds; all mean "not reachable"
         raise StudyError(f"storage {redact(url)} cannot be opened: {_first_line(exc)}") from None
+    if url.startswith("sqlite:"):
+        _sqlite_wal(storage)
+    return storage
+
+
+def _sqlite_wal(storage: Any) -> None:
+    """WAL with ``synchronous=NORMAL`` on a SQLite study: a commit survives the process
+    being killed (only an OS crash may lose the last ones), at a third less time per trial
+    than the default rollback journal with a sync per commit (docs/optimization.md)."""
+    from sqlalchemy import event
+
+    def on_connect(connection: Any, _record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # the connection made while creating the tables had neither
 
 
 def _writable_parent(path: Path) -> None:
