@@ -145,14 +145,20 @@ def deflated_sharpe_ratio(
     return DeflatedSharpe(dsr, sharpe, sr0, n_trials, sharpe_variance, skewness, kurtosis, n_obs)
 
 
-def deflated_sharpe_of_trials(returns: np.ndarray, winner: int) -> DeflatedSharpe:
-    """The DSR of column ``winner`` of a T x N matrix of per-period returns of N trials."""
+def deflated_sharpe_of_trials(
+    returns: np.ndarray, winner: int, n_trials: int | None = None
+) -> DeflatedSharpe:
+    """The DSR of column ``winner`` of a T x N matrix of per-period returns of N trials.
+
+    ``n_trials`` (default N) is how many configurations the search tried: a study that
+    pruned some still chose among all of them, so it passes its complete + pruned count."""
     matrix = _check_matrix(returns, min_trials=1)
     sharpes = np.array([return_moments(matrix[:, j]).sharpe for j in range(matrix.shape[1])])
     best = return_moments(matrix[:, winner])
     variance = float(sharpes.var(ddof=1)) if len(sharpes) > 1 else 0.0
+    tried = max(int(n_trials), matrix.shape[1]) if n_trials is not None else matrix.shape[1]
     return deflated_sharpe_ratio(
-        best.sharpe, matrix.shape[1], variance, best.n_obs, best.skewness, best.kurtosis
+        best.sharpe, tried, variance, best.n_obs, best.skewness, best.kurtosis
     )
 
 

@@ -187,7 +187,8 @@ def summarize(study: Any, objectives: list[str], windows_count: int) -> StudyOut
         series = [trial_returns(t) for t in complete]
         matrix = np.column_stack([r if r is not None else np.zeros(0) for r in series])
         col = complete.index(winner[0])
-        dsr = overfitting.deflated_sharpe_of_trials(matrix, col)
+        tried = counts.get("complete", 0) + counts.get("pruned", 0)
+        dsr = overfitting.deflated_sharpe_of_trials(matrix, col, n_trials=tried)
         blocks = min(16, 2 * ((matrix.shape[0] // 4) // 2))
         pbo = overfitting.probability_of_backtest_overfitting(matrix, n_blocks=max(blocks, 2))
         warnings = overfitting.overfitting_warnings(dsr, pbo)

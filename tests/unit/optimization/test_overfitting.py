@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from ultrathink.optimization import overfitting
 from ultrathink.optimization.overfitting import (
     deflated_sharpe_of_trials,
     deflated_sharpe_ratio,
@@ -129,3 +130,15 @@ def test_bad_inputs_are_refused_with_a_reason() -> None:
     bad[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         probability_of_backtest_overfitting(bad)
+
+
+def test_pruned_trials_count_as_tried_and_deflate_more() -> None:
+    rng = np.random.default_rng(11)
+    returns = rng.normal(0.0005, 0.01, size=(2000, 8))
+    alone = overfitting.deflated_sharpe_of_trials(returns, 0)
+    with_pruned = overfitting.deflated_sharpe_of_trials(returns, 0, n_trials=40)
+    assert alone.n_trials == 8 and with_pruned.n_trials == 40
+    assert with_pruned.expected_max_sharpe > alone.expected_max_sharpe
+    assert with_pruned.dsr < alone.dsr
+    # fewer than the columns cannot be: every column was a trial
+    assert overfitting.deflated_sharpe_of_trials(returns, 0, n_trials=3).n_trials == 8
