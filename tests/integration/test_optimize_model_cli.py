@@ -243,3 +243,24 @@ def test_the_documented_optuna_dashboard_command_opens_a_study(
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_without_data_a_study_tunes_on_the_parents_training_rows(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    registry = str(tmp_path / "models")
+    trained = cli("train", "--data", DATA, "--end", "2020-01-01T20:00", "--folds", "3", "--param",
+                  "gbm_n_estimators=20", "--registry", registry)  # fmt: skip
+    assert trained.code == 0, trained.err
+    result = cli(
+        "optimize", "model", "--folds", "3", "--param", "gbm_n_estimators=20", "--param",
+        "forest_n_estimators=20", "--n-trials", "2", "--seed", "1", "--parent", "v0001",
+        "--registry", registry, "--db", str(tmp_path / "u.db"), "--study", "p", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    study = optuna.load_study(study_name="p", storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    parent = _show(cli, tmp_path, "v0001")
+    assert study.user_attrs["identity"]["data_sha256"] == parent["data_hash"]
+    child = _show(cli, tmp_path, "v0002")
+    assert child["extra"]["source"] == parent["extra"]["source"]
+    assert child["extra"]["lineage"]["parent"] == "v0001"

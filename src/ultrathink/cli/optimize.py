@@ -241,7 +241,11 @@ def _configure_model(sub: Any) -> None:
         help="decision threshold when it is not searched (default 0.55)",
     )
     g = m.add_argument_group("data and folds (as for train)")
-    g.add_argument("--data", default="sp500", help="sp500 | nasdaq | PATH | synthetic:...")
+    g.add_argument(
+        "--data",
+        help="sp500 | nasdaq | PATH | synthetic:... (default: the data the parent was "
+        "trained on, else sp500)",
+    )
     g.add_argument("--symbol", help="symbol to train on when the data has several")
     g.add_argument("--start", help="first date of the training data")
     g.add_argument("--end", help="last date of the training data (inclusive)")

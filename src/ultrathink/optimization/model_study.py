@@ -77,7 +77,7 @@ MEMBERS = ("gbm", "forest", "linear")
 class ModelStudySpec:
     """What ``optimize model`` was asked."""
 
-    data: str = "sp500"
+    data: str | None = None  # None: the parent's recorded source, else sp500
     symbol: str | None = None
     start: str | None = None
     end: str | None = None
@@ -196,7 +196,7 @@ class _Prepared:
 def run_model_study(spec: ModelStudySpec, on_trial: ProgressHook | None = None) -> StudyOutcome:
     """Run (or continue) the model study ``spec`` describes; register its winner."""
     studies.check_run_options(spec.n_trials, spec.timeout_s, spec.n_jobs)
-    spec = studies.with_storage(spec)
+    spec = _with_source(studies.with_storage(spec))
     prepared = _prepare(spec)
     study = prepared.study
     done = studies.finished(study)
@@ -220,6 +220,29 @@ def run_model_study(spec: ModelStudySpec, on_trial: ProgressHook | None = None) 
     return outcome
 
 
+def _with_source(spec: ModelStudySpec) -> ModelStudySpec:
+    """Without --data, the study tunes on the rows its parent was trained on (the source
+    the parent recorded), else on sp500."""
+    import dataclasses
+
+    from ultrathink import services
+
+    if spec.data is not None:
+        return spec
+    parent = _parent(services.registry_root(spec.registry), spec.parent)
+    source: dict[str, Any] = {}
+    if parent is not None:
+        info = services.model_registry(services.registry_root(spec.registry)).show(parent)
+        source = dict((info.extra or {}).get("source") or {})
+    return dataclasses.replace(
+        spec,
+        data=source.get("data") or "sp500",
+        start=spec.start or source.get("start"),
+        end=spec.end or source.get("end"),
+        symbol=spec.symbol or source.get("symbol"),
+    )
+
+
 def prepare_worker(spec: ModelStudySpec) -> tuple[Any, Any]:
     """The study and objective of ``spec`` (for a worker process of a parallel study)."""
     prepared = _prepare(spec)
@@ -237,7 +260,7 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
     registry = services.registry_root(spec.registry)
     parent = _parent(registry, spec.parent)
     config = _train_config(spec)
-    data = services.load_source(spec.data, spec.start, spec.end, spec.symbol)
+    data = services.load_source(spec.data or "sp500", spec.start, spec.end, spec.symbol)
     X, y, fwd, _, _ = training_rows(data, TrainConfig(**config))
     splits = purged_walk_forward(len(X), spec.n_folds, spec.horizon, spec.embargo)
     ppy = _periods_per_year(data)
