@@ -264,3 +264,14 @@ def test_without_data_a_study_tunes_on_the_parents_training_rows(
     child = _show(cli, tmp_path, "v0002")
     assert child["extra"]["source"] == parent["extra"]["source"]
     assert child["extra"]["lineage"]["parent"] == "v0001"
+
+
+def test_timeout_stops_starting_trials(cli: CliRunner, tmp_path: Path) -> None:
+    result = cli(
+        "optimize", "strategy", "--data", "synthetic:n_bars=2400,seed=3", "--space",
+        "fast=int:3:15", "--space", "slow=int:20:60", "--min-trades", "1", "--db",
+        str(tmp_path / "u.db"), "--n-trials", "100000", "--timeout", "1", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    out = json.loads(result.out)
+    assert 1 <= out["new_trials"] < 100000 and not out["reproducible"]
