@@ -8,6 +8,7 @@ regression.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import pkgutil
 import sys
@@ -76,6 +77,12 @@ def main(argv: Sequence[str] | None = None, context: CliContext | None = None) -
         code: int = args.func(args, context or CliContext())
     except UltrathinkError as exc:
         print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        del exc
+        # the traceback's frames may hold a pyarrow reader in a reference cycle; free it now,
+        # while Arrow is alive: freed during interpreter teardown, its I/O thread can abort
+        # the process ("terminate called without an active exception", exit -6; seen once
+        # under load, apache/arrow#34314)
+        gc.collect()
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
