@@ -298,20 +298,27 @@ def _handle_model(args: argparse.Namespace, context: CliContext) -> int:
         parent=args.parent,
         registry=args.registry,
         register=not args.no_register,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        n_trials=args.n_trials,
-        timeout_s=args.timeout,
-        seed=args.seed,
-        study_name=args.study,
-        storage=args.storage,
-        db=args.db,
-        n_jobs=args.n_jobs,
+        **_study_fields(args),
     )
     with _Progress(args.n_trials, enabled=not args.json) as hook:
         outcome = run_model_study(spec, hook)
     _finish(args, outcome)
     return 0
+
+
+def _study_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The spec fields of the shared study options (``_study_options``)."""
+    return {
+        "sampler": args.sampler,
+        "pruner": args.pruner,
+        "n_trials": args.n_trials,
+        "timeout_s": args.timeout,
+        "seed": args.seed,
+        "study_name": args.study,
+        "storage": args.storage,
+        "db": args.db,
+        "n_jobs": args.n_jobs,
+    }
 
 
 def _space_table(path: str | None) -> dict[str, Any] | None:
@@ -347,15 +354,7 @@ def _handle_strategy(args: argparse.Namespace, context: CliContext) -> int:
         min_trades=args.min_trades,
         n_windows=args.windows,
         scheme=args.scheme,
-        sampler=args.sampler,
-        pruner=args.pruner,
-        n_trials=args.n_trials,
-        timeout_s=args.timeout,
-        seed=args.seed,
-        study_name=args.study,
-        storage=args.storage,
-        db=args.db,
-        n_jobs=args.n_jobs,
+        **_study_fields(args),
     )
     with _Progress(args.n_trials, enabled=not args.json) as hook:
         outcome = run_strategy_study(spec, hook)

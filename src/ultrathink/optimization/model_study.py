@@ -36,10 +36,10 @@ from ultrathink.errors import ConfigError, UltrathinkError
 from ultrathink.optimization import study as studies
 from ultrathink.optimization.space import SearchSpace, dimension_from_spec, parse_dimension
 from ultrathink.optimization.trials import (
-    RESULT,
     ProgressHook,
     StudyOutcome,
     TrialRejected,
+    measured,
     pack_returns,
     run_trials,
     summarize,
@@ -293,16 +293,6 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
 
     prune = spec.pruner != "none" and len(directions) == 1
 
-    def objective(trial: Any) -> float | tuple[float, ...]:
-        values = {**fixed, **space.suggest(trial)}
-        t0 = time.perf_counter()
-        result: dict[str, Any] = {}
-        try:
-            return scored(trial, values, result)
-        finally:  # one storage write per trial; objective_s feeds the overhead benchmark
-            result["objective_s"] = time.perf_counter() - t0
-            trial.set_user_attr(RESULT, result)
-
     def scored(
         trial: Any, values: dict[str, Any], out: dict[str, Any]
     ) -> float | tuple[float, ...]:
@@ -348,6 +338,7 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
         }
         return means[0] if len(means) == 1 else tuple(means)
 
+    objective = measured(lambda trial: {**fixed, **space.suggest(trial)}, scored)
     return _Prepared(study, objective, resumed, len(splits), data, config, fixed, parent, registry)
 
 

@@ -29,10 +29,10 @@ from ultrathink.errors import ConfigError, UltrathinkError
 from ultrathink.optimization import study as studies
 from ultrathink.optimization.space import SearchSpace
 from ultrathink.optimization.trials import (
-    RESULT,
     ProgressHook,
     StudyOutcome,
     TrialRejected,
+    measured,
     pack_returns,
     run_trials,
     summarize,
@@ -165,16 +165,6 @@ def _prepare(spec: StrategyStudySpec) -> _Prepared:
 
     prune = spec.pruner != "none" and len(directions) == 1
 
-    def objective(trial: Any) -> float | tuple[float, ...]:
-        params = {**spec.fixed, **spec.space.suggest(trial)}
-        t0 = time.perf_counter()
-        result: dict[str, Any] = {}
-        try:
-            return scored(trial, params, result)
-        finally:  # one storage write per trial; objective_s feeds the overhead benchmark
-            result["objective_s"] = time.perf_counter() - t0
-            trial.set_user_attr(RESULT, result)
-
     def scored(
         trial: Any, params: dict[str, Any], out: dict[str, Any]
     ) -> float | tuple[float, ...]:
@@ -204,6 +194,7 @@ def _prepare(spec: StrategyStudySpec) -> _Prepared:
                     raise optuna.TrialPruned()
         return is_values[0] if len(is_values) == 1 else tuple(is_values)
 
+    objective = measured(lambda trial: {**spec.fixed, **spec.space.suggest(trial)}, scored)
     return _Prepared(study, objective, spec.storage, resumed, len(windows))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +56,27 @@ def trial_returns(trial: Any) -> np.ndarray | None:
     if isinstance(packed, list):
         return np.asarray(packed, dtype=np.float64)
     return np.frombuffer(base64.b64decode(packed), dtype="<f8").astype(np.float64)
+
+
+def measured(
+    suggest: Callable[[Any], dict[str, Any]],
+    scored: Callable[[Any, dict[str, Any], dict[str, Any]], Any],
+) -> Callable[[Any], Any]:
+    """The objective of a study: ``scored(trial, suggest(trial), out)`` timed, with all it
+    put in ``out`` stored in one write (``RESULT``); ``objective_s`` feeds the overhead
+    benchmark."""
+
+    def objective(trial: Any) -> Any:
+        values = suggest(trial)
+        t0 = time.perf_counter()
+        result: dict[str, Any] = {}
+        try:
+            return scored(trial, values, result)
+        finally:
+            result["objective_s"] = time.perf_counter() - t0
+            trial.set_user_attr(RESULT, result)
+
+    return objective
 
 
 #: what a trial may raise and still leave the study going (recorded as a failed trial)
