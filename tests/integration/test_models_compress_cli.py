@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.unit.models.compress_fixtures import refit_report
 
 from ultrathink import services
 from ultrathink.cli import main
+from ultrathink.models.compress import Recipe
 from ultrathink.models.ensemble import EnsembleClassifier
 
 SPEC = "synthetic:n_bars=1500,seed=3"
@@ -103,27 +105,10 @@ def test_compressed_version_serves_the_ml_strategy_with_parity(registry: Path) -
 
 def test_registered_figures_equal_a_walk_forward_of_the_recipe(registry: Path) -> None:
     # the version's params (and distillation teacher, if any) reproduce its recorded figures
-    from ultrathink.models.compress import Recipe, fit_recipe
-    from ultrathink.models.training import walk_forward_report
-
     child = services.model_registry(registry).show("v0002")
     teacher = child.extra["lineage"].get("teacher_params")
     rows = services.version_training_set(registry, "v0002")
-    recipe = Recipe(child.params, teacher)
-
-    class RecipeModel:
-        def fit(self, X: np.ndarray, y: np.ndarray) -> RecipeModel:
-            self.model_ = fit_recipe(recipe, X, y)
-            return self
-
-        def predict_proba(self, X: np.ndarray) -> np.ndarray:
-            return self.model_.predict_proba(X)
-
-    report = walk_forward_report(
-        rows.X, rows.y, rows.fwd, rows.splits, RecipeModel,
-        long_threshold=rows.config.long_threshold, periods_per_year=rows.periods_per_year,
-        horizon=rows.config.horizon,
-    )  # fmt: skip
+    report = refit_report(rows, Recipe(child.params, teacher))
     assert report.overall.auc == child.metrics["overall"]["auc"]
     assert report.overall.log_loss == child.metrics["overall"]["log_loss"]
 

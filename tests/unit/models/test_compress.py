@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
+from tests.unit.models.compress_fixtures import refit_report
 
 from ultrathink.errors import ConfigError
 from ultrathink.features.validation import purged_walk_forward
@@ -22,7 +23,6 @@ from ultrathink.models.compiled import CompiledEnsemble
 from ultrathink.models.compress import Compression, Recipe, compress, fit_recipe
 from ultrathink.models.ensemble import EnsembleClassifier
 from ultrathink.models.pipeline import TrainConfig, TrainingSet
-from ultrathink.models.training import walk_forward_report
 
 PARAMS = {"gbm_n_estimators": 40, "forest_n_estimators": 40, "gbm_min_child_samples": 20,
           "forest_min_samples_leaf": 20}  # fmt: skip
@@ -46,20 +46,6 @@ def training_set(model: Any = None, info: Any = None, **params: Any) -> Training
     return TrainingSet(model, info, None, config, X, y, fwd, np.arange(N_ROWS), splits, 252.0)
 
 
-class RecipeModel:
-    """``fit_recipe`` behind the fit/predict_proba interface ``walk_forward_report`` calls."""
-
-    def __init__(self, recipe: Recipe) -> None:
-        self.recipe = recipe
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> RecipeModel:
-        self.model_ = fit_recipe(self.recipe, X, y)
-        return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.model_.predict_proba(X)
-
-
 @pytest.fixture(scope="module")
 def data() -> TrainingSet:
     return training_set()
@@ -72,14 +58,6 @@ def result(data: TrainingSet) -> Compression:
 
 def rows_by_lever(result: Compression) -> dict[str, Any]:
     return {row.lever: row for row in result.rows}
-
-
-def refit_report(data: TrainingSet, recipe: Recipe) -> Any:
-    return walk_forward_report(
-        data.X, data.y, data.fwd, data.splits, lambda: RecipeModel(recipe),
-        long_threshold=data.config.long_threshold, periods_per_year=data.periods_per_year,
-        horizon=data.config.horizon,
-    )  # fmt: skip
 
 
 def test_compressed_model_is_smaller_and_within_the_auc_budget(result: Compression) -> None:
