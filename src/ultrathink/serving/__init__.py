@@ -1,0 +1,4 @@
+"""The serving room: ``ultrathink serve``, an HTTP model server over the registry.
+
+See docs/serving.md.
+"""

@@ -1,0 +1,171 @@
+"""The versions a server holds: verified, compiled and warmed up before they answer.
+
+``load_served`` goes through ``ModelRegistry.load``, which checks every artefact's SHA-256
+against the version's manifest before unpickling anything; then the ensemble is compiled and
+warmed up (numba compiles on first call). A version that fails any step raises a clear error
+and is never served. ``ModelSet`` is the immutable map the request path reads; a reload
+builds a new one off the event loop and swaps the reference, so a request in flight keeps the
+model it started with.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from ultrathink.errors import ConfigError
+
+__all__ = ["ModelSet", "ServedModel", "load_served", "resolve_version"]
+
+#: the ML strategy's defaults, reported when a version carries no tuned threshold
+_ENTRY, _EXIT = 0.55, 0.50
+
+
+@dataclass(frozen=True, eq=False)
+class ServedModel:
+    """One loaded version.
+
+    Attributes
+    ----------
+    version : str
+        Registry version.
+    feature_names : tuple of str
+        The model's features, in column order.
+    index : dict
+        Feature name -> column.
+    compiled : object
+        The ``CompiledEnsemble`` (``predict_row``, ``predict_batch``).
+    low, high : np.ndarray
+        Per-feature training range, for the ``out_of_range`` decision input.
+    entry_threshold, exit_threshold : float
+        The decision thresholds a client should apply (tuned ones when the version has them).
+    data_hash : str
+        The training data's hash, from the registry.
+    """
+
+    version: str
+    feature_names: tuple[str, ...]
+    index: dict[str, int]
+    compiled: Any
+    low: np.ndarray
+    high: np.ndarray
+    entry_threshold: float
+    exit_threshold: float
+    data_hash: str
+    n_trees: tuple[int, int] = (0, 0)
+    #: packs a row of numbers into the float64 bytes a vector of it has (the cache key)
+    packer: struct.Struct = field(default_factory=lambda: struct.Struct("<0d"))
+
+    def predict_row(self, x: np.ndarray) -> float:
+        """Probability of an up move for one float64 row in this model's column order."""
+        return float(self.compiled.predict_row(x))
+
+    def predict_batch(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities for a float64 matrix in this model's column order."""
+        return np.asarray(self.compiled.predict_batch(X), dtype=np.float64)
+
+    def out_of_range(self, x: np.ndarray) -> list[str]:
+        """Names of the features outside the training range (the strategy's hold input)."""
+        if _inside(x, self.low, self.high):
+            return []
+        outside = (x < self.low) | (x > self.high)
+        return [n for n, o in zip(self.feature_names, outside, strict=True) if o]
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /v1/models`` says of it."""
+        return {
+            "version": self.version,
+            "features": list(self.feature_names),
+            "entry_threshold": self.entry_threshold,
+            "exit_threshold": self.exit_threshold,
+            "data_hash": self.data_hash,
+            "trees": list(self.n_trees),
+        }
+
+
+@njit(cache=True, nogil=True)
+def _inside(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> bool:  # pragma: no cover
+    # one pass, no temporaries: numpy's two comparisons and an ``any`` cost ~7 µs a row here
+    for i in range(x.shape[0]):  # noqa: SIM110  (numba compiles the loop, not all())
+        if x[i] < low[i] or x[i] > high[i]:
+            return False
+    return True
+
+
+def resolve_version(registry: Path, version: str) -> str:
+    """``production`` -> the registry's production version; a version id is checked to exist."""
+    from ultrathink.models.registry import ModelRegistry
+
+    reg = ModelRegistry(registry)
+    if version == "production":
+        prod = reg.production()
+        if prod is None:
+            raise ConfigError(
+                f"the registry {registry} has no production version; promote one with "
+                "`ultrathink models promote VERSION` or pass --model VERSION"
+            )
+        return str(prod)
+    reg.show(version)  # a clear ModelNotFoundError / ModelIntegrityError when it cannot be
+    return version
+
+
+def load_served(registry: Path, version: str) -> ServedModel:
+    """Verify, unpickle, compile and warm up ``version`` (see the module docstring)."""
+    from ultrathink.models.compiled import CompiledEnsemble
+    from ultrathink.models.registry import ModelRegistry
+
+    loaded = ModelRegistry(registry).load(version)
+    info = loaded.info
+    try:
+        compiled = CompiledEnsemble.from_ensemble(loaded.model)
+    except Exception as exc:
+        raise ConfigError(
+            f"model {version} cannot be compiled for serving ({type(exc).__name__}: {exc})"
+        ) from None
+    compiled.warmup()
+    names = tuple(info.feature_names)
+    width = len(names)
+    extra = info.extra or {}
+    low = np.asarray(extra.get("low", [-math.inf] * width), dtype=np.float64)
+    high = np.asarray(extra.get("high", [math.inf] * width), dtype=np.float64)
+    tuned = (extra.get("decision") or {}).get("entry_threshold")
+    entry = float(tuned) if tuned is not None else _ENTRY
+    probe = np.zeros((4, width))
+    compiled.predict_batch(probe)
+    _inside(probe[0], low, high)  # the batch kernel is compiled separately from the row one
+    return ServedModel(
+        version=info.version,
+        feature_names=names,
+        index={n: i for i, n in enumerate(names)},
+        compiled=compiled,
+        low=low,
+        high=high,
+        entry_threshold=entry,
+        exit_threshold=min(_EXIT, entry),
+        data_hash=info.data_hash,
+        n_trees=tuple(compiled.n_trees),  # type: ignore[arg-type]
+        packer=struct.Struct(f"={width}d"),
+    )
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """The loaded versions, by id. Immutable: a reload makes a new one."""
+
+    models: dict[str, ServedModel] = field(default_factory=dict)
+
+    def get(self, version: str) -> ServedModel | None:
+        return self.models.get(version)
+
+    def with_models(self, loaded: Sequence[ServedModel], keep: Sequence[str]) -> ModelSet:
+        """A new set: ``loaded`` replaces or adds; of the rest only ``keep`` stays."""
+        models = {v: m for v, m in self.models.items() if v in keep}
+        models.update({m.version: m for m in loaded})
+        return ModelSet(models)

@@ -1,0 +1,32 @@
+"""A worker process of ``ultrathink serve --workers N``: ``python -m ultrathink.serving.worker``.
+
+Its one argument is the inherited listening socket's file descriptor.
+
+Reads its options as JSON on stdin (the API key is never on the command line or in the
+environment), serves on the inherited listening socket ``FD``, prints ``ready`` on stdout
+once its models are warm, and drains on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+
+def main() -> int:
+    import uvloop
+
+    from ultrathink.serving.server import options_from_json, run_worker
+
+    options = options_from_json(sys.stdin.read())
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock.setblocking(False)
+
+    def ready() -> None:
+        print("ready", flush=True)
+
+    return uvloop.run(run_worker(options, sock, ready))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
