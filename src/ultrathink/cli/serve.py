@@ -54,7 +54,10 @@ def _configure(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="serve_cmd", metavar="ACTION")
     ab = sub_parser(sub, "ab", "A/B figures of a running server", ("ultrathink serve ab status",))
     ab_sub = ab.add_subparsers(dest="ab_cmd", required=True, metavar="ACTION")
-    status = sub_parser(ab_sub, "status", "per-variant results and the significance test", ())
+    status = sub_parser(
+        ab_sub, "status", "per-variant results and the significance test",
+        ("ultrathink serve ab status --url http://127.0.0.1:8100",),
+    )  # fmt: skip
     _client_options(status, admin=False)
     status.set_defaults(func=_ab_status)
     promote = sub_parser(sub, "promote", "promote a served variant (the A/B test must pass)",
@@ -63,10 +66,15 @@ def _configure(p: argparse.ArgumentParser) -> None:
     promote.add_argument("--force", action="store_true", help="promote without a significant win")
     _client_options(promote)
     promote.set_defaults(func=_admin, route="promote")
-    rollback = sub_parser(sub, "rollback", "roll the registry back and serve it", ())
+    rollback = sub_parser(
+        sub, "rollback", "roll the registry back and serve it", ("ultrathink serve rollback",)
+    )
     _client_options(rollback)
     rollback.set_defaults(func=_admin, route="rollback")
-    reload = sub_parser(sub, "reload", "reload served versions from the registry", ())
+    reload = sub_parser(
+        sub, "reload", "reload served versions from the registry",
+        ("ultrathink serve reload", "ultrathink serve reload v0002"),
+    )  # fmt: skip
     reload.add_argument("version", nargs="?", default=None)
     _client_options(reload)
     reload.set_defaults(func=_admin, route="reload")
