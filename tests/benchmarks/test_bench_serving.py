@@ -58,9 +58,14 @@ def _pct(lat: np.ndarray) -> dict[str, float]:
             "p99": round(float(np.percentile(lat, 99)), 1)}  # fmt: skip
 
 
-def _features(names: list[str], i: int) -> dict[str, float]:
-    rng = np.random.default_rng(i)
-    return {n: float(v) for n, v in zip(names, rng.normal(0, 0.01, len(names)), strict=True)}
+def _real_rows(names: list[str]) -> list[dict[str, float]]:
+    """Every warm sp500 bar's features, as a client would send them."""
+    from ultrathink import services
+    from ultrathink.features import FEATURE_NAMES, FIRST_VALID_ROW, compute_features_for
+
+    matrix = compute_features_for(services.load("sp500"))[FIRST_VALID_ROW:]
+    cols = [FEATURE_NAMES.index(n) for n in names]
+    return [dict(zip(names, map(float, row[cols]), strict=True)) for row in matrix]
 
 
 @pytest.mark.bench
@@ -72,7 +77,9 @@ def test_serving_latency_and_throughput(record, tmp_path: Path) -> None:
     with ServeProcess(home, "--rate-limit", "1e9", "--cache-size", "1000000") as server:
         _, models = server.call("GET", "/v1/models")
         names = models["models"][0]["features"]
-        hit_body = json.dumps({"features": _features(names, 0), "key": "SPY"}).encode()
+        real = _real_rows(names)
+        assert len(real) >= N + 1000
+        hit_body = json.dumps({"features": real[0], "key": "SPY"}).encode()
         server.call("POST", "/v1/predict", raw=hit_body)
         _, hit_answer = server.call("POST", "/v1/predict", raw=hit_body)
         assert hit_answer["cached"] is True
@@ -85,10 +92,12 @@ def test_serving_latency_and_throughput(record, tmp_path: Path) -> None:
             for r in range(ROUNDS):
                 ref = _pct(open_loop(floor_port, "/v1/predict", [hit_body] * N, RATE))
                 hit = _pct(open_loop(server.port, "/v1/predict", [hit_body] * N, RATE))
+                # each row once per round, with a distinct key bit so no round hits another's
                 misses = [
-                    json.dumps({"features": _features(names, 10_000 * (r + 1) + i)}).encode()
-                    for i in range(N)
-                ]
+                    json.dumps({"features": {**row, names[0]: row[names[0]] + r * 1e-12},
+                                "key": "SPY"}).encode()
+                    for row in real[1 : N + 1]
+                ]  # fmt: skip
                 miss = _pct(open_loop(server.port, "/v1/predict", misses, RATE, warmup=0))
                 bare = _pct(open_loop(asgi_port, "/v1/predict", [hit_body] * N, RATE))
                 rounds.append({"floor": ref, "hit": hit, "miss": miss, "uvicorn_asgi": bare})
@@ -99,7 +108,7 @@ def test_serving_latency_and_throughput(record, tmp_path: Path) -> None:
         asgi_ratio = statistics.median(r["uvicorn_asgi"]["p99"] / r["floor"]["p99"] for r in rounds)
         miss_extra = statistics.median(r["miss"]["p50"] - r["hit"]["p50"] for r in rounds)
 
-        rows = [_features(names, 50_000 + i) for i in range(1000)]
+        rows = real[-1000:]
         batch_body = json.dumps({"rows": rows}).encode()
         t0 = time.perf_counter()
         for _ in range(20):

@@ -209,7 +209,9 @@ class ServingApp:
             asyncio.get_running_loop().call_soon(self._shadow, body["features"], primary, p)
         return json_response(200, self._answer(model, answer, hit is not None))
 
-    def _answer(self, model: ServedModel, answer: tuple[float, list[str]], cached: bool) -> dict:
+    def _answer(
+        self, model: ServedModel, answer: tuple[float, tuple[str, ...]], cached: bool
+    ) -> dict:
         p = answer[0]
         return {
             "id": self.ids.make(model.version, p, self.seq),

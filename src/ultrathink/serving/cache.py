@@ -34,16 +34,16 @@ bytes cannot both be capped; it has no secondary index, so dropping one version 
 every key; and it is not thread-safe, so it needs an outer lock anyway. Its hit path also
 costs more: ``Cache.get`` looks the key up twice (``__contains__`` then ``__getitem__``) through
 Python-level methods and a timer context manager. Measured in one job on this 2-core host
-(``tests/benchmarks/test_bench_serving_cache.py``, three runs on 2026-12-05 at load average
+(``tests/benchmarks/test_bench_serving_cache.py``, four runs on 2026-12-05 at load average
 ~1.3; 10,000 entries with 28-float64 keys, ns per call over batches of 1,000 gets on fresh key
 objects, median and p99 of 300 batch means, each including ~52 ns of loop overhead):
 
-- ``PredictionCache.get`` hit, with a TTL: 1.11-1.27 µs median, 1.50-1.55 µs p99 (no TTL:
-  0.97-1.18 µs median); the budget is 2 µs median;
-- ``cachetools.TTLCache`` behind a ``threading.Lock``, same keys: 3.63-3.93 µs median,
-  4.14-4.26 µs p99, about 3.1x slower;
-- the miss path, a ``get`` that misses then a ``put`` that evicts one entry: 2.82-2.92 µs
-  median with ``PredictionCache``, 7.79-7.88 µs with the locked ``TTLCache``.
+- ``PredictionCache.get`` hit, with a TTL: 1.08-1.27 µs median, 1.49-1.55 µs p99 (no TTL:
+  0.94-1.18 µs median); the budget is 2 µs median;
+- ``cachetools.TTLCache`` behind a ``threading.Lock``, same keys: 3.61-3.93 µs median,
+  4.14-4.31 µs p99, 3.1-3.3x slower;
+- the miss path, a ``get`` that misses then a ``put`` that evicts one entry: 2.78-2.92 µs
+  median with ``PredictionCache``, 7.75-7.88 µs with the locked ``TTLCache``.
 
 Values are returned as stored (the same object, not a copy): callers must not mutate them.
 A stored ``None`` cannot be told from a miss, so the server caches only real predictions.

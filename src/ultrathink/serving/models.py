@@ -71,12 +71,15 @@ class ServedModel:
         """Probabilities for a float64 matrix in this model's column order."""
         return np.asarray(self.compiled.predict_batch(X), dtype=np.float64)
 
-    def out_of_range(self, x: np.ndarray) -> list[str]:
-        """Names of the features outside the training range (the strategy's hold input)."""
+    def out_of_range(self, x: np.ndarray) -> tuple[str, ...]:
+        """Names of the features outside the training range (the strategy's hold input).
+
+        A tuple of strings: a cached answer made only of immutable atoms is untracked by
+        the cyclic GC, so a large cache does not lengthen its collections."""
         if _inside(x, self.low, self.high):
-            return []
+            return ()
         outside = (x < self.low) | (x > self.high)
-        return [n for n, o in zip(self.feature_names, outside, strict=True) if o]
+        return tuple(n for n, o in zip(self.feature_names, outside, strict=True) if o)
 
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/models`` says of it."""
@@ -139,6 +142,11 @@ def load_served(registry: Path, version: str) -> ServedModel:
     entry = float(tuned) if tuned is not None else _ENTRY
     probe = np.zeros((4, width))
     compiled.predict_batch(probe)
+    # the request path scores a read-only view of the cache key's bytes: numba compiles a
+    # separate specialisation for read-only arrays, so compile it now, not on a request
+    frozen = np.frombuffer(probe[0].tobytes(), dtype=np.float64)
+    compiled.predict_row(frozen)
+    _inside(frozen, low, high)
     _inside(probe[0], low, high)  # the batch kernel is compiled separately from the row one
     return ServedModel(
         version=info.version,
