@@ -130,7 +130,8 @@ class RunRequest(BaseModel):
     ``overrides`` are configuration values (nested dicts, e.g. ``{"broker":
     {"commission_bps": 1.0}}``) applied over the mode's defaults and the ``config`` file.
     ``speed`` is a multiple of real time or ``"max"``; None keeps the default (paper: 60,
-    a resumed run: its own).
+    a resumed run: its own). ``model_url`` makes the ``ml`` strategy ask that model server
+    first, within ``model_timeout_ms`` (default: ``serving.client.decision_timeout_ms``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -151,6 +152,8 @@ class RunRequest(BaseModel):
     resume: int | None = None
     control: bool = False
     speed: float | Literal["max"] | None = None
+    model_url: str | None = None
+    model_timeout_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 #: The pace of a new paper session unless --speed is given (x real time).
@@ -176,6 +179,7 @@ def execute_run(
         check_output_path(request.report, "--report")
     spec = _spec(request, profiler)
     with (
+        _remote_closed(spec.strategy),
         Session(spec).open() as session,
         _control_server(request, session),
         _graceful_sigint(session),
@@ -202,13 +206,38 @@ def _spec(request: RunRequest, profiler: ProfilerFactory | None) -> RunSpec:
         if request.model:
             params["model"] = request.model
         strategy = make_strategy(request.strategy or DEFAULT_STRATEGY, params)
-        if attach_model_if_needed(strategy, request.registry, request.db):
+        if attach_model_if_needed(
+            strategy, request.registry, request.db, **_remote(request, config)
+        ):
             config = config.model_copy(update={"measure_latency": True})
         data = slice_data(load(request.data or "sp500"), request.start, request.end)
         mode = request.mode
     if len(data) == 0:
         raise DataSourceError(f"data {data.name!r} has no bars")
     return RunSpec(strategy, data, config, mode, db, request.resume, profiler=profiler)
+
+
+def _remote(request: RunRequest, config: EngineConfig) -> dict[str, Any]:
+    # --model-url and its timeout (the rule: serving.client.decision_timeout_ms)
+    if request.model_url is None:
+        return {}
+    from ultrathink.hardening.degraded import DegradedConfig
+    from ultrathink.serving.client import decision_timeout_ms
+
+    budget_ms = (config.hardening.degraded or DegradedConfig()).latency_enter_ms
+    timeout_ms = decision_timeout_ms(budget_ms, request.model_timeout_ms)
+    return {"model_url": request.model_url, "model_timeout_ms": timeout_ms}
+
+
+@contextmanager
+def _remote_closed(strategy: Strategy) -> Iterator[None]:
+    # the model server connection is closed however the run ends
+    try:
+        yield
+    finally:
+        remote = getattr(getattr(strategy, "bundle", None), "remote", None)
+        if remote is not None:
+            remote.close()
 
 
 def _with_speed(request: RunRequest) -> dict[str, Any]:
@@ -235,7 +264,7 @@ def _resumable(request: RunRequest, db_path: Path) -> tuple[Strategy, MarketData
         values["speed"] = None if request.speed == "max" else request.speed
     config = engine_config_from_values(values, f"the stored config of run {request.resume}")
     strategy = make_strategy(request.strategy or record.strategy, dict(record.params))
-    attach_model_if_needed(strategy, request.registry, db_path)
+    attach_model_if_needed(strategy, request.registry, db_path, **_remote(request, config))
     name = request.data or record.data_name.removeprefix("embedded:")
     return strategy, slice_data(load(name), request.start, request.end), config
 
@@ -307,14 +336,79 @@ def _graceful_sigint(session: Session) -> Iterator[None]:
 
 
 def attach_model_if_needed(
-    strategy: Strategy, registry: str | Path | None, db: str | Path | None
+    strategy: Strategy,
+    registry: str | Path | None,
+    db: str | Path | None,
+    *,
+    model_url: str | None = None,
+    model_timeout_ms: float | None = None,
 ) -> bool:
-    """Give the ``ml`` strategy its verified, compiled model; False for other strategies."""
+    """Give the ``ml`` strategy its verified, compiled model; False for other strategies.
+
+    With ``model_url`` the strategy asks that model server first (``remote_model_bundle``),
+    within ``model_timeout_ms`` (default: the rule of ``serving.client.decision_timeout_ms``
+    on the default decision budget).
+    """
     if not hasattr(strategy, "attach_model"):
+        if model_url is not None:
+            raise ConfigError(
+                f"--model-url serves the ml strategy's model; this run's strategy is "
+                f"{strategy.name!r} (pass --strategy ml, or drop --model-url)"
+            )
         return False
     version = getattr(strategy.params, "model", None)
-    strategy.attach_model(load_model_bundle(registry_root(registry, db), version))
+    root = registry_root(registry, db)
+    if model_url is None:
+        strategy.attach_model(load_model_bundle(root, version))
+    else:
+        strategy.attach_model(remote_model_bundle(root, version, model_url, model_timeout_ms))
     return True
+
+
+def remote_model_bundle(
+    registry: Path, version: str | None, url: str, timeout_ms: float | None = None
+) -> Any:
+    """The ``ml`` strategy's model for ``--model-url``: the server first, the local compiled
+    model of the same version as its fallback.
+
+    The local version is ``version`` (``--model``) if given, else the server's primary from
+    ``GET /v1/models``; a server unreachable now means ``version``, else production, else the
+    latest, and the strategy keeps probing the server while it runs.
+    """
+    from ultrathink.hardening.degraded import DegradedConfig
+    from ultrathink.models.registry import ModelNotFoundError
+    from ultrathink.serving.client import (
+        STARTUP_TIMEOUT_S,
+        ModelServerClient,
+        RemoteError,
+        RemoteModel,
+        decision_timeout_ms,
+    )
+
+    if timeout_ms is None:
+        timeout_ms = decision_timeout_ms(DegradedConfig().latency_enter_ms)
+    client = ModelServerClient(url, timeout_ms / 1000)
+    try:
+        catalog = client.catalog(STARTUP_TIMEOUT_S)
+        startup = f"reachable; primary {catalog.primary}"
+    except RemoteError as exc:
+        catalog, startup = None, f"unreachable at start ({exc}); local model, probing"
+    finally:
+        client.close()  # the run opens it again: nothing is left open if it never starts
+    local = version or (catalog.primary if catalog is not None else None)
+    try:
+        bundle = load_model_bundle(registry, local)
+    except ModelNotFoundError as exc:
+        if version is None and catalog is not None:
+            raise ConfigError(
+                f"the model server {url} serves {catalog.primary}, which this registry lacks "
+                f"({exc}); pass the server's --registry, or --model VERSION"
+            ) from None
+        raise
+    bundle.remote = RemoteModel(
+        client, bundle.version, bundle.feature_names, catalog=catalog, startup=startup
+    )
+    return bundle
 
 
 def resolve_db(path: str | Path | None) -> Path:

@@ -83,6 +83,7 @@ def add_run_options(p: argparse.ArgumentParser, mode: str) -> None:
         )
     g.add_argument("--model", help="ml strategy: registry version (default: production/latest)")
     g.add_argument("--registry", metavar="DIR", help="model registry (default .ultrathink/models)")
+    add_model_server_options(g)
     g.add_argument(
         "--data",
         metavar="SPEC",
@@ -141,6 +142,32 @@ def add_run_options(p: argparse.ArgumentParser, mode: str) -> None:
         )
 
 
+def add_model_server_options(g: Any) -> None:
+    """``--model-url`` and ``--model-timeout-ms`` (backtest, paper and run)."""
+    g.add_argument(
+        "--model-url",
+        metavar="URL",
+        help="ml strategy: ask this model server (`ultrathink serve`, e.g. "
+        "http://127.0.0.1:8100) first; the local model of the same version is the fallback",
+    )
+    g.add_argument(
+        "--model-timeout-ms",
+        metavar="MS",
+        help="deadline of one model server request (default: half of "
+        "hardening.degraded.latency_enter_ms, at least 2 ms: 5 ms by default)",
+    )
+
+
+def model_server_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``RunRequest`` fields of ``add_model_server_options``."""
+    timeout = args.model_timeout_ms
+    if timeout is not None:
+        timeout = _number("--model-timeout-ms", timeout)
+        if timeout <= 0:
+            raise ConfigError(f"--model-timeout-ms must be positive, was {args.model_timeout_ms}")
+    return {"model_url": args.model_url, "model_timeout_ms": timeout}
+
+
 def run_request(args: argparse.Namespace, mode: str) -> Any:
     """The ``services.RunRequest`` of parsed run options."""
     from ultrathink import services
@@ -167,6 +194,7 @@ def run_request(args: argparse.Namespace, mode: str) -> Any:
         resume=resume,
         control=mode == "paper" and not args.no_control,
         speed=_speed(args.speed) if getattr(args, "speed", None) is not None else None,
+        **model_server_fields(args),
     )
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ultrathink.cli._registry import CliContext, Command
+from ultrathink.cli._run_options import add_model_server_options, model_server_fields
 
 #: The main job trains on 1999-2012 and trades 2013-2018 out of sample.
 RUN_TRAIN_END, RUN_TRADE_START = "2012-12-31", "2013-01-01"
@@ -16,6 +17,7 @@ RUN_MAX_MODEL_AGE_DAYS = "2300"
 def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", metavar="PATH", help="SQLite store (default .ultrathink/ultrathink.db)")
     p.add_argument("--registry", metavar="DIR", help="model registry (default .ultrathink/models)")
+    add_model_server_options(p)
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.add_argument(
         "--report", metavar="PATH.html", help="HTML report (default .ultrathink/reports/run.html)"
@@ -38,6 +40,7 @@ def _handle(args: argparse.Namespace, context: CliContext) -> int:
         registry=args.registry,
         db=args.db,
         report=report,
+        **model_server_fields(args),
     )
     return execute(request, context, as_json=args.json)
 

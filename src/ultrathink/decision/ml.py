@@ -16,6 +16,10 @@ writes a ``decision.hold`` audit row with the reason, when it should not trust t
   answer either. When a member answers, the decision uses it and writes a
   ``decision.fallback`` audit row instead.
 
+With a model server (``--model-url``, ``ModelBundle.remote``) the server's probability comes
+first and the local compiled model of the same version is the first fallback
+(``ultrathink.serving.client``: timeout, breaker, counts, and audit rows at transitions).
+
 A hold changes nothing: the position stays as it is and no order is sent.
 """
 
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
@@ -38,6 +42,20 @@ from ultrathink.features.streaming import StreamingFeatures
 
 _NS_PER_DAY = 86_400_000_000_000
 _VOL_DECAY = 0.94  # RiskMetrics-style EWMA of squared log returns for volatility targeting
+
+
+class RemoteScorer(Protocol):
+    """A model server asked before the local model (``serving.client.RemoteModel``)."""
+
+    def predict(self, x: np.ndarray, key: str) -> float | None:
+        """The server's probability for row ``x`` of symbol ``key``; None: use the local one."""
+        ...
+
+    def bind_audit(self, audit: Callable[[str], None]) -> None: ...
+
+    def stats(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -60,6 +78,8 @@ class ModelBundle:
         Period of the training data.
     periods_per_year : float
         Bar rate of the training data, for annualising volatility.
+    remote : RemoteScorer or None
+        A model server serving this version, asked first; ``predict_row`` is its fallback.
     """
 
     version: str
@@ -74,6 +94,7 @@ class ModelBundle:
     extra: dict[str, Any] = field(default_factory=dict)
     #: the fallback chain after the ensemble: (name, single-member predictor), in order
     members: tuple[tuple[str, Callable[[np.ndarray], float]], ...] = ()
+    remote: RemoteScorer | None = None
 
 
 class _SymbolState:
@@ -143,6 +164,8 @@ class MLStrategy(Strategy):
                 "(or pass --model VERSION)"
             )
         self._adopt_tuned_threshold(self.bundle.extra or {})
+        if self.bundle.remote is not None:
+            self.bundle.remote.bind_audit(self._remote_note)
         self._symbols: dict[str, _SymbolState] = {}
         self._x = np.empty(len(self.bundle.feature_index))
         width = self.bundle.high - self.bundle.low
@@ -202,9 +225,13 @@ class MLStrategy(Strategy):
         return st, row
 
     def _predict(self, bar: Bar, x: np.ndarray) -> float | None:
-        # the fallback chain: ensemble -> each healthy single member -> hold
+        # the fallback chain: [model server ->] ensemble -> each healthy single member -> hold
         bundle = self.bundle
         assert bundle is not None
+        if bundle.remote is not None:
+            p = bundle.remote.predict(x, bar.symbol)
+            if p is not None:
+                return p
         try:
             p = bundle.predict_row(x)
             if 0.0 <= p <= 1.0:
@@ -224,6 +251,14 @@ class MLStrategy(Strategy):
         self._hold(bar, f"model_error: {failure}; no healthy member")
         self.failed_decision = failure
         return None
+
+    def _remote_note(self, detail: str) -> None:
+        # the model server lost, its breaker opened, or the server back (not every fallback)
+        self.log_decision("decision.fallback", detail)
+
+    def on_stop(self) -> None:
+        if self.bundle is not None and self.bundle.remote is not None:
+            self.bundle.remote.close()
 
     def _distrust(self, x: np.ndarray, ts_ns: int) -> str:
         if not np.isfinite(x).all():
@@ -296,8 +331,13 @@ class MLStrategy(Strategy):
             st.var = r2 if st.var != st.var else _VOL_DECAY * st.var + (1 - _VOL_DECAY) * r2
 
     def timing_points(self) -> list[TimingPoint]:
-        """The model's prediction (``model``), for the profiler."""
-        return [TimingPoint("model", self.bundle, "predict_row")] if self.bundle else []
+        """The model's prediction (``model``: the local one and the server's), for the profiler."""
+        if self.bundle is None:
+            return []
+        points = [TimingPoint("model", self.bundle, "predict_row")]
+        if self.bundle.remote is not None:
+            points.append(TimingPoint("model", self.bundle.remote, "predict"))
+        return points
 
     def symbol_timing_points(self, symbol: str) -> list[TimingPoint]:
         """The streaming features of ``symbol`` (``features``), for the profiler."""
@@ -307,7 +347,7 @@ class MLStrategy(Strategy):
     def stats(self) -> dict[str, Any]:
         """Decision statistics for the run summary."""
         bundle = self.bundle
-        return {
+        out = {
             "model_version": bundle.version if bundle else None,
             "n_predictions": self.n_predictions,
             "holds": dict(self.hold_counts),
@@ -315,3 +355,6 @@ class MLStrategy(Strategy):
             "in_sample_bars": self.n_in_sample_bars,
             "in_sample": self.n_in_sample_bars > 0,
         }
+        if bundle is not None and bundle.remote is not None:
+            out["remote"] = bundle.remote.stats()
+        return out

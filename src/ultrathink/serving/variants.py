@@ -12,6 +12,7 @@ the significance test run before promoting a candidate over the incumbent.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import warnings
@@ -278,14 +279,39 @@ class VariantStats:
         }
 
 
+@functools.cache
+def _bucket_values() -> tuple[np.ndarray, np.ndarray]:
+    # per counts index: the highest and the median value it stands for (hdrh's semantics),
+    # computed once for the fixed layout, so a summary is numpy over the counts, not hdrh's
+    # Python loops (its get_mean_value walks every bucket: ~40 ms a call here, on the loop)
+    hist = _new_histogram()
+    index = range(hist.counts_len)
+    values = [hist.get_value_from_index(i) for i in index]
+    highest = np.array([hist.get_highest_equivalent_value(v) for v in values], dtype=np.float64)
+    median = np.array([hist._hdr_median_equiv_value(v) for v in values], dtype=np.float64)
+    return highest, median
+
+
+def prepare() -> None:
+    """Build the bucket tables now (at start-up) rather than on the first status request."""
+    _bucket_values()
+
+
 def _latency_summary(
     hist: HdrHistogram, percentiles: tuple[float, ...], *, with_mean: bool
 ) -> dict[str, float]:
-    empty = hist.get_total_count() == 0
-    out = {f"p{p:g}": 0.0 if empty else float(hist.get_value_at_percentile(p)) for p in percentiles}
+    counts = np.frombuffer(hist.counts, dtype=np.int64, count=hist.counts_len)
+    total = int(counts.sum())
+    highest, median = _bucket_values()
+    cumulative = np.cumsum(counts)
+    out = {}
+    for p in percentiles:
+        target = max(int(p * total / 100 + 0.5), 1)  # hdrh's get_target_count_at_percentile
+        at = int(np.searchsorted(cumulative, target))
+        out[f"p{p:g}"] = float(highest[at]) if total else 0.0
     if with_mean:
-        out["max"] = 0.0 if empty else float(hist.get_max_value())
-        out["mean"] = 0.0 if empty else float(hist.get_mean_value())
+        out["max"] = float(hist.get_max_value()) if total else 0.0
+        out["mean"] = float(counts @ median / total) if total else 0.0
     return out
 
 
