@@ -138,11 +138,25 @@ def _strategy_rows(result: RunResult) -> list[tuple[str, Any]]:
         rows.append(("holds", ", ".join(f"{k} {v}" for k, v in holds.items()) or "none"))
         in_sample = stats.get("in_sample_bars", 0)
         rows.append(("IN-SAMPLE bars" if in_sample else "in-sample bars", in_sample))
+        remote = stats.get("remote")
+        if remote:
+            rows.append(("model server", _remote_text(remote)))
     lat = result.latency_us
     if lat:
         rows.append(("decision latency p50 / p99 (µs)", f"{lat['p50']:.1f} / {lat['p99']:.1f}"))
         rows.append(("decision latency p99.9 / max (µs)", f"{lat['p99.9']:.1f} / {lat['max']:.1f}"))
     return rows
+
+
+def _remote_text(remote: dict[str, Any]) -> str:
+    # --model-url: who answered, and every fallback to the local model by reason
+    answered = ", ".join(f"{v} {n:,}" for v, n in remote["versions_answered"].items())
+    fallbacks = ", ".join(f"{k} {n:,}" for k, n in remote["by_reason"].items())
+    return (
+        f"{remote['answered']:,} of {remote['requests']:,} answered ({answered or 'none'})\n"
+        f"local fallbacks {remote['fallbacks']:,}{f' ({fallbacks})' if fallbacks else ''}\n"
+        f"timeout {remote['timeout_ms']:g} ms, breaker {remote['breaker']['state']}"
+    )
 
 
 def print_frame(frame: pd.DataFrame, title: str) -> None:

@@ -135,7 +135,9 @@ class ServingApp:
             result: Response | Awaitable[Response] = route(request)
         except Invalid as exc:
             return json_response(exc.status, exc.payload())
-        return result
+        if isinstance(result, Response):
+            return result
+        return _refusing(result)
 
     def _no_route(self, request: Request) -> Response:
         methods = self._paths.get(request.path)
@@ -387,6 +389,14 @@ class ServingApp:
             self.stats.setdefault(version, VariantStats(version))
         self.models = models
         self.routing = routing
+
+
+async def _refusing(pending: Awaitable[Response]) -> Response:
+    # an async route refuses a request the same way a synchronous one does
+    try:
+        return await pending
+    except Invalid as exc:
+        return json_response(exc.status, exc.payload())
 
 
 def _role(routing: Routing, version: str) -> str:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _JSON = b"application/json"
+_LINGER_S = 2.0  # how long a refused connection still reads (and drops) before it closes
 
 
 @dataclass(slots=True)
@@ -78,6 +79,20 @@ def json_response(status: int, value: Any, headers: tuple[tuple[str, str], ...] 
 
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
+
+
+def _encode(response: Response, keep: bool) -> bytes:
+    reason = _REASONS.get(response.status, b"Unknown")
+    head = [
+        b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+        % (response.status, reason, response.content_type, len(response.body))
+    ]
+    for name, value in response.headers:
+        head.append(f"{name}: {value}\r\n".encode("latin-1"))
+    if not keep:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + response.body
 
 
 def _error(status: int, message: str) -> Response:
@@ -210,17 +225,7 @@ class _Connection(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         keep = keep_alive and not self.server.draining
-        reason = _REASONS.get(response.status, b"Unknown")
-        head = [
-            b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-            % (response.status, reason, response.content_type, len(response.body))
-        ]
-        for name, value in response.headers:
-            head.append(f"{name}: {value}\r\n".encode("latin-1"))
-        if not keep:
-            head.append(b"connection: close\r\n")
-        head.append(b"\r\n")
-        self.transport.write(b"".join(head) + response.body)
+        self.transport.write(_encode(response, keep))
         if not keep:
             self._close()
 
@@ -229,10 +234,18 @@ class _Connection(asyncio.Protocol):
         self._fail(413, f"request body over {limit} bytes; send at most {limit} bytes")
 
     def _fail(self, status: int, message: str) -> None:
-        # a protocol-level error: answer it, after what is already queued, then close
-        self.server.in_flight += 1
+        # a protocol-level error: answer it, then stop reading requests. The socket stays
+        # open a moment, reading and dropping what the client still sends: closing it with
+        # unread data would make the kernel reset the connection, and a client still
+        # sending its body (urllib, requests) would see the reset instead of the answer
         self.queue.clear()
-        self._write(_error(status, message), keep_alive=False)
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self.transport.write(_encode(_error(status, message), keep=False))
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        asyncio.get_running_loop().call_later(_LINGER_S, self.transport.close)
 
     def _close(self) -> None:
         if not self.closing and self.transport is not None:

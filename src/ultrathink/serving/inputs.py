@@ -61,7 +61,8 @@ def check_fields(body: dict[str, Any], allowed: frozenset[str], required: tuple[
     """Unknown or missing top-level fields are 422s that name them."""
     for name in body:
         if name not in allowed:
-            raise Invalid(422, name, f"is not a field here; allowed: {', '.join(sorted(allowed))}")
+            rule = f"is not a field here; allowed: {', '.join(sorted(allowed)) or 'none'}"
+            raise Invalid(422, name, rule, body[name])
     for name in required:
         if name not in body:
             raise Invalid(422, name, "is required")

@@ -52,11 +52,17 @@ class _Collector:
             for q in ("p50", "p90", "p99", "max"):
                 lat.add_metric([v, q], float(s["latency_us"][q]))
         yield lat
-        yield _gauge("prediction_mean", "mean probability answered", [
-            ([v], float(s["prediction_mean"])) for v, s in rows])  # fmt: skip
-        yield _gauge("shadow_disagreement_rate", "shadow vs primary decisions that differ", [
-            ([v], float(s["shadow"]["disagreement_rate"])) for v, s in rows
-            if s["shadow"]["requests"]])  # fmt: skip
+        means = [([v], float(s["prediction_mean"])) for v, s in rows]
+        yield _gauge("prediction_mean", "mean probability answered", means, ["version"])
+        shadows = [
+            ([v], float(s["shadow"]["disagreement_rate"]))
+            for v, s in rows
+            if s["shadow"]["requests"]
+        ]
+        yield _gauge(
+            "shadow_disagreement_rate", "shadow vs primary decisions that differ", shadows,
+            ["version"],
+        )  # fmt: skip
         cache = merged["cache"]
         for name in ("hits", "misses", "evictions", "expirations", "invalidated"):
             yield _counter(f"cache_{name}", f"prediction cache {name}", [([], cache.get(name, 0))])

@@ -160,26 +160,31 @@ class _Supervisor:
         signal.signal(signal.SIGINT, forward)
         for worker in range(self.options.workers):
             self._spawn(worker)
+        failed = False
         with self.cond:
             while len(self.ready) < self.options.workers and not self.stopping:
                 if any(p.poll() is not None for p in self.procs.values()):
+                    failed = True
                     forward(signal.SIGTERM, None)
                     break
                 self.cond.wait(0.5)
-        if self.stopping:
+        if failed:
             codes = [p.wait() for p in self.procs.values()]
             raise UltrathinkError(
                 f"a worker failed to start (exit codes {codes}); its error is printed above"
             )
-        announce()
+        if not self.stopping:
+            announce()
         while not self.stopping:
             with self.cond:
                 self.cond.wait(0.5)
             for worker, proc in list(self.procs.items()):
                 if proc.poll() is not None and not self.stopping:
                     self._restart(worker, proc.returncode)
+        # stopped by a signal: a worker that drained exits 0; one signalled before it could
+        # install its handler (still importing) ends by SIGTERM; neither is a failure
         codes = [p.wait() for p in self.procs.values()]
-        return 0 if all(c == 0 for c in codes) else 1
+        return 0 if all(c in (0, -signal.SIGTERM) for c in codes) else 1
 
     def _restart(self, worker: int, code: int) -> None:
         now = time.monotonic()

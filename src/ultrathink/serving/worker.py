@@ -9,11 +9,15 @@ once its models are warm, and drains on SIGTERM.
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 
 
 def main() -> int:
+    # Ctrl-C reaches the whole process group; the parent forwards it as SIGTERM. Until the
+    # loop installs its handlers, an interrupt must not end this worker with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import uvloop
 
     from ultrathink.serving.server import options_from_json, run_worker
