@@ -258,12 +258,23 @@ def _admin(args: argparse.Namespace, context: CliContext) -> int:
             print(f"error: {answer.get('error', answer)}", file=sys.stderr)
         return 2
     if not args.json:
-        weights = answer["routing"]["weights"]
-        print(f"{args.route}: generation {answer['generation']}, serving "
-              f"{', '.join(f'{v} {w} %' for v, w in weights.items())}; loaded "
-              f"{', '.join(answer['loaded']) or 'nothing new'} in {answer['load_s']} s on "
-              f"{answer['workers_applied']} worker(s)")  # fmt: skip
+        loaded = ", ".join(answer["loaded"]) or "nothing new"
+        print(
+            f"{args.route}: generation {answer['generation']}, serving "
+            f"{_routing_text(answer['routing'])}; loaded {loaded} in {answer['load_s']} s on "
+            f"{answer['workers_applied']} worker(s)"
+        )
     return 0
+
+
+def _routing_text(routing: dict[str, Any]) -> str:
+    from ultrathink.serving.routing import Routing
+
+    parsed = Routing.from_dict(routing)
+    shares = ", ".join(f"{v} {w:g} %" for v, w in parsed.effective_weights().items())
+    if parsed.canary is not None:
+        shares += f" (canary {parsed.canary.version})"
+    return shares + (f"; shadow {parsed.shadow}" if parsed.shadow else "")
 
 
 def _routing_body(args: argparse.Namespace) -> dict[str, Any]:

@@ -237,10 +237,9 @@ class Admin:
             )
         test = await asyncio.to_thread(self._compare, app.routing.primary, version)
         if not force and not (test["significant"] and test["better"] == "b"):
-            return json_response(
-                409, {"error": f"promote refused: {test['verdict']}; pass force to override",
-                      "status": 409, "test": test},
-            )  # fmt: skip
+            hint = f"force it with `ultrathink serve promote {version} --force` (or force: true)"
+            error = f"promote refused: {test['verdict']}; {hint}"
+            return json_response(409, {"error": error, "status": 409, "test": test})
         from ultrathink.models.registry import ModelRegistry
 
         await asyncio.to_thread(ModelRegistry(app.options.registry).promote, version)
