@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from ultrathink.core.clock import LiveClock
 from ultrathink.hardening.rate_limit import TokenBucket
@@ -45,6 +46,7 @@ __all__ = ["ServeOptions", "ServingApp"]
 _PREDICT_FIELDS = frozenset({"features", "key"})
 _BATCH_FIELDS = frozenset({"rows", "key"})
 _FEEDBACK_FIELDS = frozenset({"id", "outcome"})
+_F64 = np.dtype(np.float64)
 _MAX_CLIENTS = 10_000  # rate-limit buckets kept; the oldest go first
 
 
@@ -197,35 +199,32 @@ class ServingApp:
         key = model.packer.pack(*values)
         hit = self.cache.get(version, key)
         if hit is None:
-            x = np.frombuffer(key, dtype=np.float64)  # the same bytes, no copy
+            x = np.frombuffer(key, _F64)  # the same bytes, no copy
             try:
-                answer = (model.predict_row(x), model.out_of_range(x))
+                answer = model.answer(x)
             except Exception as exc:
                 return self._variant_failed(model, primary, body["features"], exc, t0)
-            self.cache.put(version, key, answer, 64 + 16 * len(answer[1]))
+            entry = (answer[0], _tail(model, answer))
+            self.cache.put(version, key, entry, 64 + len(entry[1]))
         else:
-            answer = hit
-        p = answer[0]
+            entry = hit
+        p = entry[0]
         self.stats[version].record(time.perf_counter_ns() - t0, p, cached=hit is not None)
         if self.routing.shadow is not None and version == self.routing.primary:
             asyncio.get_running_loop().call_soon(self._shadow, body["features"], primary, p)
-        return json_response(200, self._answer(model, answer, hit is not None))
+        return self._respond(model, entry, hit is not None)
+
+    def _respond(self, model: ServedModel, entry: tuple[float, bytes], cached: bool) -> Response:
+        # the answer's JSON is encoded once, when the model scores, and kept in the cache: a
+        # hit only adds its id and the cached flag (the same bytes a miss sent, bit for bit)
+        pid = self.ids.make(model.version, entry[0], self.seq)
+        head = b'{"id":"%s","cached":%s,' % (pid.encode(), b"true" if cached else b"false")
+        return Response(200, head + entry[1])
 
     def _answer(
         self, model: ServedModel, answer: tuple[float, tuple[str, ...]], cached: bool
-    ) -> dict:
-        p = answer[0]
-        return {
-            "id": self.ids.make(model.version, p, self.seq),
-            "version": model.version,
-            "probability": p,
-            "cached": cached,
-            "decision": {
-                "entry_threshold": model.entry_threshold,
-                "exit_threshold": model.exit_threshold,
-                "out_of_range": answer[1],
-            },
-        }
+    ) -> Response:
+        return self._respond(model, (answer[0], _tail(model, answer)), cached)
 
     def _variant_failed(
         self, model: ServedModel, primary: ServedModel, features: Any, exc: Exception, t0: int
@@ -239,7 +238,7 @@ class ServingApp:
         x = row_vector(features, primary, primary)
         answer = (primary.predict_row(x), primary.out_of_range(x))
         self.stats[primary.version].record(time.perf_counter_ns() - t0, answer[0])
-        return json_response(200, self._answer(primary, answer, False))
+        return self._answer(primary, answer, False)
 
     def _shadow(self, features: Any, primary: ServedModel, p_primary: float) -> None:
         shadow = self.models.get(self.routing.shadow or "")
@@ -389,6 +388,21 @@ class ServingApp:
             self.stats.setdefault(version, VariantStats(version))
         self.models = models
         self.routing = routing
+
+
+def _tail(model: ServedModel, answer: tuple[float, tuple[str, ...]]) -> bytes:
+    # everything of a prediction's JSON after ``{"id":…,"cached":…,``
+    return orjson.dumps(
+        {
+            "version": model.version,
+            "probability": answer[0],
+            "decision": {
+                "entry_threshold": model.entry_threshold,
+                "exit_threshold": model.exit_threshold,
+                "out_of_range": answer[1],
+            },
+        }
+    )[1:]
 
 
 async def _refusing(pending: Awaitable[Response]) -> Response:

@@ -21,6 +21,7 @@ import numpy as np
 from numba import njit
 
 from ultrathink.errors import ConfigError
+from ultrathink.models.compiled_kernels import predict_row as _predict_row
 
 __all__ = ["ModelSet", "ServedModel", "load_served", "resolve_version"]
 
@@ -60,12 +61,22 @@ class ServedModel:
     exit_threshold: float
     data_hash: str
     n_trees: tuple[int, int] = (0, 0)
+    #: the compiled ensemble's tables, in ``compiled_kernels.predict_row``'s order
+    tables: tuple[np.ndarray, ...] = ()
     #: packs a row of numbers into the float64 bytes a vector of it has (the cache key)
     packer: struct.Struct = field(default_factory=lambda: struct.Struct("<0d"))
 
     def predict_row(self, x: np.ndarray) -> float:
         """Probability of an up move for one float64 row in this model's column order."""
         return float(self.compiled.predict_row(x))
+
+    def answer(self, x: np.ndarray) -> tuple[float, tuple[str, ...]]:
+        """``(probability, out-of-range names)`` of one row: the request path's miss, with
+        the compiled kernels called directly (each Python layer costs ~0.2 µs here)."""
+        p = float(_predict_row(x, *self.tables))
+        if _inside(x, self.low, self.high):
+            return p, ()
+        return p, self.out_of_range(x)
 
     def predict_batch(self, X: np.ndarray) -> np.ndarray:
         """Probabilities for a float64 matrix in this model's column order."""
@@ -160,6 +171,7 @@ def load_served(registry: Path, version: str) -> ServedModel:
         data_hash=info.data_hash,
         n_trees=tuple(compiled.n_trees),  # type: ignore[arg-type]
         packer=struct.Struct(f"={width}d"),
+        tables=(compiled.node_i, compiled.node_f, compiled.tree_i, compiled.params),
     )
 
 

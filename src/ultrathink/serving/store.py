@@ -73,6 +73,8 @@ class IdCodec:
             return None
         if len(raw) <= _HEAD.size + _MAC:
             return None
+        if base64.urlsafe_b64encode(raw).decode().rstrip("=") != pid:
+            return None  # only the spelling ``make`` wrote: one prediction, one id string
         payload, mac = raw[:-_MAC], raw[-_MAC:]
         good = hashlib.blake2b(payload, key=self._key, digest_size=_MAC).digest()
         if not hmac.compare_digest(mac, good):
