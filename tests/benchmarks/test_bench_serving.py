@@ -32,7 +32,7 @@ MISS_EXTRA_P50_US = 20.0
 BATCH_ROWS_PER_S = 500_000
 RATE = 2000.0  # requests/s, well under saturation: latency, not throughput
 N = 3500
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _cli(home: Path, *argv: str) -> None:

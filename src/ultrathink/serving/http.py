@@ -82,7 +82,12 @@ def json_response(status: int, value: Any, headers: tuple[tuple[str, str], ...] 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
+_OK = b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s"
+
+
 def _encode(response: Response, keep: bool) -> bytes:
+    if keep and not response.headers and response.status == 200:  # the common answer
+        return _OK % (response.content_type, len(response.body), response.body)
     reason = _REASONS.get(response.status, b"Unknown")
     head = [
         b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"

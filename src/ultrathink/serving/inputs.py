@@ -59,6 +59,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
 
 def check_fields(body: dict[str, Any], allowed: frozenset[str], required: tuple[str, ...]) -> None:
     """Unknown or missing top-level fields are 422s that name them."""
+    if body.keys() <= allowed and len(body) >= len(required) == 1 and required[0] in body:
+        return  # the common case: every field known, the one required present
     for name in body:
         if name not in allowed:
             rule = f"is not a field here; allowed: {', '.join(sorted(allowed)) or 'none'}"
