@@ -34,6 +34,10 @@ _STATS_EVERY = 2  # polls
 _FOLLOW_WAIT_S = 60.0
 
 
+class _NothingToDo(Exception):
+    """A change another worker has already made (raised by a plan under the lock)."""
+
+
 class Admin:
     """The admin routes and the background loop of one worker."""
 
@@ -141,6 +145,8 @@ class Admin:
         async with self._lock:
             try:
                 models, routing, need, control = await asyncio.to_thread(work)
+            except _NothingToDo:
+                return json_response(200, {"generation": app.generation, "changed": False})
             except Invalid:
                 raise
             except (ConfigError, UltrathinkError) as exc:
@@ -316,7 +322,7 @@ class Admin:
         def plan(control: dict[str, Any]) -> tuple[Routing, list[str]]:
             current = Routing.from_dict(control["routing"])
             if current.canary is None or current.canary.version != canary.version:
-                return current, []  # another worker rolled it back already
+                raise _NothingToDo  # another worker rolled it back already
             return current.without_canary(), []
 
         await self._change("canary-judge", "canary_rollback", plan, {
