@@ -27,6 +27,7 @@ from tests.integration.serve_fixtures import (
     feature_rows,
     primary_features,
     trained_registry,
+    wait_until,
 )
 
 MAX_BATCH = 8
@@ -552,9 +553,13 @@ def test_not_ready_until_the_models_are_warm(
                     assert predict.status == 200
                 # readiness flips to 200 only with the warm models, never back
                 statuses = [first.status]
-                while statuses[-1] != 200:
+
+                def became_ready() -> bool:
                     statuses.append(c.get("/readyz").status)
                     assert statuses[-1] in (200, 503)
+                    return statuses[-1] == 200
+
+                wait_until(became_ready, "/readyz 200", timeout_s=180, interval_s=0.02)
                 assert statuses.index(200) == len(statuses) - 1
                 proc.expect(r"^ready in ")
             assert c.get("/readyz").body == {

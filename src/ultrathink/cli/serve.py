@@ -127,13 +127,14 @@ def _serve(args: argparse.Namespace, context: CliContext) -> int:
         (resolve_version(registry, canary[0]), canary[1]) if canary else None,
         max_error_rate=args.canary_max_error_rate, max_p99_ms=args.canary_max_p99_ms,
     )  # fmt: skip
+    given_key = _read_key_file(args.api_key_file) if args.api_key_file else None
     sock = bind(args.host, args.port)
     port = sock.getsockname()[1]
     root = _serving_root(args.db)
     run_dir = root / f"run-{port}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a previous server's routing must not come back
     run_dir.mkdir(parents=True, exist_ok=True)
-    key_file, api_key = _api_key(args.api_key_file, run_dir)
+    key_file, api_key = given_key or _new_key(run_dir)
     options = ServeOptions(
         registry=registry, model=model, routing=routing.to_dict(), run_dir=run_dir,
         serving_db=root / "serving.db", api_key=api_key, cache_rows=args.cache_size,
@@ -190,14 +191,18 @@ def _default_model(registry: Path) -> str:
     return str(latest)
 
 
-def _api_key(path: str | None, run_dir: Path) -> tuple[Path, str]:
-    if path is None:
-        key_file = run_dir / "api-key"
-        key = secrets.token_urlsafe(32)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key + "\n")
-        return key_file, key
+def _new_key(run_dir: Path) -> tuple[Path, str]:
+    # no --api-key-file: a new key, readable by this user only, where the admin commands look
+    key_file = run_dir / "api-key"
+    key = secrets.token_urlsafe(32)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + "\n")
+    return key_file, key
+
+
+def _read_key_file(path: str) -> tuple[Path, str]:
+    # checked before anything is bound or written, so a refused start leaves nothing behind
     key_file = Path(path)
     try:
         st = key_file.stat()

@@ -223,7 +223,7 @@ class CanaryPolicy:
             )
         if p99_ms > self.max_p99_ms:
             reasons.append(
-                f"canary {self.version} latency p99 {p99_ms:.1f} ms > {self.max_p99_ms:g} ms "
+                f"canary {self.version} latency p99 {p99_ms:.4g} ms > {self.max_p99_ms:g} ms "
                 f"over {requests} requests"
             )
         return "; ".join(reasons) or None
