@@ -505,7 +505,7 @@ def registry_root(path: str | Path | None, db: str | Path | None = None) -> Path
     """The model registry: explicit, else ``models/`` next to the store (``db`` or default)."""
     if path:
         return Path(path)
-    return (Path(db) if db else default_db_path()).parent / "models"
+    return resolve_db(db).parent / "models"
 
 
 _TRAIN_OPTIONS = {

@@ -101,9 +101,9 @@ def _client_options(p: argparse.ArgumentParser, *, admin: bool = True) -> None:
 
 
 def _serving_root(db: str | None) -> Path:
-    from ultrathink.config import default_db_path
+    from ultrathink import services
 
-    return (Path(db) if db else default_db_path()).parent / "serving"
+    return services.resolve_db(db).parent / "serving"
 
 
 # --- the server -------------------------------------------------------------------------------

@@ -71,8 +71,7 @@ class Admin:
         except UltrathinkError as exc:
             app.last_error = str(exc)
             raise
-        app.install(models, routing, [])
-        app.generation, app.reload_tokens = generation, dict(reloads)
+        app.install(models, routing, [], generation, reloads)
         app.ready = True
         app.run_dir.write_stats(app.worker, app.snapshot())
 
@@ -110,8 +109,8 @@ class Admin:
             app.last_error = f"generation {control['generation']}: {exc}"
             app.generation = control["generation"]  # do not retry a broken load forever
             return
-        app.install(app.models.with_models(loaded, routing.versions()), routing, stale)
-        app.generation, app.reload_tokens = control["generation"], dict(reloads)
+        models = app.models.with_models(loaded, routing.versions())
+        app.install(models, routing, stale, control["generation"], reloads)
 
     # --- one change, the same way for every admin route -------------------------------------
     async def _change(self, who: str, kind: str, plan: Any, detail: dict[str, Any]) -> Response:
@@ -156,8 +155,7 @@ class Admin:
                     409, {"error": f"{kind} failed, still serving "
                           f"{', '.join(app.routing.versions())}: {exc}", "status": 409},
                 )  # fmt: skip
-            app.install(models, routing, need)
-            app.generation, app.reload_tokens = control["generation"], dict(control["reloads"])
+            app.install(models, routing, need, control["generation"], control["reloads"])
             self._seen_mtime = app.run_dir.control_mtime()
         await asyncio.to_thread(app.store.event, kind, who, detail)
         applied = await self._wait_for_workers(control["generation"])

@@ -90,7 +90,6 @@ class ServingApp:
         self.generation = 0
         self.reload_tokens: dict[str, int] = {}
         self.last_error: str | None = None
-        self.started_ns = time.monotonic_ns()
         self.seq = 0
         self._clock = LiveClock()
         self._buckets: dict[str, TokenBucket] = {}
@@ -235,8 +234,7 @@ class ServingApp:
         self.last_error = f"{model.version} raised {type(exc).__name__}: {exc}"
         if model is primary:
             return _error(503, f"model {model.version} failed to score: {type(exc).__name__}")
-        x = row_vector(features, primary, primary)
-        answer = (primary.predict_row(x), primary.out_of_range(x))
+        answer = primary.answer(row_vector(features, primary, primary))
         self.stats[primary.version].record(time.perf_counter_ns() - t0, answer[0])
         return self._answer(primary, answer, False)
 
@@ -380,14 +378,23 @@ class ServingApp:
         return Response(200, self._openapi)
 
     # --- state changes (the event loop's thread only) ---------------------------------------
-    def install(self, models: ModelSet, routing: Routing, invalidate: list[str]) -> None:
-        """Swap in new models and routing; drop the cache of reloaded versions."""
+    def install(
+        self,
+        models: ModelSet,
+        routing: Routing,
+        invalidate: list[str],
+        generation: int,
+        reloads: dict[str, int],
+    ) -> None:
+        """Swap in new models and routing of a control ``generation`` and its reload tokens;
+        drop the cache of reloaded versions."""
         for version in invalidate:
             self.cache.invalidate(version)
         for version in routing.versions():
             self.stats.setdefault(version, VariantStats(version))
         self.models = models
         self.routing = routing
+        self.generation, self.reload_tokens = generation, dict(reloads)
 
 
 def _tail(model: ServedModel, answer: tuple[float, tuple[str, ...]]) -> bytes:

@@ -124,7 +124,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False
         self.closing = False
         self.in_message = False
-        self.last_active = 0.0  # loop time of the last byte or answer (the idle sweep reads it)
+        self.last_active = 0.0  # monotonic time of the last byte or answer (for the idle sweep)
 
     # --- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

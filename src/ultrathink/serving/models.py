@@ -25,9 +25,6 @@ from ultrathink.models.compiled_kernels import predict_row as _predict_row
 
 __all__ = ["ModelSet", "ServedModel", "load_served", "resolve_version"]
 
-#: the ML strategy's defaults, reported when a version carries no tuned threshold
-_ENTRY, _EXIT = 0.55, 0.50
-
 
 @dataclass(frozen=True, eq=False)
 class ServedModel:
@@ -73,10 +70,7 @@ class ServedModel:
     def answer(self, x: np.ndarray) -> tuple[float, tuple[str, ...]]:
         """``(probability, out-of-range names)`` of one row: the request path's miss, with
         the compiled kernels called directly (each Python layer costs ~0.2 µs here)."""
-        p = float(_predict_row(x, *self.tables))
-        if _inside(x, self.low, self.high):
-            return p, ()
-        return p, self.out_of_range(x)
+        return float(_predict_row(x, *self.tables)), self.out_of_range(x)
 
     def predict_batch(self, X: np.ndarray) -> np.ndarray:
         """Probabilities for a float64 matrix in this model's column order."""
@@ -132,6 +126,7 @@ def resolve_version(registry: Path, version: str) -> str:
 
 def load_served(registry: Path, version: str) -> ServedModel:
     """Verify, unpickle, compile and warm up ``version`` (see the module docstring)."""
+    from ultrathink.decision.ml import MLStrategy
     from ultrathink.models.compiled import CompiledEnsemble
     from ultrathink.models.registry import ModelRegistry
 
@@ -149,16 +144,18 @@ def load_served(registry: Path, version: str) -> ServedModel:
     extra = info.extra or {}
     low = np.asarray(extra.get("low", [-math.inf] * width), dtype=np.float64)
     high = np.asarray(extra.get("high", [math.inf] * width), dtype=np.float64)
+    # the ML strategy's thresholds: its defaults, or the entry threshold a study tuned
+    defaults = MLStrategy.Params.model_fields
     tuned = (extra.get("decision") or {}).get("entry_threshold")
-    entry = float(tuned) if tuned is not None else _ENTRY
+    entry = float(tuned) if tuned is not None else defaults["entry_threshold"].default
     probe = np.zeros((4, width))
-    compiled.predict_batch(probe)
+    compiled.predict_batch(probe)  # the batch kernel is compiled separately from the row one
     # the request path scores a read-only view of the cache key's bytes: numba compiles a
-    # separate specialisation for read-only arrays, so compile it now, not on a request
+    # separate specialisation for read-only arrays, so compile both now, not on a request
     frozen = np.frombuffer(probe[0].tobytes(), dtype=np.float64)
     compiled.predict_row(frozen)
     _inside(frozen, low, high)
-    _inside(probe[0], low, high)  # the batch kernel is compiled separately from the row one
+    _inside(probe[0], low, high)
     return ServedModel(
         version=info.version,
         feature_names=names,
@@ -167,7 +164,7 @@ def load_served(registry: Path, version: str) -> ServedModel:
         low=low,
         high=high,
         entry_threshold=entry,
-        exit_threshold=min(_EXIT, entry),
+        exit_threshold=min(defaults["exit_threshold"].default, entry),
         data_hash=info.data_hash,
         n_trees=tuple(compiled.n_trees),  # type: ignore[arg-type]
         packer=struct.Struct(f"={width}d"),
