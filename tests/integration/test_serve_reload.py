@@ -253,6 +253,18 @@ def test_sigterm_while_two_workers_load_is_a_clean_stop(
     assert proc.output[-1].strip() == "stopped (drained)"
 
 
+def test_workers_exit_when_their_supervisor_is_killed(
+    tmp_path_factory: pytest.TempPathFactory, registry: Path
+) -> None:
+    # SIGKILL forwards nothing: the workers notice their parent is gone, drain and release the
+    # port instead of serving on as orphans
+    home = tmp_path_factory.mktemp("orphans") / "home"
+    with ServeProcess(home, "--registry", str(registry), "--workers", "2") as proc:
+        assert _status(proc, "/readyz") == 200
+        assert proc.stop(signal.SIGKILL) == -signal.SIGKILL
+        wait_until(lambda: _status(proc, "/livez") == 0, "the port released", timeout_s=60)
+
+
 def _status(proc: ServeProcess, path: str) -> int:
     try:
         return proc.call("GET", path)[0]

@@ -71,13 +71,31 @@ def options_from_json(text: str) -> ServeOptions:
 
 
 async def run_worker(
-    options: ServeOptions, sock: socket.socket, on_ready: Callable[[], None]
+    options: ServeOptions,
+    sock: socket.socket,
+    on_ready: Callable[[], None],
+    *,
+    parent: int | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT, then drain. Returns the exit code."""
+    """Serve until SIGTERM/SIGINT, then drain. Returns the exit code.
+
+    ``parent``: the supervisor's pid; the worker also drains and exits when it is gone
+    (killed with SIGKILL, it could forward nothing), so no orphan keeps the port."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watch = asyncio.ensure_future(_watch_parent(parent, stop)) if parent is not None else None
+    try:
+        return await _serve_until_stopped(options, sock, on_ready, stop)
+    finally:
+        if watch is not None:
+            watch.cancel()
+
+
+async def _serve_until_stopped(
+    options: ServeOptions, sock: socket.socket, on_ready: Callable[[], None], stop: asyncio.Event
+) -> int:
     app = ServingApp(options)
     server = HttpServer(app.handle, max_body=options.max_body)
     await server.start(sock)
@@ -103,6 +121,12 @@ async def run_worker(
     drained = await server.drain(DRAIN_S)
     app.store.close()
     return 0 if drained else 1
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    while os.getppid() == parent:
+        await asyncio.sleep(0.5)
+    stop.set()
 
 
 def serve(options: ServeOptions, sock: socket.socket, announce: Callable[[], None]) -> int:

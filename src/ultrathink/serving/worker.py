@@ -9,6 +9,7 @@ once its models are warm, and drains on SIGTERM.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -29,7 +30,7 @@ def main() -> int:
     def ready() -> None:
         print("ready", flush=True)
 
-    return uvloop.run(run_worker(options, sock, ready))
+    return uvloop.run(run_worker(options, sock, ready, parent=os.getppid()))
 
 
 if __name__ == "__main__":
