@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from ultrathink.core.clock import LiveClock
 from ultrathink.hardening.rate_limit import TokenBucket
@@ -203,7 +202,7 @@ class ServingApp:
                 answer = model.answer(x)
             except Exception as exc:
                 return self._variant_failed(model, primary, body["features"], exc, t0)
-            entry = (answer[0], _tail(model, answer))
+            entry = (answer[0], model.answer_json(answer))
             self.cache.put(version, key, entry, 64 + len(entry[1]))
         else:
             entry = hit
@@ -223,7 +222,7 @@ class ServingApp:
     def _answer(
         self, model: ServedModel, answer: tuple[float, tuple[str, ...]], cached: bool
     ) -> Response:
-        return self._respond(model, (answer[0], _tail(model, answer)), cached)
+        return self._respond(model, (answer[0], model.answer_json(answer)), cached)
 
     def _variant_failed(
         self, model: ServedModel, primary: ServedModel, features: Any, exc: Exception, t0: int
@@ -395,21 +394,6 @@ class ServingApp:
         self.models = models
         self.routing = routing
         self.generation, self.reload_tokens = generation, dict(reloads)
-
-
-def _tail(model: ServedModel, answer: tuple[float, tuple[str, ...]]) -> bytes:
-    # everything of a prediction's JSON after ``{"id":…,"cached":…,``
-    return orjson.dumps(
-        {
-            "version": model.version,
-            "probability": answer[0],
-            "decision": {
-                "entry_threshold": model.entry_threshold,
-                "exit_threshold": model.exit_threshold,
-                "out_of_range": answer[1],
-            },
-        }
-    )[1:]
 
 
 async def _refusing(pending: Awaitable[Response]) -> Response:

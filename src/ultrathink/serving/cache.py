@@ -285,27 +285,18 @@ class PredictionCache:
         ValueError
             If ``nbytes`` is negative.
         """
-        if type(key) is not bytes:
-            raise TypeError(
-                f"cache key must be bytes, was {type(key).__name__}; "
-                "pass the feature vector's .tobytes()"
-            )
-        try:
-            n = operator.index(nbytes)
-        except TypeError:
-            raise TypeError(
-                f"nbytes must be an integer, was {nbytes!r}; pass the value's size in bytes"
-            ) from None
-        if n < 0 or isinstance(nbytes, bool):
-            raise ValueError(
-                f"nbytes must be an integer >= 0, was {nbytes!r}; pass the value's size in bytes"
-            )
+        if type(key) is not bytes or type(nbytes) is not int or nbytes < 0:
+            n = _checked_put(key, nbytes)  # raises, or an integer-like nbytes (numpy, bool)
+        else:
+            n = nbytes
         if self._max_rows == 0:
             return
         size = len(key) + n + ENTRY_OVERHEAD_BYTES
         k = (version, key)
         data = self._data
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # as in ``get``: cheaper than ``with`` on the miss path
+        try:
             # without a TTL nothing expires: expiry is +inf and "now" -inf, so now < expiry
             now = self._clock() if self._ttl_s is not None else -math.inf
             old = data.pop(k, None)
@@ -331,6 +322,8 @@ class PredictionCache:
                     self._expirations += 1
                 else:
                     self._evictions += 1
+        finally:
+            lock.release()
 
     def invalidate(self, version: str) -> int:
         """Drop every entry of ``version``; return how many were dropped.
@@ -379,3 +372,24 @@ class PredictionCache:
         keys.discard(key)
         if not keys:
             del self._index[version]
+
+
+def _checked_put(key: Any, nbytes: Any) -> int:
+    # off the fast path: ``put``'s argument errors, or an nbytes that is an integer of another
+    # type (a numpy integer); a bool is refused, as a size written True is a caller's slip
+    if type(key) is not bytes:
+        raise TypeError(
+            f"cache key must be bytes, was {type(key).__name__}; "
+            "pass the feature vector's .tobytes()"
+        )
+    try:
+        n = operator.index(nbytes)
+    except TypeError:
+        raise TypeError(
+            f"nbytes must be an integer, was {nbytes!r}; pass the value's size in bytes"
+        ) from None
+    if n < 0 or isinstance(nbytes, bool):
+        raise ValueError(
+            f"nbytes must be an integer >= 0, was {nbytes!r}; pass the value's size in bytes"
+        )
+    return n

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from numba import njit
 
 from ultrathink.errors import ConfigError
@@ -62,15 +63,42 @@ class ServedModel:
     tables: tuple[np.ndarray, ...] = ()
     #: packs a row of numbers into the float64 bytes a vector of it has (the cache key)
     packer: struct.Struct = field(default_factory=lambda: struct.Struct("<0d"))
+    #: the answer JSON's constant parts around the probability and the out-of-range names
+    _head: bytes = field(init=False, repr=False)
+    _middle: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        dumps = orjson.dumps
+        head = b'"version":%s,"probability":' % dumps(self.version)
+        middle = b',"decision":{"entry_threshold":%s,"exit_threshold":%s,"out_of_range":' % (
+            dumps(self.entry_threshold),
+            dumps(self.exit_threshold),
+        )
+        object.__setattr__(self, "_head", head)
+        object.__setattr__(self, "_middle", middle)
 
     def predict_row(self, x: np.ndarray) -> float:
         """Probability of an up move for one float64 row in this model's column order."""
         return float(self.compiled.predict_row(x))
 
     def answer(self, x: np.ndarray) -> tuple[float, tuple[str, ...]]:
-        """``(probability, out-of-range names)`` of one row: the request path's miss, with
-        the compiled kernels called directly (each Python layer costs ~0.2 µs here)."""
-        return float(_predict_row(x, *self.tables)), self.out_of_range(x)
+        """``(probability, out-of-range names)`` of one row: the request path's miss. One
+        kernel call scores the row and checks its range (each numba dispatch costs ~0.5 µs
+        here, each Python layer ~0.2 µs)."""
+        p, inside = _score(x, self.low, self.high, *self.tables)
+        return p, () if inside else self.out_of_range(x)
+
+    def answer_json(self, answer: tuple[float, tuple[str, ...]]) -> bytes:
+        """Everything of a prediction's JSON after ``{"id":…,"cached":…,``: the bytes
+        ``orjson`` makes of ``{"version", "probability", "decision": {…}}``, from templates
+        (a third of the time of encoding the dict; a unit test checks they are equal)."""
+        names = answer[1]
+        return b"%s%s%s%s}}" % (
+            self._head,
+            orjson.dumps(answer[0]),
+            self._middle,
+            orjson.dumps(names) if names else b"[]",
+        )
 
     def predict_batch(self, X: np.ndarray) -> np.ndarray:
         """Probabilities for a float64 matrix in this model's column order."""
@@ -96,6 +124,19 @@ class ServedModel:
             "data_hash": self.data_hash,
             "trees": list(self.n_trees),
         }
+
+
+@njit(cache=True, nogil=True)
+def _score(
+    x: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    node_i: np.ndarray,
+    node_f: np.ndarray,
+    tree_i: np.ndarray,
+    params: np.ndarray,
+) -> tuple[float, bool]:  # pragma: no cover
+    return _predict_row(x, node_i, node_f, tree_i, params), _inside(x, low, high)
 
 
 @njit(cache=True, nogil=True)
@@ -153,9 +194,9 @@ def load_served(registry: Path, version: str) -> ServedModel:
     # the request path scores a read-only view of the cache key's bytes: numba compiles a
     # separate specialisation for read-only arrays, so compile both now, not on a request
     frozen = np.frombuffer(probe[0].tobytes(), dtype=np.float64)
-    compiled.predict_row(frozen)
-    _inside(frozen, low, high)
-    _inside(probe[0], low, high)
+    tables = (compiled.node_i, compiled.node_f, compiled.tree_i, compiled.params)
+    for row in (frozen, probe[0]):
+        _score(row, low, high, *tables)
     return ServedModel(
         version=info.version,
         feature_names=names,
@@ -168,7 +209,7 @@ def load_served(registry: Path, version: str) -> ServedModel:
         data_hash=info.data_hash,
         n_trees=tuple(compiled.n_trees),  # type: ignore[arg-type]
         packer=struct.Struct(f"={width}d"),
-        tables=(compiled.node_i, compiled.node_f, compiled.tree_i, compiled.params),
+        tables=tables,
     )
 
 
