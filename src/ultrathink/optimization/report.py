@@ -27,7 +27,11 @@ def write_report(study: Any, outcome: StudyOutcome, path: Path) -> Path:
     """Write the report of ``study`` to ``path`` (a directory gets ``STUDY.html``)."""
     if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
         path = path / f"{_safe(outcome.study_name)}.html"
-    text = render(study, outcome)
+    return write_html(path, render(study, outcome))
+
+
+def write_html(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (a clear error when it cannot be written)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -38,10 +42,26 @@ def write_report(study: Any, outcome: StudyOutcome, path: Path) -> Path:
     return path
 
 
-def render(study: Any, outcome: StudyOutcome) -> str:
-    """The report as one HTML page."""
+def page(title: str, summary: str, sections: list[tuple[str, str, str]]) -> str:
+    """One self-contained HTML page: ``sections`` are (title, note, figure or table html);
+    plotly.js is inlined once, so the page opens offline."""
     from plotly.offline import get_plotlyjs
 
+    body = "\n".join(
+        f"<section><h2>{html.escape(t)}</h2><p class=note>{html.escape(n)}</p>{f}</section>"
+        for t, n, f in sections
+    )
+    return (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        f"<title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
+        f"<h1>{html.escape(title)}</h1>{summary}{body}"
+        "</body></html>"
+    )
+
+
+def render(study: Any, outcome: StudyOutcome) -> str:
+    """The report as one HTML page."""
     sections: list[tuple[str, str, str]] = []  # (title, note, figure html)
     for title, note, make in _figures(study, outcome):
         try:
@@ -55,17 +75,7 @@ def render(study: Any, outcome: StudyOutcome) -> str:
             continue
         fig.update_layout(height=420, margin={"l": 60, "r": 20, "t": 40, "b": 50})
         sections.append((title, note, fig.to_html(full_html=False, include_plotlyjs=False)))
-    body = "\n".join(
-        f"<section><h2>{html.escape(t)}</h2><p class=note>{html.escape(n)}</p>{f}</section>"
-        for t, n, f in sections
-    )
-    return (
-        "<!doctype html><html><head><meta charset=utf-8>"
-        f"<title>study {html.escape(outcome.study_name)}</title>"
-        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
-        f"<h1>study {html.escape(outcome.study_name)}</h1>{_summary(outcome)}{body}"
-        "</body></html>"
-    )
+    return page(f"study {outcome.study_name}", _summary(outcome), sections)
 
 
 _CSS = (

@@ -22,7 +22,7 @@ from ultrathink.persistence.db import (
 
 TABLES = {
     "runs", "orders", "fills", "positions", "equity_chunks", "audit_log", "audit_head",
-    "audit_legacy", "schema_version",
+    "audit_legacy", "schema_version", "sweeps", "sweep_points",
 }  # fmt: skip
 
 
@@ -57,11 +57,11 @@ def test_migrate_creates_the_schema_and_is_idempotent(db_path: Path) -> None:
         triggers = _objects(conn, "trigger")
         versions = conn.execute("SELECT version, name FROM schema_version").fetchall()
 
-    assert first == second == len(load_migrations()) == 2
+    assert first == second == len(load_migrations()) == 3
     assert tables >= TABLES
     assert views == {"order_events"}
     assert {"audit_log_no_update", "audit_log_no_delete", "audit_legacy_no_update"} <= triggers
-    assert versions == [(1, "initial"), (2, "economic_audit")]
+    assert versions == [(1, "initial"), (2, "economic_audit"), (3, "sweeps")]
 
 
 def test_migration_2_records_the_runs_that_predate_the_economic_audit(db_path: Path) -> None:
@@ -90,29 +90,29 @@ def test_store_reopens_a_migrated_database(db_path: Path) -> None:
 def test_a_database_newer_than_the_code_is_refused(db_path: Path) -> None:
     with closing(connect(db_path)) as conn:
         migrate(conn)
-        conn.execute("INSERT INTO schema_version (version, name) VALUES (3, 'future')")
+        conn.execute("INSERT INTO schema_version (version, name) VALUES (4, 'future')")
 
     with pytest.raises(PersistenceError) as info:
         Store(db_path)
-    with pytest.raises(PersistenceError, match="schema version 3"):
+    with pytest.raises(PersistenceError, match="schema version 4"):
         Store(db_path, readonly=True)
 
     message = str(info.value)
     assert str(db_path) in message
-    assert "schema version 3" in message
-    assert "knows versions up to 2" in message
+    assert "schema version 4" in message
+    assert "knows versions up to 3" in message
     assert "upgrade ultrathink" in message
 
 
 def test_a_failing_migration_leaves_nothing_behind(db_path: Path) -> None:
     broken = [
         *load_migrations(),
-        Migration(3, "broken", "CREATE TABLE extra (x INTEGER);\nCREATE TABLE runs (y);\n"),
+        Migration(4, "broken", "CREATE TABLE extra (x INTEGER);\nCREATE TABLE runs (y);\n"),
     ]
     with closing(connect(db_path)) as conn:
         with pytest.raises(PersistenceError, match=r"cannot migrate .*already exists"):
             migrate(conn, broken)
-        assert schema_version(conn) == 2
+        assert schema_version(conn) == 3
         assert "extra" not in _objects(conn, "table")
         assert not conn.in_transaction
 
