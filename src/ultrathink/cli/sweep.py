@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,9 @@ def _handle(args: argparse.Namespace, context: CliContext) -> int:
         planned = plan(spec, args.max_points or _max_points_default())
         if args.report:
             services.check_output_path(args.report, "--report")
-        with _Progress(enabled=not args.json) as progress:
+        # stdout is the result's alone: what a backend prints while it runs (Ray reports a
+        # worker it lost and the retry, even with log_to_driver off) goes to stderr
+        with _Progress(enabled=not args.json) as progress, redirect_stdout(sys.stderr):
             try:
                 outcome = execute(
                     planned, store, sweep_id=sweep_id, workers=workers, ray_address=args.ray,
@@ -112,7 +115,11 @@ def _handle(args: argparse.Namespace, context: CliContext) -> int:
                 )  # fmt: skip
             except KeyboardInterrupt:
                 progress.stop()
-                last = store.recent(1)[0] if sweep_id is None else store.get(sweep_id)
+                started = sweep_id if sweep_id is not None else store.last_created
+                if started is None:
+                    print("sweep interrupted before it started: nothing stored", file=sys.stderr)
+                    return 130
+                last = store.get(started)
                 print(
                     f"sweep {last.sweep_id} interrupted: {last.done} of {last.n_points} points "
                     f"stored; continue with `ultrathink sweep --resume {last.sweep_id}`",

@@ -333,7 +333,9 @@ def execute(
             failed += head[0]["error"] is not None
             if on_progress:
                 on_progress(skipped + ran, len(plan_.points))
-            batches = batches_of(plan_, todo[1:], workers, db_path, head[0]["elapsed_s"])
+            # on Ray the cluster's CPUs set the spread of the batches, not this machine's
+            spread = int(ray.cluster_resources().get("CPU", workers)) if ray else workers
+            batches = batches_of(plan_, todo[1:], max(1, spread), db_path, head[0]["elapsed_s"])
             stream = _ray(ray, plan_, batches) if ray else _local(plan_, batches, workers)
             for results in stream:
                 store.add(sweep_id, results)

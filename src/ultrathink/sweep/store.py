@@ -50,6 +50,8 @@ class SweepStore:
         self.path = path
         self._conn = connect(path)
         migrate(self._conn)
+        #: the sweep this connection created last (None before any)
+        self.last_created: int | None = None
 
     def close(self) -> None:
         self._conn.close()
@@ -68,7 +70,8 @@ class SweepStore:
             (now, spec.strategy, json.dumps(spec.to_json(), sort_keys=True), n_points, backend),
         )
         assert cur.lastrowid is not None
-        return int(cur.lastrowid)
+        self.last_created = int(cur.lastrowid)
+        return self.last_created
 
     def get(self, sweep_id: int) -> SweepRecord:
         row = self._conn.execute(
