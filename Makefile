@@ -30,11 +30,13 @@ test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 ## Benchmarks: pytest budgets, the full suite (results appended to .bench/results.jsonl, plots
-## in .bench/plots), then the peer comparison in its own bench-only venvs (bench/peers).
+## in .bench/plots), then the peer comparisons in their own bench-only venvs (bench/peers): the
+## 1M-bar sma_cross against backtrader and NautilusTrader, and the sweep grid against
+## backtesting.py and vectorbt.
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench tests/benchmarks -p no:randomly -s
 	$(BIN)/ultrathink bench --plots .bench/plots
-	$(MAKE) bench-peers
+	$(MAKE) bench-peers bench-peers-sweep
 
 ## Regression check against a git ref (default HEAD~1): exit 1 on a significant slowdown.
 bench-compare: $(STAMP)
