@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import redirect_stdout
 from typing import Any
 
 from ultrathink.cli._registry import CliContext, Command, sub_parser
@@ -46,6 +47,13 @@ def _study_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="N worker processes sharing the study (default storage: studies.journal by the "
         "store); not reproducible",
+    )
+    g.add_argument(
+        "--ray",
+        metavar="ADDRESS|auto|local",
+        help="run the workers on a Ray cluster (with --n-jobs N: N workers, this process "
+        "included; default: one per CPU of the cluster). They share --storage, which every "
+        "node must reach: postgresql://… for a cluster of machines",
     )
     g.add_argument(
         "--report",
@@ -300,7 +308,8 @@ def _handle_model(args: argparse.Namespace, context: CliContext) -> int:
         register=not args.no_register,
         **_study_fields(args),
     )
-    with _Progress(args.n_trials, enabled=not args.json) as hook:
+    # stdout is the result's alone: Ray reports lost workers on stdout (see cli/sweep.py)
+    with _Progress(args.n_trials, enabled=not args.json) as hook, redirect_stdout(sys.stderr):
         outcome = run_model_study(spec, hook)
     _finish(args, outcome)
     return 0
@@ -318,6 +327,7 @@ def _study_fields(args: argparse.Namespace) -> dict[str, Any]:
         "storage": args.storage,
         "db": args.db,
         "n_jobs": args.n_jobs,
+        "ray": args.ray,
     }
 
 
@@ -356,7 +366,8 @@ def _handle_strategy(args: argparse.Namespace, context: CliContext) -> int:
         scheme=args.scheme,
         **_study_fields(args),
     )
-    with _Progress(args.n_trials, enabled=not args.json) as hook:
+    # stdout is the result's alone: Ray reports lost workers on stdout (see cli/sweep.py)
+    with _Progress(args.n_trials, enabled=not args.json) as hook, redirect_stdout(sys.stderr):
         outcome = run_strategy_study(spec, hook)
     _finish(args, outcome)
     return 0

@@ -34,6 +34,7 @@ import numpy as np
 
 from ultrathink.errors import ConfigError, UltrathinkError
 from ultrathink.optimization import study as studies
+from ultrathink.optimization.ray_workers import worker_id
 from ultrathink.optimization.space import SearchSpace, dimension_from_spec, parse_dimension
 from ultrathink.optimization.trials import (
     ProgressHook,
@@ -103,6 +104,7 @@ class ModelStudySpec:
     storage: str | None = None
     db: str | None = None
     n_jobs: int = 1
+    ray: str | None = None  # a Ray cluster's address: workers run there
 
 
 def parse_model_objectives(text: str) -> tuple[str, ...]:
@@ -201,10 +203,19 @@ def run_model_study(spec: ModelStudySpec, on_trial: ProgressHook | None = None) 
     study = prepared.study
     done = studies.finished(study)
     t0 = time.perf_counter()
-    run_trials(
-        study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
-        on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
-    )  # fmt: skip
+    if spec.ray is not None:
+        from ultrathink.optimization.ray_workers import run_trials_on_ray
+
+        run_trials_on_ray(
+            spec.ray, study, prepared.objective, n_total=spec.n_trials,
+            timeout_s=spec.timeout_s, on_trial=on_trial, n_jobs=spec.n_jobs,
+            prepare=prepare_worker, spec=spec,
+        )  # fmt: skip
+    else:
+        run_trials(
+            study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
+            on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
+        )  # fmt: skip
     outcome = summarize(study, list(spec.objectives), windows_count=prepared.n_folds - 1)
     outcome.kind = "model"
     assert spec.storage is not None
@@ -213,7 +224,7 @@ def run_model_study(spec: ModelStudySpec, on_trial: ProgressHook | None = None) 
     outcome.new_trials = studies.finished(study) - done
     outcome.resumed = prepared.resumed
     outcome.elapsed_s = time.perf_counter() - t0
-    outcome.reproducible = spec.n_jobs == 1 and spec.seed is not None
+    outcome.reproducible = spec.n_jobs == 1 and spec.ray is None and spec.seed is not None
     outcome.n_jobs = spec.n_jobs
     if spec.register and outcome.best:
         outcome.registered = _register_winner(study, spec, prepared, outcome)
@@ -282,7 +293,11 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
     }
     studies.silence_optuna()
     sampler = studies.make_sampler(
-        spec.sampler, spec.seed, space, len(directions), parallel=spec.n_jobs > 1
+        spec.sampler,
+        spec.seed,
+        space,
+        len(directions),
+        parallel=spec.n_jobs > 1 or spec.ray is not None,
     )
     pruner = studies.make_pruner(spec.pruner, len(splits))
     study, resumed = studies.open_study(storage, name, directions, sampler, pruner, identity)
@@ -330,6 +345,7 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
                 raise TrialRejected(reason)
             means.append(float(scores.mean()))
         out["folds"] = folds
+        out["worker"] = worker_id()
         out["windows"] = _nested(folds, spec.objectives)
         out["returns"] = pack_returns(np.concatenate(returns))
         out["fold_se"] = {

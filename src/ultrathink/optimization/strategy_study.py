@@ -27,6 +27,7 @@ import numpy as np
 
 from ultrathink.errors import ConfigError, UltrathinkError
 from ultrathink.optimization import study as studies
+from ultrathink.optimization.ray_workers import worker_id
 from ultrathink.optimization.space import SearchSpace
 from ultrathink.optimization.trials import (
     ProgressHook,
@@ -71,6 +72,7 @@ class StrategyStudySpec:
     storage: str | None = None
     db: str | None = None
     n_jobs: int = 1
+    ray: str | None = None  # a Ray cluster's address: workers run there
 
 
 @dataclass
@@ -94,17 +96,26 @@ def run_strategy_study(
     study = prepared.study
     done = studies.finished(study)
     t0 = time.perf_counter()
-    run_trials(
-        study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
-        on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
-    )  # fmt: skip
+    if spec.ray is not None:
+        from ultrathink.optimization.ray_workers import run_trials_on_ray
+
+        run_trials_on_ray(
+            spec.ray, study, prepared.objective, n_total=spec.n_trials,
+            timeout_s=spec.timeout_s, on_trial=on_trial, n_jobs=spec.n_jobs,
+            prepare=prepare_worker, spec=spec,
+        )  # fmt: skip
+    else:
+        run_trials(
+            study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
+            on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
+        )  # fmt: skip
     outcome = summarize(study, list(spec.objectives), windows_count=prepared.n_windows)
     outcome.storage = studies.redact(prepared.url)
     outcome.storage_url = prepared.url
     outcome.new_trials = studies.finished(study) - done
     outcome.resumed = prepared.resumed
     outcome.elapsed_s = time.perf_counter() - t0
-    outcome.reproducible = spec.n_jobs == 1 and spec.seed is not None
+    outcome.reproducible = spec.n_jobs == 1 and spec.ray is None and spec.seed is not None
     outcome.n_jobs = spec.n_jobs
     winner = outcome.best[0] if len(outcome.best) == 1 else None
     if winner is not None:  # what `backtest --params-from STUDY` reruns
@@ -157,7 +168,11 @@ def _prepare(spec: StrategyStudySpec) -> _Prepared:
     }
     studies.silence_optuna()
     sampler = studies.make_sampler(
-        spec.sampler, spec.seed, spec.space, len(directions), parallel=spec.n_jobs > 1
+        spec.sampler,
+        spec.seed,
+        spec.space,
+        len(directions),
+        parallel=spec.n_jobs > 1 or spec.ray is not None,
     )
     pruner = studies.make_pruner(spec.pruner, len(windows))
     study, resumed = studies.open_study(storage, name, directions, sampler, pruner, identity)
@@ -181,6 +196,7 @@ def _prepare(spec: StrategyStudySpec) -> _Prepared:
         out["windows"] = scores
         out["returns"] = pack_returns(bucketed_returns(result.equity))
         out["n_trades"] = len(result.trades)
+        out["worker"] = worker_id()
         if is_trades < spec.min_trades:
             reason = f"rejected: {is_trades} in-sample trades < --min-trades {spec.min_trades}"
             trial.set_user_attr("fail_reason", reason)

@@ -9,8 +9,14 @@ leaves to the caller:
 - a study records what it searches (kind, target, data, space, objectives, windows, fixed
   parameters, costs) and refuses to continue with anything else, so trials of different
   questions never mix;
-- heartbeats mark a trial whose process died as failed (``fail_stale_trials``) instead of
-  leaving it RUNNING.
+- on a database storage (SQLite, PostgreSQL, …) heartbeats mark a trial whose process died
+  as failed (``fail_stale_trials``) instead of leaving it RUNNING, and Optuna's
+  ``RetryHeartbeatStaleTrialCallback`` queues it again with the same parameters, so a worker
+  killed mid-trial loses no trial (``run_trials`` runs a queued trial even when the study
+  has reached ``--n-trials``);
+- ``postgresql://`` URLs are opened with psycopg 3 (``postgresql+psycopg://``; SQLAlchemy's
+  default driver for a bare ``postgresql://`` is psycopg2, which is not installed), while
+  the URL the user gave is what is shown, its password redacted.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -32,6 +39,11 @@ PRUNERS = ("median", "hyperband", "none")
 #: a trial's heartbeat; one older than the grace period belongs to a dead process
 HEARTBEAT_S = 5
 GRACE_S = 20
+#: how many times the trial of a dead process is queued again (its retries included): a
+#: parameter set that kills its worker every time is given up after that
+MAX_RETRY = 3
+#: seconds to wait for a database server to accept a connection (libpq waits forever)
+CONNECT_TIMEOUT_S = 10
 T = TypeVar("T")
 
 
@@ -42,8 +54,16 @@ class StudyError(UltrathinkError):
 def make_sampler(
     name: str, seed: int | None, space: SearchSpace, n_objectives: int, *, parallel: bool = False
 ) -> Any:
-    """The Optuna sampler called ``name``; TPE in a parallel study uses the constant liar
-    (running trials count as bad, so parallel workers do not all sample the same spot)."""
+    """The Optuna sampler called ``name``.
+
+    TPE always uses the constant liar (running trials count as bad, so workers do not all
+    sample the same spot), whatever ``parallel`` says: a study is parallel not only with
+    ``--n-jobs`` but whenever another process works on the same storage (two terminals, or
+    hosts sharing a PostgreSQL study), which no process can know when it samples. Alone on a
+    study it changes nothing: no other trial is running when one is sampled, so the trials
+    are the same (tests/integration/test_study_postgres.py checks it). ``parallel`` is kept
+    for the callers.
+    """
     import optuna
 
     if name not in SAMPLERS:
@@ -56,7 +76,7 @@ def make_sampler(
     if name == "cmaes" and any(d.kind == "cat" for d in space.dimensions):
         raise ConfigError("--sampler cmaes cannot search categorical parameters; use tpe")
     samplers: dict[str, Callable[[], Any]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=parallel),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constant_liar=True),
         "gp": lambda: optuna.samplers.GPSampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
@@ -87,21 +107,23 @@ def check_run_options(n_trials: int, timeout_s: float | None, n_jobs: int) -> No
 
 def with_storage(spec: T) -> T:
     """``spec`` with its storage URL decided: the one given, else ``studies.db`` beside the
-    store, or with ``--n-jobs`` > 1 the journal file ``studies.journal`` beside it (SQLite
-    is not built for several writing processes)."""
+    store, or with ``--n-jobs`` > 1 or ``--ray`` the journal file ``studies.journal`` beside
+    it (SQLite is not built for several writing processes; across machines, pass
+    ``--storage postgresql://…``)."""
     from ultrathink import services
 
     url = spec.storage  # type: ignore[attr-defined]
-    n_jobs = spec.n_jobs  # type: ignore[attr-defined]
+    # several processes: --n-jobs, or --ray (whose workers are processes of the cluster)
+    parallel = spec.n_jobs > 1 or getattr(spec, "ray", None) is not None  # type: ignore[attr-defined]
     if url is None:
         db = services.resolve_db(spec.db)  # type: ignore[attr-defined]
-        if n_jobs > 1:
+        if parallel:
             url = f"journal:{(db.parent / 'studies.journal').resolve()}"
         else:
             url = default_storage(db)
-    elif n_jobs > 1 and url.startswith("sqlite:"):
+    elif parallel and url.startswith("sqlite:"):
         raise ConfigError(
-            "--n-jobs > 1 cannot share a SQLite storage between processes; use "
+            "--n-jobs > 1 and --ray cannot share a SQLite storage between processes; use "
             "--storage journal:PATH (the default with --n-jobs) or postgresql://…"
         )
     return dataclasses.replace(spec, storage=url)  # type: ignore[type-var]
@@ -126,7 +148,12 @@ def default_storage(store_path: Path) -> str:
 
 
 def make_storage(url: str) -> Any:
-    """An Optuna storage for ``url`` (any RDB URL; ``journal:PATH`` for a journal file)."""
+    """An Optuna storage for ``url`` (any RDB URL; ``journal:PATH`` for a journal file).
+
+    A database storage records a heartbeat of every running trial; a trial whose heartbeat
+    is older than the grace period (its process died) is failed by the next process that
+    starts a trial or opens the study, and queued again with the same parameters.
+    """
     import optuna
 
     if url.startswith("journal:"):
@@ -140,13 +167,47 @@ def make_storage(url: str) -> Any:
     try:
         with _no_experimental_warnings():
             storage = optuna.storages.RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S
+                sqlalchemy_url(url),
+                engine_kwargs=_engine_kwargs(url),
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=MAX_RETRY
+                ),
             )
+    except ImportError as exc:  # the URL names a driver that is not installed
+        why = _first_line(exc.__cause__ or exc)
+        raise StudyError(
+            f"storage {redact(url)} cannot be opened: {why} (its driver is not installed; "
+            "postgresql://… uses psycopg 3, which is)"
+        ) from None
     except Exception as exc:  # SQLAlchemy raises many kinds; all mean "not reachable"
         raise StudyError(f"storage {redact(url)} cannot be opened: {_first_line(exc)}") from None
     if url.startswith("sqlite:"):
         _sqlite_wal(storage)
     return storage
+
+
+def _scheme(url: str) -> str:
+    scheme, sep, _ = url.partition("://")
+    return scheme.lower() if sep else ""
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL SQLAlchemy opens for ``url``: ``postgresql://`` and ``postgres://`` through
+    psycopg 3 (``postgresql+psycopg://``); any other URL, an explicit driver included, as
+    given."""
+    if _scheme(url) in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + url.partition("://")[2]
+    return url
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    """A PostgreSQL connection gives up after ``CONNECT_TIMEOUT_S`` (unless the URL sets
+    ``connect_timeout``), so an unreachable server is an error, not a hang."""
+    if sqlalchemy_url(url).startswith("postgresql+psycopg://") and "connect_timeout=" not in url:
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {}
 
 
 def _sqlite_wal(storage: Any) -> None:
@@ -174,12 +235,26 @@ def _writable_parent(path: Path) -> None:
 
 
 def redact(url: str) -> str:
+    """``url`` without its password (``user:***@host``; a ``password=`` query value too)."""
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest:
         creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+        if ":" in creds:
+            rest = f"{creds.split(':', 1)[0]}:***@{host}"
+    url = f"{scheme}{sep}{rest}"
+    return re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)
+
+
+def without_password(url: str) -> str:
+    """``url`` with no password at all, to print as a command someone can run (the driver
+    takes the password from ``PGPASSWORD`` or ``~/.pgpass`` instead)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        rest = f"{creds.split(':', 1)[0]}@{host}"
+    url = f"{scheme}{sep}{rest}"
+    url = re.sub(r"(?i)([?&])password=[^&]*&?", r"\1", url)
+    return url.rstrip("?&")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -233,7 +308,8 @@ def open_study(
 
 
 def fail_stale(study: Any) -> int:
-    """Mark the trials of dead processes failed; returns how many."""
+    """Mark the trials of dead processes failed (and, on a database storage, queue them
+    again: ``make_storage``); returns how many."""
     import optuna
 
     try:
@@ -263,10 +339,22 @@ def trial_counts(study: Any) -> dict[str, int]:
     return counts
 
 
+def waiting(study: Any) -> int:
+    """Queued trials (a dead process's trial queued again, or one enqueued by hand): they
+    are run even when the study has reached its ``--n-trials``, so none is lost."""
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
 def finished(study: Any) -> int:
     """Trials that count towards ``--n-trials``: complete, pruned or rejected. A trial
     interrupted by Ctrl-C or a crash does not count, so it is run again."""
-    counts = trial_counts(study)
+    return finished_in(trial_counts(study))
+
+
+def finished_in(counts: Mapping[str, int]) -> int:
+    """``finished`` from ``trial_counts``."""
     return sum(counts.get(k, 0) for k in ("complete", "pruned", "rejected"))
 
 

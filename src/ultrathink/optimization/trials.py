@@ -4,6 +4,9 @@
 (a seeded study repeats exactly), or with ``--n-jobs N`` in this process and N - 1 spawned
 workers that share a storage (Optuna's JournalStorage file by default). Parallel trials finish
 in an order the scheduler decides, so a parallel study is not reproducible, and says so.
+Other processes may work on the same study too (several commands on one PostgreSQL
+storage): every process stops once the study holds ``--n-trials`` ended trials, whoever ran
+them, and a queued trial (a dead worker's, queued again) is run even past that target.
 
 ``summarize`` turns the completed trials into the report: the winner or the Pareto front,
 the walk-forward table (each window's in-sample best, scored out of sample), the Deflated
@@ -115,10 +118,12 @@ class StudyOutcome:
 
 
 def stop_at(n_total: int) -> Callable[[Any, Any], None]:
-    """A callback that stops the study once it holds ``n_total`` ended trials."""
+    """A callback that stops the study once it holds ``n_total`` ended trials and no queued
+    one (counting the trials of every process that shares it)."""
 
     def callback(study: Any, trial: Any) -> None:
-        if studies.finished(study) >= n_total:
+        counts = studies.trial_counts(study)  # one read of the storage
+        if studies.finished_in(counts) >= n_total and not counts.get("waiting"):
             study.stop()
 
     return callback
@@ -141,11 +146,14 @@ def run_trials(
     can import it) rebuilds the study and the objective in each of ``n_jobs - 1`` workers;
     each worker's sampler is seeded ``seed + i`` when a seed is given.
     """
-    remaining = n_total - studies.finished(study)
+    # a queued trial runs even past the target: its parameters were chosen and never scored
+    remaining = max(n_total - studies.finished(study), studies.waiting(study))
     if remaining <= 0:
         return
-    callbacks = [on_trial] if on_trial is not None else []
-    if n_jobs <= 1:  # alone on the study: n_trials=remaining ends it exactly
+    callbacks = [stop_at(n_total)]  # other processes may share the study and run trials
+    if on_trial is not None:
+        callbacks.append(on_trial)
+    if n_jobs <= 1:  # alone on the study, n_trials=remaining ends it exactly
         study.optimize(
             objective, n_trials=remaining, timeout=timeout_s, catch=CATCH, callbacks=callbacks
         )
@@ -166,9 +174,8 @@ def run_trials(
         workers.append(proc)
     try:
         study.optimize(
-            objective, n_trials=remaining, timeout=timeout_s, catch=CATCH,
-            callbacks=[stop_at(n_total), *callbacks],
-        )  # fmt: skip
+            objective, n_trials=remaining, timeout=timeout_s, catch=CATCH, callbacks=callbacks
+        )
     finally:
         for proc in workers:
             proc.join()
@@ -309,7 +316,9 @@ def outcome_of(study: Any, storage: str) -> StudyOutcome:
 
 
 def dashboard_command(storage: str) -> str:
-    """The ``optuna-dashboard`` command line that opens a study's storage."""
+    """The ``optuna-dashboard`` command line that opens a study's storage: with the driver
+    this project uses (``postgresql+psycopg://``) and never a password (the driver reads
+    ``PGPASSWORD`` or ``~/.pgpass``)."""
     if storage.startswith("journal:"):
         return f"optuna-dashboard {storage.removeprefix('journal:')}"
-    return f"optuna-dashboard {storage}"
+    return f"optuna-dashboard {studies.sqlalchemy_url(studies.without_password(storage))}"
