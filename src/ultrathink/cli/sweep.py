@@ -172,11 +172,12 @@ def _print_list(store: Any, as_json: bool) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table("sweep", "created (UTC)", "strategy", "points", "done", "status", "backend",
+    t = Table("sweep", "created, UTC", "strategy", "points", "done", "status", "backend",
               "elapsed")  # fmt: skip
     for r in records:
-        t.add_row(str(r.sweep_id), r.created_utc, r.spec.strategy, f"{r.n_points:,}",
-                  f"{r.done:,}", r.status, r.backend, f"{r.elapsed_s:.1f} s")  # fmt: skip
+        created = r.created_utc[:16].replace("T", " ")
+        t.add_row(str(r.sweep_id), created, r.spec.strategy, f"{r.n_points:,}", f"{r.done:,}",
+                  r.status, r.backend, f"{r.elapsed_s:.1f} s")  # fmt: skip
     Console().print(t)
     return 0
 
@@ -221,18 +222,15 @@ def _print_sweep(store: Any, sweep_id: int, args: argparse.Namespace, outcome: A
         )
     console.print(line, highlight=False)
     names = list(record.spec.grid)
-    t = Table(*names, "data", "window", metric, "trades", "neighbours mean", "neighbours worst",
-              title=f"best {len(top)} by {metric}")  # fmt: skip
+    # the data and window columns only when the sweep has more than one of them
+    wide = len({(r.data, r.window) for r in rows}) > 1
+    t = Table(*names, *(("data", "window") if wide else ()), metric, "trades", "nbrs mean",
+              "nbrs worst", title=f"best {len(top)} by {metric}")  # fmt: skip
     for b in top:
-        t.add_row(
-            *(str(b["params"][n]) for n in names),
-            b["data"],
-            b["window"],
-            report._fmt(b["value"]),
-            report._fmt(b["n_trades"]),
-            report._fmt(b["neighbours_mean"]),
-            report._fmt(b["neighbours_worst"]),
-        )
+        t.add_row(*(str(b["params"][n]) for n in names),
+                  *((b["data"], b["window"]) if wide else ()),
+                  *(report._fmt(b[k]) for k in ("value", "n_trades", "neighbours_mean",
+                                                 "neighbours_worst")))  # fmt: skip
     console.print(t)
     for r in failed[:5]:
         console.print(f"failed: {r.params} on {r.data} {r.window}: {r.error}", highlight=False)
