@@ -105,6 +105,36 @@ def run_trials_on_ray(
         )
     finally:
         workers.join()
+    settle(study, objective, callbacks)
+
+
+def settle(study: Any, objective: Callable[[Any], Any], callbacks: list[Any]) -> None:
+    """After every worker has stopped: a trial still RUNNING belongs to a worker that died
+    (the others reached the target before its heartbeat went stale). Wait out its grace
+    period, fail it (which queues a copy with its parameters) and run the copies here, so
+    the study ends with no trial lost and none RUNNING. Storages without heartbeats (the
+    journal file) keep such a trial for the next run."""
+    import time
+
+    import optuna
+
+    from ultrathink.optimization import study as studies
+    from ultrathink.optimization.trials import CATCH
+
+    running = optuna.trial.TrialState.RUNNING
+    if not any(t.state == running for t in study.get_trials(deepcopy=False)):
+        return
+    if studies.fail_stale(study) == 0 and not hasattr(study._storage, "get_heartbeat_interval"):
+        return  # no heartbeats: nothing can tell a dead worker's trial from a live one
+    deadline = time.monotonic() + studies.HEARTBEAT_S + studies.GRACE_S + 10
+    while time.monotonic() < deadline:
+        studies.fail_stale(study)
+        if not any(t.state == running for t in study.get_trials(deepcopy=False)):
+            break
+        time.sleep(1.0)
+    queued = studies.waiting(study)
+    if queued:
+        study.optimize(objective, n_trials=queued, catch=CATCH, callbacks=callbacks[1:])
 
 
 def worker_id() -> str:
