@@ -203,19 +203,11 @@ def run_model_study(spec: ModelStudySpec, on_trial: ProgressHook | None = None) 
     study = prepared.study
     done = studies.finished(study)
     t0 = time.perf_counter()
-    if spec.ray is not None:
-        from ultrathink.optimization.ray_workers import run_trials_on_ray
-
-        run_trials_on_ray(
-            spec.ray, study, prepared.objective, n_total=spec.n_trials,
-            timeout_s=spec.timeout_s, on_trial=on_trial, n_jobs=spec.n_jobs,
-            prepare=prepare_worker, spec=spec,
-        )  # fmt: skip
-    else:
-        run_trials(
-            study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
-            on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
-        )  # fmt: skip
+    run_trials(
+        study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
+        on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
+        ray_address=spec.ray,
+    )  # fmt: skip
     outcome = summarize(study, list(spec.objectives), windows_count=prepared.n_folds - 1)
     outcome.kind = "model"
     assert spec.storage is not None

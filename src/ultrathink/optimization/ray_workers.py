@@ -76,38 +76,6 @@ def start(
     return RayWorkers(ray, refs)
 
 
-def run_trials_on_ray(
-    address: str,
-    study: Any,
-    objective: Callable[[Any], Any],
-    *,
-    n_total: int,
-    timeout_s: float | None,
-    on_trial: Callable[[Any, Any], None] | None,
-    n_jobs: int,
-    prepare: Callable[[Any], tuple[Any, Any]],
-    spec: Any,
-) -> None:
-    """``trials.run_trials`` with its workers on Ray: this process runs trials too (it reports
-    the progress), beside ``n_jobs - 1`` Ray workers (``n_jobs`` 1: one per cluster CPU)."""
-    from ultrathink.optimization import study as studies
-    from ultrathink.optimization.trials import CATCH, _worker, stop_at
-
-    remaining = max(n_total - studies.finished(study), studies.waiting(study))
-    if remaining <= 0:
-        return
-    workers = start(address, _worker, prepare, spec, n_total, timeout_s,
-                    n_jobs - 1 if n_jobs > 1 else None)  # fmt: skip
-    callbacks = [stop_at(n_total)] + ([on_trial] if on_trial is not None else [])
-    try:
-        study.optimize(
-            objective, n_trials=remaining, timeout=timeout_s, catch=CATCH, callbacks=callbacks
-        )
-    finally:
-        workers.join()
-    settle(study, objective, callbacks)
-
-
 def settle(study: Any, objective: Callable[[Any], Any], callbacks: list[Any]) -> None:
     """After every worker has stopped: a trial still RUNNING belongs to a worker that died
     (the others reached the target before its heartbeat went stale). Wait out its grace

@@ -139,12 +139,14 @@ def run_trials(
     n_jobs: int = 1,
     prepare: Callable[[Any], tuple[Any, Any]] | None = None,
     spec: Any = None,
+    ray_address: str | None = None,
 ) -> None:
     """Run trials until the study holds ``n_total`` ended ones (or ``timeout_s`` passes).
 
     With ``n_jobs > 1``, ``prepare(spec)`` (a module-level function, so a spawned process
     can import it) rebuilds the study and the objective in each of ``n_jobs - 1`` workers;
-    each worker's sampler is seeded ``seed + i`` when a seed is given.
+    each worker's sampler is seeded ``seed + i`` when a seed is given. With ``ray_address``
+    those workers are Ray tasks (``ray_workers``; ``n_jobs`` 1: one per cluster CPU).
     """
     # a queued trial runs even past the target: its parameters were chosen and never scored
     remaining = max(n_total - studies.finished(study), studies.waiting(study))
@@ -153,6 +155,21 @@ def run_trials(
     callbacks = [stop_at(n_total)]  # other processes may share the study and run trials
     if on_trial is not None:
         callbacks.append(on_trial)
+    if ray_address is not None:
+        from ultrathink.optimization import ray_workers
+
+        if prepare is None or spec is None:
+            raise UltrathinkError("ray_address needs prepare and spec")
+        on_ray = ray_workers.start(ray_address, _worker, prepare, spec, n_total, timeout_s,
+                                   n_jobs - 1 if n_jobs > 1 else None)  # fmt: skip
+        try:
+            study.optimize(
+                objective, n_trials=remaining, timeout=timeout_s, catch=CATCH, callbacks=callbacks
+            )
+        finally:
+            on_ray.join()
+        ray_workers.settle(study, objective, callbacks)
+        return
     if n_jobs <= 1:  # alone on the study, n_trials=remaining ends it exactly
         study.optimize(
             objective, n_trials=remaining, timeout=timeout_s, catch=CATCH, callbacks=callbacks
