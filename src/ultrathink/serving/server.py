@@ -133,6 +133,9 @@ def serve(options: ServeOptions, sock: socket.socket, announce: Callable[[], Non
     """Run one worker in this process, or supervise ``options.workers`` worker processes."""
     import uvloop
 
+    from ultrathink.serving.store import ServingStore
+
+    ServingStore.prepare(options.serving_db)  # once, before any worker opens it
     if options.workers <= 1:
         return uvloop.run(run_worker(options, sock, announce))
     return _Supervisor(options, sock).run(announce)

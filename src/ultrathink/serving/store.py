@@ -95,9 +95,15 @@ class ServingStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, timeout=30.0)
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+            # a prepared store (WAL, tables, MAC key) is opened without any write: SQLite
+            # answers "database is locked" at once, busy timeout or not, when two processes
+            # switch a new file to WAL together, so the supervisor prepares it before the
+            # workers start (``prepare``) and the workers only read here
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            if not self._prepared():
+                self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(
                 f"cannot open the serving store {path} ({exc}); pass --serving-db PATH in a "
@@ -105,17 +111,34 @@ class ServingStore:
             ) from None
         self._lock = threading.Lock()
 
+    @classmethod
+    def prepare(cls, path: Path) -> None:
+        """Create the store, its tables and its MAC key, so workers opening it write nothing."""
+        store = cls(path)
+        try:
+            store.mac_key()
+        finally:
+            store.close()
+
+    def _prepared(self) -> bool:
+        names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master")}
+        return {"meta", "feedback", "feedback_version", "events"} <= names
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     def mac_key(self) -> bytes:
         """The id MAC key, made once per store (a race between workers keeps the first)."""
-        with self._lock, self._db:
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('mac_key', ?)", (os.urandom(32),)
-            )
+        with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = 'mac_key'").fetchone()
+            if row is None:
+                with self._db:
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('mac_key', ?)",
+                        (os.urandom(32),),
+                    )
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'mac_key'").fetchone()
         return bytes(row[0])
 
     def add_feedback(self, pid: str, version: str, p: float, outcome: int) -> bool:
