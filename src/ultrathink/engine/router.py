@@ -102,6 +102,11 @@ class OrderRouter:
         self._unknown: dict[str, OrderRequest] = {}
         self.has_unknown_orders = False
 
+    @property
+    def rate_limiter(self) -> OrderRateLimiter | None:
+        """The order rate limiter, if any (for the snapshot's headroom)."""
+        return self._rate_limiter
+
     def timing_points(self) -> list[TimingPoint]:
         """Where the profiler may time this component (see ``core/timing.py``)."""
         return [

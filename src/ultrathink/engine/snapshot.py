@@ -10,12 +10,14 @@ to serialise and to keep.
 
 from __future__ import annotations
 
+import gc
 import time
 from array import array
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ultrathink.core.events import Fill
 from ultrathink.core.latency import percentiles_us
 from ultrathink.engine.working import WorkingOrders
 from ultrathink.portfolio.portfolio import Portfolio
@@ -61,11 +63,28 @@ class EngineSnapshot:
     hardening: Mapping[str, Any]
     decision_latency_us: Mapping[str, float] | None
     bars_per_s: float
+    #: decisions timed per second of wall time since the previous snapshot (0 when the
+    #: session does not measure decision latency)
+    decisions_per_s: float = 0.0
+    #: the newest fills, oldest first: (ts_ns, symbol, side, quantity, price)
+    recent_fills: tuple[tuple[int, str, str, float, float], ...] = ()
+    #: the last marked price of every symbol seen
+    prices: Mapping[str, float] = field(default_factory=dict)
+    #: tokens left in each order and cancel rate window (empty without rate limits)
+    rate_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    #: the strategy's decision statistics (model version, fallbacks, holds)
+    strategy: Mapping[str, Any] = field(default_factory=dict)
+    #: the session process's garbage collector: collections per generation
+    gc_collections: tuple[int, ...] = ()
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+
+#: how many of the newest fills a snapshot carries
+RECENT_FILLS = 20
 
 
 class SnapshotSource:
@@ -81,6 +100,9 @@ class SnapshotSource:
         n_fills: Callable[[], int],
         hardening: Callable[[], Mapping[str, Any]] | None,
         limits: Callable[[], Mapping[str, float | None]],
+        recent_fills: Callable[[], Sequence[Fill]] = tuple,
+        rate_limits: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
+        strategy_stats: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.portfolio = portfolio
         self.working = working
@@ -90,6 +112,9 @@ class SnapshotSource:
         self.n_fills = n_fills
         self.hardening = hardening
         self.limits = limits
+        self.recent_fills = recent_fills
+        self.rate_limits = rate_limits
+        self.strategy_stats = strategy_stats
 
 
 class SnapshotPublisher:
@@ -160,7 +185,9 @@ class SnapshotPublisher:
         pf, risk = src.portfolio, src.risk
         prev_n, prev_t = self._bars_at
         self._bars_at = (n_bars, now)
-        rate = (n_bars - prev_n) / ((now - prev_t) / 1e9) if now > prev_t else 0.0
+        span_s = (now - prev_t) / 1e9 if now > prev_t else float("inf")
+        rate = (n_bars - prev_n) / span_s
+        latency, decisions = self._latency_window()
         return EngineSnapshot(
             seq=self._seq, run_id=self._run_id, mode=self._mode, wall_ns=self._wall_ns(),
             clock_ns=clock_ns, replaying=replaying, finished=finished, n_bars=n_bars,
@@ -174,18 +201,26 @@ class SnapshotPublisher:
             order_counts=dict(src.order_counts()), denials=dict(src.denials()),
             n_fills=src.n_fills(),
             hardening=dict(src.hardening()) if src.hardening is not None else {},
-            decision_latency_us=self._latency_window(), bars_per_s=rate,
+            decision_latency_us=latency, bars_per_s=rate, decisions_per_s=decisions / span_s,
+            recent_fills=tuple(
+                (f.ts_ns, f.symbol, f.side.value, f.quantity, f.price)
+                for f in src.recent_fills()[-RECENT_FILLS:]
+            ),
+            prices=pf.last_prices(),
+            rate_limits=src.rate_limits() if src.rate_limits is not None else {},
+            strategy=dict(src.strategy_stats()) if src.strategy_stats is not None else {},
+            gc_collections=tuple(g["collections"] for g in gc.get_stats()),
         )  # fmt: skip
 
-    def _latency_window(self) -> dict[str, float] | None:
+    def _latency_window(self) -> tuple[dict[str, float] | None, int]:
         lat = self._latency
         if lat is None:
-            return None
+            return None, 0
         window = lat[self._lat_from :]
         self._lat_from = len(lat)
         if not window:
-            return None
-        return percentiles_us(window)
+            return None, 0
+        return percentiles_us(window), len(window)
 
 
 def _positions(pf: Portfolio) -> tuple[PositionView, ...]:

@@ -36,7 +36,7 @@ from ultrathink.engine.kernel import Kernel, KernelParts, Pacer, Replay, StopTok
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.router import RISK_FAILURE, OrderRouter
-from ultrathink.engine.snapshot import SnapshotPublisher, SnapshotSource
+from ultrathink.engine.snapshot import RECENT_FILLS, SnapshotPublisher, SnapshotSource
 from ultrathink.engine.spec import RunSpec
 from ultrathink.engine.working import WorkingOrders
 from ultrathink.execution.paper import JournalSink
@@ -210,6 +210,7 @@ def _guards(
 
 def _snapshot_source(parts: KernelParts, working: WorkingOrders) -> SnapshotSource:
     booker, recorder, risk, guards = parts.booker, parts.recorder, parts.risk, parts.guards
+    limiter = parts.router.rate_limiter
     return SnapshotSource(
         parts.portfolio, working, risk,
         order_counts=lambda: {s.value: n for s, n in booker.status_counts.items()},
@@ -217,6 +218,9 @@ def _snapshot_source(parts: KernelParts, working: WorkingOrders) -> SnapshotSour
         n_fills=lambda: len(recorder.all_fills),
         hardening=guards.snapshot if guards is not None else None,
         limits=lambda: {name: getattr(risk.config, name) for name in MUTABLE_LIMITS},
+        recent_fills=lambda: recorder.all_fills[-RECENT_FILLS:],
+        rate_limits=limiter.headroom if limiter is not None else None,
+        strategy_stats=parts.strategy.stats,
     )  # fmt: skip
 
 

@@ -333,6 +333,15 @@ class OrderRateLimiter:
                 n_cancels_denied=self._n_cancels_denied,
             )
 
+    def headroom(self) -> dict[str, dict[str, float]]:
+        """Tokens left now in each account and cancel window: ``{label: {"available",
+        "limit"}}`` (per-symbol windows are left out: one per symbol traded)."""
+        with self._lock:
+            return {
+                label: {"available": bucket.available(), "limit": float(bucket.burst)}
+                for bucket, label, _ in self._account + self._cancel
+            }
+
     def _symbol_gates(self, symbol: str) -> tuple[_Gate, ...]:
         # Account gates first so a denial names the account when both are short.
         own = self._gates(self.config.per_symbol, f"symbol {symbol}", self._clock)

@@ -105,6 +105,10 @@ class Portfolio:
         """Every position that ever traded, flat ones included."""
         return dict(self._positions)
 
+    def last_prices(self) -> dict[str, float]:
+        """The last price marked for every symbol seen (a copy)."""
+        return dict(self._last_price)
+
     def last_price(self, symbol: str) -> float | None:
         """The last marked price of ``symbol``, or None before its first bar."""
         return self._last_price.get(symbol)

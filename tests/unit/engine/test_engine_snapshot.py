@@ -208,3 +208,45 @@ def test_without_guards_the_hardening_section_is_empty() -> None:
     snap = pub.publish(0, T0)
 
     assert snap.hardening == {} and snap.run_id is None and isinstance(snap, EngineSnapshot)
+
+
+def test_a_snapshot_carries_the_newest_fills_prices_rate_headroom_and_strategy_stats() -> None:
+    from ultrathink.core.clock import TestClock
+    from ultrathink.engine.snapshot import RECENT_FILLS
+    from ultrathink.hardening.rate_limit import OrderRateLimiter, RateLimitConfig, RateWindow
+
+    book, mono = Book(), Mono()
+    book.portfolio.mark("AAA", 100.0)
+    book.portfolio.mark("BBB", 20.0)
+    fills: list[Fill] = []
+    for i in range(RECENT_FILLS + 5):
+        fill = Fill(T0 + i, f"O-{i}", f"O-{i}-F1", "AAA", Side.BUY, 1.0, 100.0 + i, 0.0)
+        fills.append(fill)
+    limiter = OrderRateLimiter(
+        RateLimitConfig(windows=(RateWindow(limit=10, per_s=1.0),)), TestClock(T0)
+    )
+    assert limiter.check_order("AAA") is None
+    latency = array("q")
+    source = SnapshotSource(
+        book.portfolio, book.working, book.risk,
+        order_counts=lambda: book.counts, denials=lambda: book.denials,
+        n_fills=lambda: len(fills), hardening=None, limits=dict,
+        recent_fills=lambda: fills, rate_limits=limiter.headroom,
+        strategy_stats=lambda: {"fallbacks": {"forest": 2}},
+    )  # fmt: skip
+    pub = SnapshotPublisher(source, 1, "paper", latency, wall_ns=lambda: WALL, mono_ns=mono)
+
+    mono.ns += 500 * MS
+    latency.extend([1_000] * 40)
+    snap = pub.publish(40, T0)
+
+    assert len(snap.recent_fills) == RECENT_FILLS
+    assert snap.recent_fills[-1] == (T0 + RECENT_FILLS + 4, "AAA", "BUY", 1.0, 100.0 + 24)
+    assert snap.recent_fills[0][0] == T0 + 5, "the newest ones, oldest first"
+    assert snap.prices == {"AAA": 100.0, "BBB": 20.0}
+    headroom = snap.rate_limits["account limit 10 per 1 s"]
+    assert headroom == {"available": 9.0, "limit": 10.0}
+    assert snap.strategy == {"fallbacks": {"forest": 2}}
+    assert snap.decisions_per_s == pytest.approx(80.0)
+    assert len(snap.gc_collections) == 3
+    assert json.loads(json.dumps(snap.to_dict()))["recent_fills"][0][1] == "AAA"
