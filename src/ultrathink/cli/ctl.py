@@ -15,34 +15,28 @@ executes; this module only builds the command object, so it stays import-light (
 from __future__ import annotations
 
 import argparse
-import getpass
-import ipaddress
 import json
 import math
 import os
-import stat
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
 
 from ultrathink.cli._common import DB_HELP
 from ultrathink.cli._registry import CliContext, Command, sub_parser
 from ultrathink.cli._status import format_snapshot, is_snapshot
-from ultrathink.errors import UltrathinkError
-
-if TYPE_CHECKING:
-    import urllib.error
+from ultrathink.web.control_client import (
+    ControlClientError,
+    default_operator,
+    live_targets,
+    loopback_url,
+    post_command,
+    read_trusted,
+)
 
 #: Environment variable holding the token for ``--url`` (keeps it out of shell history).
 TOKEN_ENV = "ULTRATHINK_CONTROL_TOKEN"
-#: The session answers within its own 10 s command timeout; allow for the round trip.
-CLIENT_TIMEOUT_S = 15.0
 _OFF_VALUES = ("off", "none")
-
-
-class ControlClientError(UltrathinkError):
-    """The control command could not be delivered or was refused by the session."""
 
 
 class Target(NamedTuple):
@@ -155,13 +149,6 @@ def cmd_ctl(args: argparse.Namespace, context: CliContext) -> int:
     return code
 
 
-def _default_operator() -> str:
-    try:
-        return os.environ.get("USER") or getpass.getuser()
-    except (OSError, KeyError):  # no login name (containers without a passwd entry)
-        return "unknown"
-
-
 def _limit_value(text: str) -> float | str | None:
     if text.strip().lower() in _OFF_VALUES:
         return None
@@ -175,7 +162,7 @@ def _limit_value(text: str) -> float | str | None:
 def build_command(args: argparse.Namespace) -> dict[str, Any]:
     """The command object of the parsed ``ctl`` arguments (validated by the session)."""
     cmd = args.ctl_cmd
-    payload: dict[str, Any] = {"operator": args.operator or _default_operator()}
+    payload: dict[str, Any] = {"operator": args.operator or default_operator()}
     if args.reason:
         payload["reason"] = args.reason
     if cmd == "resume":
@@ -202,7 +189,7 @@ def resolve_targets(args: argparse.Namespace) -> list[Target]:
         token = args.token or os.environ.get(TOKEN_ENV)
         if not token:
             raise ControlClientError(f"--url needs a token: pass --token or set ${TOKEN_ENV}")
-        return [Target(args.url, _loopback_url(str(args.url), "--url"), token)]
+        return [Target(args.url, loopback_url(str(args.url), "--url"), token)]
     if args.session:
         content = read_trusted(Path(args.session))
         return [_target(Path(args.session).parent.name, content, args.token)]
@@ -231,60 +218,13 @@ def resolve_targets(args: argparse.Namespace) -> list[Target]:
     return [_target(*live[0], args.token)]
 
 
-def read_trusted(path: Path) -> dict[str, Any]:
-    """Read a control file if ``ctl`` may trust it (see the module docstring)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise ControlClientError(f"no control file at {path}") from None
-    except OSError as exc:
-        raise ControlClientError(f"cannot read the control file {path}: {exc}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ControlClientError(f"{path} is not a regular file: not trusted")
-    if st.st_uid != os.getuid() or st.st_mode & 0o077:
-        raise ControlClientError(
-            f"{path} must be owned by you and readable by nobody else (mode 0600): not trusted"
-        )
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ControlClientError(f"cannot read the control file {path}: {exc}") from None
-    if not isinstance(content, dict) or not content.get("url") or not content.get("token"):
-        raise ControlClientError(f"{path} has no url and token: not a control file")
-    return content
-
-
 def _target(label: str, content: dict[str, Any], token: str | None) -> Target:
-    url = _loopback_url(str(content["url"]), label)
+    url = loopback_url(str(content["url"]), label)
     return Target(label, url, str(token or content["token"]))
 
 
-def _loopback_url(url: str, where: str) -> str:
-    parts = urlsplit(url)
-    try:
-        loopback = parts.scheme == "http" and ipaddress.ip_address(parts.hostname or "").is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ControlClientError(
-            f"{where}: {url!r} is not an http URL on a loopback address (127.0.0.1 or ::1); "
-            "the token is never sent anywhere else"
-        )
-    return url
-
-
 def _live(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
-    from ultrathink.engine.sessions import live_sessions
-
-    out = []
-    for session in live_sessions(_db(args)):
-        try:
-            content = read_trusted(session.control_file)
-        except ControlClientError:
-            continue  # not ours, or not trustworthy: never send a token there
-        label = f"run {session.run_id}" if session.run_id is not None else session.directory.name
-        out.append((label, content))
-    return out
+    return live_targets(_db(args))
 
 
 def _db(args: argparse.Namespace) -> Path:
@@ -311,61 +251,6 @@ def _print_sessions(args: argparse.Namespace) -> int:
     for label, content in live:
         print(f"{label}: pid {content.get('pid')}, {content.get('strategy')}, {content.get('url')}")
     return 0
-
-
-def post_command(url: str, token: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """POST one command to ``{url}/v1/commands``; the result, or ControlClientError."""
-    import urllib.error  # lazy: 16 ms of imports every `ultrathink` start would pay
-    import urllib.request
-
-    request = urllib.request.Request(
-        url.rstrip("/") + "/v1/commands",
-        data=json.dumps(payload).encode(),
-        method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    # no proxies: an http_proxy setting must never receive the bearer token
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=CLIENT_TIMEOUT_S) as response:
-            body = response.read()
-    except urllib.error.HTTPError as exc:
-        try:
-            raise ControlClientError(_server_error(exc)) from None
-        finally:
-            exc.close()  # an HTTPError holds the response open
-    except urllib.error.URLError as exc:
-        raise ControlClientError(_unreachable(url, exc.reason)) from None
-    except TimeoutError:
-        raise ControlClientError(
-            f"the paper session at {url} did not answer within {CLIENT_TIMEOUT_S:g} s"
-        ) from None
-    except OSError as exc:  # connection reset mid-answer and the like
-        raise ControlClientError(_unreachable(url, exc)) from None
-    try:
-        result: dict[str, Any] = json.loads(body)
-    except ValueError:
-        raise ControlClientError(f"the server at {url} did not answer with JSON") from None
-    return result
-
-
-def _server_error(exc: urllib.error.HTTPError) -> str:
-    try:
-        message = json.loads(exc.read()).get("error")
-    except (OSError, ValueError, AttributeError):
-        message = None
-    return f"{message or exc.reason} (HTTP {exc.code})"
-
-
-def _unreachable(url: str, reason: object) -> str:
-    if isinstance(reason, ConnectionRefusedError):
-        return (
-            f"no paper session is listening at {url} (connection refused): it has ended, "
-            "or the session file is stale"
-        )
-    if isinstance(reason, TimeoutError):
-        return f"the paper session at {url} did not answer within {CLIENT_TIMEOUT_S:g} s"
-    return f"cannot reach the paper session at {url}: {reason}"
 
 
 def _flat(values: Any, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,175 @@
+"""Talking to a running paper session's control API: trusted control files, loopback-only
+URLs, commands and status (stdlib only, so ``ultrathink ctl`` stays import-light).
+
+The bearer token is only ever sent to a loopback address (127.0.0.0/8, ::1) named in a file
+that can be trusted: a regular file (not a link) owned by the current user and readable by
+nobody else, or a URL given explicitly (loopback only too). Used by ``ultrathink ctl`` and by
+the dashboard's live pages.
+"""
+
+from __future__ import annotations
+
+import getpass
+import ipaddress
+import json
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from ultrathink.errors import UltrathinkError
+
+if TYPE_CHECKING:
+    import urllib.error
+
+__all__ = [
+    "CLIENT_TIMEOUT_S",
+    "ControlClientError",
+    "default_operator",
+    "get_status",
+    "live_targets",
+    "loopback_url",
+    "post_command",
+    "read_trusted",
+]
+
+#: The session answers within its own 10 s command timeout; allow for the round trip.
+CLIENT_TIMEOUT_S = 15.0
+
+
+class ControlClientError(UltrathinkError):
+    """The control command could not be delivered or was refused by the session."""
+
+
+def default_operator() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (OSError, KeyError):  # no login name (containers without a passwd entry)
+        return "unknown"
+
+
+def read_trusted(path: Path) -> dict[str, Any]:
+    """Read a control file if ``ctl`` may trust it (see the module docstring)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ControlClientError(f"no control file at {path}") from None
+    except OSError as exc:
+        raise ControlClientError(f"cannot read the control file {path}: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ControlClientError(f"{path} is not a regular file: not trusted")
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ControlClientError(
+            f"{path} must be owned by you and readable by nobody else (mode 0600): not trusted"
+        )
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ControlClientError(f"cannot read the control file {path}: {exc}") from None
+    if not isinstance(content, dict) or not content.get("url") or not content.get("token"):
+        raise ControlClientError(f"{path} has no url and token: not a control file")
+    return content
+
+
+def loopback_url(url: str, where: str) -> str:
+    parts = urlsplit(url)
+    try:
+        loopback = parts.scheme == "http" and ipaddress.ip_address(parts.hostname or "").is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ControlClientError(
+            f"{where}: {url!r} is not an http URL on a loopback address (127.0.0.1 or ::1); "
+            "the token is never sent anywhere else"
+        )
+    return url
+
+
+def live_targets(db: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The live sessions of the store ``db`` whose control file can be trusted, as
+    ``(label, content)``: ``run 3`` (or the session directory's name for an unstored one)."""
+    from ultrathink.engine.sessions import live_sessions
+
+    out = []
+    for session in live_sessions(db):
+        try:
+            content = read_trusted(session.control_file)
+        except ControlClientError:
+            continue  # not ours, or not trustworthy: never send a token there
+        label = f"run {session.run_id}" if session.run_id is not None else session.directory.name
+        out.append((label, content))
+    return out
+
+
+def post_command(url: str, token: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST one command to ``{url}/v1/commands``; the result, or ControlClientError."""
+    return _call(url, token, "/v1/commands", payload)
+
+
+def get_status(url: str, token: str, operator: str, timeout_s: float = 5.0) -> dict[str, Any]:
+    """GET ``{url}/v1/status``: the session's latest snapshot (no kernel round trip)."""
+    return _call(url, token, "/v1/status", None, {"X-Operator": operator}, timeout_s)
+
+
+def _call(
+    url: str,
+    token: str,
+    path: str,
+    payload: dict[str, Any] | None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = 0.0,
+) -> dict[str, Any]:
+    import urllib.error  # lazy: 16 ms of imports every `ultrathink` start would pay
+    import urllib.request
+
+    timeout_s = timeout_s or CLIENT_TIMEOUT_S
+    request = urllib.request.Request(
+        url.rstrip("/") + path,
+        data=json.dumps(payload).encode() if payload is not None else None,
+        method="POST" if payload is not None else "GET",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                 **(headers or {})},
+    )  # fmt: skip
+    # no proxies: an http_proxy setting must never receive the bearer token
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout_s) as response:
+            body = response.read()
+    except urllib.error.HTTPError as exc:
+        try:
+            raise ControlClientError(_server_error(exc)) from None
+        finally:
+            exc.close()  # an HTTPError holds the response open
+    except urllib.error.URLError as exc:
+        raise ControlClientError(_unreachable(url, exc.reason, timeout_s)) from None
+    except TimeoutError:
+        raise ControlClientError(
+            f"the paper session at {url} did not answer within {timeout_s:g} s"
+        ) from None
+    except OSError as exc:  # connection reset mid-answer and the like
+        raise ControlClientError(_unreachable(url, exc, timeout_s)) from None
+    try:
+        result: dict[str, Any] = json.loads(body)
+    except ValueError:
+        raise ControlClientError(f"the server at {url} did not answer with JSON") from None
+    return result
+
+
+def _server_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        message = json.loads(exc.read()).get("error")
+    except (OSError, ValueError, AttributeError):
+        message = None
+    return f"{message or exc.reason} (HTTP {exc.code})"
+
+
+def _unreachable(url: str, reason: object, timeout_s: float) -> str:
+    if isinstance(reason, ConnectionRefusedError):
+        return (
+            f"no paper session is listening at {url} (connection refused): it has ended, "
+            "or the session file is stale"
+        )
+    if isinstance(reason, TimeoutError):
+        return f"the paper session at {url} did not answer within {timeout_s:g} s"
+    return f"cannot reach the paper session at {url}: {reason}"
