@@ -170,14 +170,130 @@ def train(
     )
 
 
-def write_reports(result: TrainResult, directory: Path) -> tuple[Path, Path]:
-    """Write the walk-forward report as HTML and Markdown next to the registry."""
+def write_reports(
+    result: TrainResult,
+    directory: Path,
+    *,
+    y_true: np.ndarray | None = None,
+    importances: dict[str, float] | None = None,
+) -> tuple[Path, Path]:
+    """Write the walk-forward report as HTML (interactive charts) and Markdown.
+
+    The HTML page (one file, plotly.js inlined, opens offline) holds the fold table, the
+    per-fold AUC and log loss, the distribution of the out-of-sample probabilities and, when
+    their inputs are given, the ROC and calibration curves and the feature importances.
+
+    Parameters
+    ----------
+    result : TrainResult
+        The trained version.
+    directory : Path
+        Where ``VERSION.html`` and ``VERSION.md`` go (created when missing).
+    y_true : np.ndarray or None
+        Class labels of the out-of-sample rows, aligned with ``result.report.proba`` (the
+        training rows' ``y`` at ``result.report.test_index``): the ROC and calibration
+        curves need them, and ``TrainResult`` does not hold them.
+    importances : dict or None
+        Feature name to importance of the final model (``TrainResult`` holds no model).
+
+    Returns
+    -------
+    (Path, Path)
+        The HTML and the Markdown file.
+    """
+    from ultrathink.web.html import write_html
+
     directory.mkdir(parents=True, exist_ok=True)
     html_path = directory / f"{result.version}.html"
     md_path = directory / f"{result.version}.md"
-    html_path.write_text(result.report.to_html(), encoding="utf-8")
+    write_html(html_path, _report_page(result, y_true, importances))
     md_path.write_text(result.report.to_markdown(), encoding="utf-8")
     return html_path, md_path
+
+
+def _report_page(
+    result: TrainResult, y_true: np.ndarray | None, importances: dict[str, float] | None
+) -> str:
+    import html
+
+    from ultrathink.models.report import describe_rule
+    from ultrathink.web import charts
+    from ultrathink.web.html import page
+
+    report = result.report
+    folds = [
+        {"fold": f.name.removeprefix("fold "), "auc": f.auc, "log_loss": f.log_loss,
+         "baseline_log_loss": f.baseline_log_loss}
+        for f in report.folds
+    ]  # fmt: skip
+    importance = ("feature importances", "not available: the training result holds no fitted "
+                  "model or importances", "")  # fmt: skip
+    if importances:
+        names = list(importances)
+        fig = charts.importances_figure(names, [importances[n] for n in names])
+        importance = (importance[0], "of the final model", charts.figure_div(fig, "importances"))
+    oos = "out-of-sample rows of every fold"
+    sections = [
+        ("walk-forward folds", "out-of-sample AUC and log loss of each fold's model; the "
+         "baseline predicts the training rows' class-1 rate",
+         charts.figure_div(charts.folds_figure(folds), "folds")),
+        *_label_sections(report, y_true),
+        importance,
+        ("prediction distribution", f"class-1 probability on the {oos} ({report.proba.size:,})",
+         charts.figure_div(charts.prediction_distribution_figure(report.proba), "proba")),
+    ]  # fmt: skip
+    start, end = (str(np.datetime64(t, "ns"))[:19] for t in
+                  (result.train_start_ns, result.train_end_ns))  # fmt: skip
+    table = report.to_html()
+    summary = (
+        f"<p>{result.n_rows:,} rows from {start} to {end} (UTC), "
+        f"{len(result.feature_names)} features, trained in {result.seconds:.1f} s.</p>"
+        + table[table.index("<table>") : table.index("</table>") + len("</table>")]
+        + f"<p class=note>{html.escape(describe_rule(report.rule))}</p>"
+    )
+    return page(f"model {result.version}: walk-forward report", summary, sections)
+
+
+def _label_sections(
+    report: WalkForwardReport, y_true: np.ndarray | None
+) -> list[tuple[str, str, str]]:
+    # ROC and calibration of the out-of-sample probabilities: they need the rows' labels
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_curve
+
+    from ultrathink.web import charts
+
+    titles = ("ROC curve", "calibration")
+    if y_true is None:
+        why = ("not available: the training result holds the out-of-sample probabilities but "
+               "not their labels")  # fmt: skip
+        return [(t, why, "") for t in titles]
+    y = np.asarray(y_true).reshape(-1)
+    if y.shape != report.proba.shape:
+        raise ConfigError(
+            f"y_true has {y.size} labels for {report.proba.size} out-of-sample predictions; "
+            "pass the labels at result.report.test_index"
+        )
+    if np.unique(y).size < 2:
+        why = "not defined: the out-of-sample rows hold a single class"
+        return [(t, why, "") for t in titles]
+    curves = []
+    bounds = np.cumsum([0] + [f.n_test for f in report.folds])
+    for f, lo, hi in zip(report.folds, bounds[:-1], bounds[1:], strict=True):
+        if np.unique(y[lo:hi]).size == 2:  # a single-class fold has no ROC curve
+            fpr, tpr, _ = roc_curve(y[lo:hi], report.proba[lo:hi])
+            curves.append((f.name, fpr, tpr, f.auc))
+    fpr, tpr, _ = roc_curve(y, report.proba)
+    curves.append(("all folds", fpr, tpr, report.overall.auc))
+    positive, predicted = calibration_curve(y, report.proba, n_bins=10)
+    return [
+        (titles[0], "out of sample, per fold and over all folds",
+         charts.figure_div(charts.roc_figure(curves), "roc")),
+        (titles[1], "out of sample over all folds: the fraction of class 1 among rows in each "
+         "of 10 equal-width probability bins against their mean prediction",
+         charts.figure_div(charts.calibration_figure([("all folds", predicted, positive)]),
+                           "calibration")),
+    ]  # fmt: skip
 
 
 @dataclass(frozen=True)

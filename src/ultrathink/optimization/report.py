@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ultrathink.errors import ConfigError
 from ultrathink.optimization.overfitting import return_moments
 from ultrathink.optimization.trials import StudyOutcome, trial_returns
+from ultrathink.web.html import page, write_html
 
 
 def write_report(study: Any, outcome: StudyOutcome, path: Path) -> Path:
@@ -28,36 +28,6 @@ def write_report(study: Any, outcome: StudyOutcome, path: Path) -> Path:
     if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
         path = path / f"{_safe(outcome.study_name)}.html"
     return write_html(path, render(study, outcome))
-
-
-def write_html(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (a clear error when it cannot be written)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except OSError as exc:
-        raise ConfigError(f"cannot write the report {path}: {exc.strerror}") from None
-    return path
-
-
-def page(title: str, summary: str, sections: list[tuple[str, str, str]]) -> str:
-    """One self-contained HTML page: ``sections`` are (title, note, figure or table html);
-    plotly.js is inlined once, so the page opens offline."""
-    from plotly.offline import get_plotlyjs
-
-    body = "\n".join(
-        f"<section><h2>{html.escape(t)}</h2><p class=note>{html.escape(n)}</p>{f}</section>"
-        for t, n, f in sections
-    )
-    return (
-        "<!doctype html><html><head><meta charset=utf-8>"
-        f"<title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style><script>{get_plotlyjs()}</script></head><body>"
-        f"<h1>{html.escape(title)}</h1>{summary}{body}"
-        "</body></html>"
-    )
 
 
 def render(study: Any, outcome: StudyOutcome) -> str:
@@ -76,14 +46,6 @@ def render(study: Any, outcome: StudyOutcome) -> str:
         fig.update_layout(height=420, margin={"l": 60, "r": 20, "t": 40, "b": 50})
         sections.append((title, note, fig.to_html(full_html=False, include_plotlyjs=False)))
     return page(f"study {outcome.study_name}", _summary(outcome), sections)
-
-
-_CSS = (
-    "body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}"
-    "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-    "text-align:right}th{background:#f3f3f3}.warn{color:#a40;font-weight:bold}"
-    ".note{color:#555;font-size:90%}section{margin-top:2em}"
-)
 
 
 def _summary(outcome: StudyOutcome) -> str:

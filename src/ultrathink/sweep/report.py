@@ -94,7 +94,7 @@ def render(record: SweepRecord, rows: list[PointRow], metric: str, x: str | None
     parameters (the best value over the others, data and windows), the metric's distribution."""
     import plotly.graph_objects as go
 
-    from ultrathink.optimization.report import page
+    from ultrathink.web.html import page
 
     grid = record.spec.grid
     names = list(grid)
@@ -159,7 +159,7 @@ def render(record: SweepRecord, rows: list[PointRow], metric: str, x: str | None
 
 def write(path: Path, record: SweepRecord, rows: list[PointRow], metric: str,
           x: str | None = None, y: str | None = None) -> Path:  # fmt: skip
-    from ultrathink.optimization.report import write_html
+    from ultrathink.web.html import write_html
 
     if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):
         path = path / f"sweep-{record.sweep_id}.html"
