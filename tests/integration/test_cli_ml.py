@@ -149,7 +149,8 @@ def test_train_prints_walk_forward_and_writes_v0001_with_reports(trained: Traine
     assert html == trained.root / "reports" / "v0001.html"
     page = html.read_text(encoding="utf-8")
     assert page.lstrip().lower().startswith("<!doctype html")
-    assert re.findall(r'<div id="(\w+)" class="plotly-graph-div"', page) == ["folds", "proba"]
+    divs = re.findall(r'<div id="(\w+)" class="plotly-graph-div"', page)
+    assert divs == ["folds", "roc", "calibration", "importances", "proba"]
     assert "<script src" not in page  # plotly.js is inline: the report opens offline
     assert html.with_suffix(".md").is_file()
     assert {p.name for p in (trained.root / "v0001").iterdir()} == VERSION_FILES

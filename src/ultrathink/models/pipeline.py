@@ -7,7 +7,7 @@ before the final fit on all kept rows, so every figure in it is out-of-sample.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,8 @@ class TrainResult:
     train_start_ns: int
     train_end_ns: int
     seconds: float
+    #: feature name -> importance of the final model (``ensemble_importances``)
+    importances: dict[str, float] = field(default_factory=dict)
 
 
 def _feature_index(names: tuple[str, ...] | None) -> np.ndarray:
@@ -147,6 +149,7 @@ def train(
     )  # fmt: skip
     model = fit_final(X, y, make_model)
     names = [FEATURE_NAMES[i] for i in index]
+    importances = ensemble_importances(model, names)
     version = registry.save(
         model,
         feature_names=names,
@@ -162,12 +165,35 @@ def train(
             "low": X.min(axis=0).tolist(),
             "high": X.max(axis=0).tolist(),
             "periods_per_year": ppy,
+            "importances": importances,
             **(extra or {}),
         },
     )
     return TrainResult(
-        version, report, len(X), names, int(ts[0]), int(ts[-1]), time.perf_counter() - t0
+        version, report, len(X), names, int(ts[0]), int(ts[-1]), time.perf_counter() - t0,
+        importances,
     )
+
+
+def ensemble_importances(model: EnsembleClassifier, names: list[str]) -> dict[str, float]:
+    """Feature importances of a fitted ensemble: each member's importances (the forest's and
+    LightGBM's ``feature_importances_``, the linear member's ``|coef|``) scaled to sum to 1,
+    then averaged with the ensemble's weights. A reading aid, not a causal claim."""
+    total = np.zeros(len(names))
+    for weight, member in zip(model.weights_, model.members_.values(), strict=True):
+        est = member.steps[-1][1] if hasattr(member, "steps") else member
+        raw = getattr(est, "feature_importances_", None)
+        if raw is None and hasattr(est, "coef_"):
+            raw = np.abs(np.asarray(est.coef_, dtype=np.float64)).reshape(-1)
+        if raw is None:
+            continue
+        values = np.asarray(raw, dtype=np.float64).reshape(-1)
+        if values.size != len(names) or not np.all(np.isfinite(values)) or values.sum() <= 0:
+            continue
+        total += weight * values / values.sum()
+    if total.sum() > 0:
+        total /= total.sum()
+    return {name: float(v) for name, v in zip(names, total, strict=True)}
 
 
 def write_reports(
@@ -190,11 +216,10 @@ def write_reports(
     directory : Path
         Where ``VERSION.html`` and ``VERSION.md`` go (created when missing).
     y_true : np.ndarray or None
-        Class labels of the out-of-sample rows, aligned with ``result.report.proba`` (the
-        training rows' ``y`` at ``result.report.test_index``): the ROC and calibration
-        curves need them, and ``TrainResult`` does not hold them.
+        Class labels of the out-of-sample rows, aligned with ``result.report.proba``, for
+        the ROC and calibration curves (default: ``result.report.y_true``).
     importances : dict or None
-        Feature name to importance of the final model (``TrainResult`` holds no model).
+        Feature name to importance of the final model (default: ``result.importances``).
 
     Returns
     -------
@@ -206,6 +231,10 @@ def write_reports(
     directory.mkdir(parents=True, exist_ok=True)
     html_path = directory / f"{result.version}.html"
     md_path = directory / f"{result.version}.md"
+    if y_true is None and result.report.y_true.size:
+        y_true = result.report.y_true
+    if importances is None and result.importances:
+        importances = result.importances
     write_html(html_path, _report_page(result, y_true, importances))
     md_path.write_text(result.report.to_markdown(), encoding="utf-8")
     return html_path, md_path

@@ -51,6 +51,8 @@ class WalkForwardReport:
         Row index (into ``X``) of every out-of-sample prediction, fold after fold.
     proba : np.ndarray
         Out-of-sample class-1 probability of each row in ``test_index``.
+    y_true : np.ndarray
+        The label of each row in ``test_index`` (for ROC and calibration curves).
     """
 
     folds: list[FoldMetrics]
@@ -58,6 +60,7 @@ class WalkForwardReport:
     rule: StrategyRule = field(default_factory=StrategyRule)
     test_index: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     proba: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
+    y_true: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.float64))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (NaN becomes None); the prediction arrays are left out."""
@@ -135,7 +138,7 @@ def walk_forward_report(
     overall = score_predictions(
         "overall", n_train_total, y_arr[test_index], proba_all, base_all, r_arr[test_index], rule
     )
-    return WalkForwardReport(folds, overall, rule, test_index, proba_all)
+    return WalkForwardReport(folds, overall, rule, test_index, proba_all, y_arr[test_index])
 
 
 def fit_final(X: Any, y: Any, make_model: Callable[[], EnsembleClassifier]) -> EnsembleClassifier:
