@@ -151,6 +151,8 @@ class RunRequest(BaseModel):
     report: str | None = None
     resume: int | None = None
     control: bool = False
+    #: serve the live dashboard of this paper session on this port (None: no dashboard)
+    dashboard_port: int | None = Field(default=None, ge=0, le=65535)
     speed: float | Literal["max"] | None = None
     model_url: str | None = None
     model_timeout_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
@@ -177,11 +179,16 @@ def execute_run(
     """
     if request.report:
         check_output_path(request.report, "--report")
+    if request.dashboard_port is not None:
+        from ultrathink.web.dashboard_child import check_port_free
+
+        check_port_free("127.0.0.1", request.dashboard_port)
     spec = _spec(request, profiler)
     with (
         _remote_closed(spec.strategy),
         Session(spec).open() as session,
         _control_server(request, session),
+        _dashboard(request, session),
         _graceful_sigint(session),
     ):
         if on_ready is not None:
@@ -214,6 +221,9 @@ def _spec(request: RunRequest, profiler: ProfilerFactory | None) -> RunSpec:
         mode = request.mode
     if len(data) == 0:
         raise DataSourceError(f"data {data.name!r} has no bars")
+    if request.dashboard_port is not None and not config.measure_latency:
+        # the live page draws the decision latency; timing costs two clock reads a bar
+        config = config.model_copy(update={"measure_latency": True})
     return RunSpec(strategy, data, config, mode, db, request.resume, profiler=profiler)
 
 
@@ -311,6 +321,22 @@ def _control_server(request: RunRequest, session: Session) -> Iterator[None]:
         server.stop()
         if lock is not None:
             lock.release()
+
+
+@contextmanager
+def _dashboard(request: RunRequest, session: Session) -> Iterator[None]:
+    # the live page in a process of its own: whatever happens to it, the session goes on
+    if request.dashboard_port is None or session.engine.control is None:
+        yield
+        return
+    from ultrathink.web.dashboard_child import DashboardChild
+
+    child = DashboardChild(resolve_db(request.db), request.dashboard_port, session.run_id)
+    child.start()
+    try:
+        yield
+    finally:
+        child.stop()
 
 
 @contextmanager

@@ -16,6 +16,9 @@ from typing import Any, Literal
 from ultrathink.cli._registry import HelpParser
 from ultrathink.errors import ConfigError
 
+#: the port of ``paper --dashboard`` (and of ``ultrathink dashboard``) unless given
+DEFAULT_DASHBOARD_PORT = 8200
+
 
 @dataclass(frozen=True)
 class ConfigOption:
@@ -140,6 +143,18 @@ def add_run_options(p: argparse.ArgumentParser, mode: str) -> None:
             action="store_true",
             help="no operator endpoint (default: `ultrathink ctl` can steer it)",
         )
+        g.add_argument(
+            "--dashboard",
+            action="store_true",
+            help="serve a live web page of the session (its own process, loopback only; "
+            "prints the URL and a one-time login link)",
+        )
+        g.add_argument(
+            "--dashboard-port",
+            type=int,
+            metavar="P",
+            help="port of --dashboard (default 8200; 0: any free port)",
+        )
 
 
 def add_model_server_options(g: Any) -> None:
@@ -168,6 +183,23 @@ def model_server_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {"model_url": args.model_url, "model_timeout_ms": timeout}
 
 
+def _dashboard_port(args: argparse.Namespace) -> int | None:
+    port = getattr(args, "dashboard_port", None)
+    if not getattr(args, "dashboard", False):
+        if port is not None:
+            raise ConfigError("--dashboard-port needs --dashboard")
+        return None
+    if args.no_control:
+        raise ConfigError("--dashboard needs the control endpoint: drop --no-control")
+    if args.no_store:
+        raise ConfigError("--dashboard needs a store (its pages read the run): drop --no-store")
+    if port is None:
+        return DEFAULT_DASHBOARD_PORT
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--dashboard-port must be 0..65535, was {port}")
+    return int(port)
+
+
 def run_request(args: argparse.Namespace, mode: str) -> Any:
     """The ``services.RunRequest`` of parsed run options."""
     from ultrathink import services
@@ -193,6 +225,7 @@ def run_request(args: argparse.Namespace, mode: str) -> Any:
         report=args.report,
         resume=resume,
         control=mode == "paper" and not args.no_control,
+        dashboard_port=_dashboard_port(args),
         speed=_speed(args.speed) if getattr(args, "speed", None) is not None else None,
         **model_server_fields(args),
     )

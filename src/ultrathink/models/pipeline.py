@@ -170,7 +170,13 @@ def train(
         },
     )
     return TrainResult(
-        version, report, len(X), names, int(ts[0]), int(ts[-1]), time.perf_counter() - t0,
+        version,
+        report,
+        len(X),
+        names,
+        int(ts[0]),
+        int(ts[-1]),
+        time.perf_counter() - t0,
         importances,
     )
 

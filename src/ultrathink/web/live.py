@@ -589,6 +589,7 @@ def live_routes(hub: LiveHub, operator: str | None = None) -> list[Any]:
         Route("/api/live/{key}/frame", frame),
         Route("/api/live/{key}/command", command, methods=["POST"]),
         Route("/assets/{name:str}", asset),
+        Route("/favicon.ico", lambda request: Response(status_code=204)),
     ]
 
 
