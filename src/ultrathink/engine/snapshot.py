@@ -208,9 +208,20 @@ class SnapshotPublisher:
             ),
             prices=pf.last_prices(),
             rate_limits=src.rate_limits() if src.rate_limits is not None else {},
-            strategy=dict(src.strategy_stats()) if src.strategy_stats is not None else {},
+            strategy=self._strategy_stats(),
             gc_collections=tuple(g["collections"] for g in gc.get_stats()),
         )  # fmt: skip
+
+    def _strategy_stats(self) -> dict[str, Any]:
+        # a strategy's stats() is its author's code, and may read state on_start sets: a
+        # failing one is shown, never allowed to stop the session
+        stats = self._source.strategy_stats
+        if stats is None:
+            return {}
+        try:
+            return dict(stats())
+        except Exception as exc:
+            return {"error": f"stats() failed: {exc!r}"[:200]}
 
     def _latency_window(self) -> tuple[dict[str, float] | None, int]:
         lat = self._latency

@@ -250,3 +250,15 @@ def test_a_snapshot_carries_the_newest_fills_prices_rate_headroom_and_strategy_s
     assert snap.decisions_per_s == pytest.approx(80.0)
     assert len(snap.gc_collections) == 3
     assert json.loads(json.dumps(snap.to_dict()))["recent_fills"][0][1] == "AAA"
+
+
+def test_a_failing_strategy_stats_is_shown_not_raised() -> None:
+    book, mono = Book(), Mono()
+
+    def broken() -> dict[str, object]:
+        raise AttributeError("'S' object has no attribute 'model' (set in on_start)")
+
+    source = book.source()
+    source.strategy_stats = broken
+    snap = SnapshotPublisher(source, 1, "paper", wall_ns=lambda: WALL, mono_ns=mono).publish(1, T0)
+    assert snap.strategy["error"].startswith("stats() failed: AttributeError")
