@@ -1,0 +1,210 @@
+"""Live feed cost (``make bench``): parse cost per bar line and bars/s end to end on loopback.
+
+Two measurements, each with its reference taken in the same run:
+
+* **Parse cost per line** (ns): ``orjson.loads`` alone, ``decode_line`` (orjson plus the
+  field and value checks and the ``Bar``), and the client's whole CPU path without sockets
+  (``LineSplitter`` + ``decode_lines`` + ``FeedArbiter.receive`` + ``take_many``), next to
+  the Python loop's own floor. Each figure is the mean over a batch of ``BATCH`` lines; the
+  median and p99 are over the batches, the variants alternating order every round.
+* **Bars per second, end to end**: a ``FeedPublisher`` writes pre-encoded bar lines (so
+  its encoding does not share the GIL with the client being measured) to a ``FeedClient``
+  whose consumer drains the queue; the time runs from the first write to the last bar taken.
+  The reference is raw loopback TCP moving the same bytes between two threads with no
+  parsing (the receiver only counts newlines). Rounds alternate, medians are reported.
+
+Budgets: ``decode_line`` at most 5 µs per line (median) and at least 20,000 bars/s end to
+end — a session of one-minute bars on 500 symbols needs ~10 bars/s, a stress test thousands.
+"""
+
+from __future__ import annotations
+
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from ultrathink.core.clock import TestClock
+from ultrathink.core.events import Bar
+from ultrathink.feed import FeedArbiter, FeedClient, FeedConfig, FeedPublisher, LineSplitter
+from ultrathink.feed.protocol import decode_line, decode_lines, encode_bar
+
+pytestmark = pytest.mark.bench
+
+N_LINES = 20_000
+BATCH = 1_000
+PARSE_ROUNDS = 60
+N_E2E = 200_000
+E2E_ROUNDS = 5
+CHUNK_LINES = 2_000
+DEADLINE_S = 120.0
+DECODE_BUDGET_NS = 5_000.0
+E2E_BUDGET_BARS_S = 20_000.0
+SYMBOLS = [f"S{k:03d}" for k in range(50)]
+
+
+def _bars(n: int, seed: int) -> list[Bar]:
+    rng = np.random.default_rng(seed)
+    close = 100.0 * np.exp(np.cumsum(rng.normal(0, 1e-3, n)))
+    spread = np.abs(rng.normal(0, 0.05, n))
+    volume = rng.integers(100, 100_000, n).astype(float)
+    t0 = 1_704_205_800_000_000_000
+    return [
+        Bar(t0 + (i // len(SYMBOLS)) * 60_000_000_000, SYMBOLS[i % len(SYMBOLS)], c, c + s, c - s,
+            c, v)
+        for i, (c, s, v) in enumerate(zip(close.tolist(), spread.tolist(), volume.tolist(),
+                                          strict=True))
+    ]  # fmt: skip
+
+
+def _lines(bars: list[Bar]) -> list[bytes]:
+    return [encode_bar(bar, seq)[:-1] for seq, bar in enumerate(bars)]
+
+
+def _per_line_ns(fn: Callable[[list[bytes]], object], batch: list[bytes]) -> float:
+    t0 = time.perf_counter_ns()
+    fn(batch)
+    return (time.perf_counter_ns() - t0) / len(batch)
+
+
+def _orjson(batch: list[bytes]) -> None:
+    loads = orjson.loads
+    for line in batch:
+        loads(line)
+
+
+def _decode(batch: list[bytes]) -> None:
+    for line in batch:
+        decode_line(line)
+
+
+def _floor(batch: list[bytes]) -> None:
+    noop = len
+    for line in batch:
+        noop(line)
+
+
+def _client_path() -> Callable[[list[bytes]], object]:
+    # the feed thread's and the consumer's work for one chunk, without the socket
+    clock = TestClock(0)
+    arbiter = FeedArbiter(FeedConfig(queue_size=BATCH), ["tcp://127.0.0.1:1"], clock)
+    arbiter.connected(0)
+    splitter = LineSplitter()
+
+    def run(batch: list[bytes]) -> object:
+        chunk = b"\n".join(batch) + b"\n"
+        arbiter.connected(0)  # a new connection: the same bars are valid again
+        arbiter.receive(0, decode_lines(splitter.feed(chunk), 65_536))
+        return arbiter.take_many(len(batch))
+
+    return run
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 1),
+        "p99": round(float(np.percentile(values, 99)), 1),
+    }
+
+
+def _parse_costs() -> dict[str, dict[str, float]]:
+    lines = _lines(_bars(N_LINES, seed=5))
+    batches = [lines[i : i + BATCH] for i in range(0, len(lines), BATCH)]
+    variants: dict[str, Callable[[list[bytes]], object]] = {
+        "orjson_loads": _orjson,
+        "decode_line": _decode,
+        "client_cpu_path": _client_path(),
+        "loop_floor": _floor,
+    }
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    for r in range(PARSE_ROUNDS):
+        batch = batches[r % len(batches)]
+        for name in names if r % 2 == 0 else names[::-1]:
+            samples[name].append(_per_line_ns(variants[name], batch))
+    return {name: _summary(values) for name, values in samples.items()}
+
+
+def _feed_bars_per_s(chunks: list[bytes], n_bars: int) -> float:
+    config = FeedConfig(queue_size=n_bars, stall_s=60.0)
+    pub = FeedPublisher(heartbeat_s=None, max_buffer_bytes=1 << 30)
+    with pub, FeedClient(pub.url, config=config) as feed:
+        assert pub.wait_for_clients(1, DEADLINE_S)
+        t0 = time.perf_counter()
+        for chunk in chunks:
+            pub.send_raw(chunk)
+        n_taken = 0
+        deadline = time.monotonic() + DEADLINE_S
+        while n_taken < n_bars:
+            assert time.monotonic() < deadline, feed.stats()
+            bar = feed.get(timeout=DEADLINE_S)
+            assert bar is not None
+            n_taken += 1 + len(feed.drain())
+        elapsed = time.perf_counter() - t0
+        stats = feed.stats()
+    assert stats.delivered == n_bars and stats.malformed == {} and stats.shed == {}
+    return n_bars / elapsed
+
+
+def _raw_lines_per_s(chunks: list[bytes], n_lines: int) -> float:
+    total = sum(len(c) for c in chunks)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = socket.create_connection(server.getsockname())
+        receiver, _ = server.accept()
+    ready = threading.Event()
+
+    def send() -> None:
+        ready.wait(DEADLINE_S)
+        for chunk in chunks:
+            sender.sendall(chunk)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    with sender, receiver:
+        t0 = time.perf_counter()
+        ready.set()
+        n_bytes = n_newlines = 0
+        while n_bytes < total:
+            data = receiver.recv(262_144)
+            assert data
+            n_bytes += len(data)
+            n_newlines += data.count(b"\n")
+        elapsed = time.perf_counter() - t0
+        thread.join(DEADLINE_S)
+    assert n_newlines == n_lines
+    return n_lines / elapsed
+
+
+def test_feed_parse_cost_and_end_to_end_throughput(
+    record: Callable[[str, dict[str, Any]], None],
+) -> None:
+    parse = _parse_costs()
+    lines = [line + b"\n" for line in _lines(_bars(N_E2E, seed=6))]
+    chunks = [b"".join(lines[i : i + CHUNK_LINES]) for i in range(0, N_E2E, CHUNK_LINES)]
+    rates: dict[str, list[float]] = {"feed_client": [], "raw_tcp": []}
+    for r in range(E2E_ROUNDS):
+        for name in ("feed_client", "raw_tcp") if r % 2 == 0 else ("raw_tcp", "feed_client"):
+            if name == "feed_client":
+                rates[name].append(_feed_bars_per_s(chunks, N_E2E))
+            else:
+                rates[name].append(_raw_lines_per_s(chunks, N_E2E))
+    e2e = {name: round(statistics.median(values)) for name, values in rates.items()}
+    record(
+        "feed",
+        {
+            "line_bytes_mean": round(sum(len(x) for x in lines) / len(lines), 1),
+            "parse_ns_per_line": parse,
+            "bars_per_s": e2e,
+            "bars_per_s_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
+            "feed_vs_raw": round(e2e["feed_client"] / e2e["raw_tcp"], 4),
+            "n_bars": N_E2E,
+        },
+    )
+    assert parse["decode_line"]["median"] <= DECODE_BUDGET_NS
+    assert e2e["feed_client"] >= E2E_BUDGET_BARS_S
