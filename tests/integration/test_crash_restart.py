@@ -19,14 +19,10 @@ no delay waits for a start-up: each lands wherever it lands.
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,8 +30,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ultrathink.engine.sessions import CONTROL_FILE_NAME, VENUE_JOURNAL_NAME, session_dir
+from ultrathink.engine.sessions import CONTROL_FILE_NAME, session_dir
 from ultrathink.persistence import Store
+from ultrathink.stress.chaos import (
+    PaperCommand,
+    finish,
+    kill_after,
+    kill_trial,
+    wait_for_file,
+)
+from ultrathink.stress.invariants import read_rows, run_state
 
 EXE = str(Path(sys.executable).with_name("ultrathink"))
 N_TRIALS = 13  # two kills each: 26 kills per mode, more trials if some kills came too late
@@ -51,114 +55,22 @@ MODES = {
 STRATEGY = ("--strategy", "sma_cross", "--param", "fast=3", "--param", "slow=8")
 
 
-# Degraded mode reacts to this machine's load (decision latency, CPU), which a comparison
-# with an uninterrupted run cannot: its thresholds are out of reach here. (A restart replays
-# degraded-mode transitions from the session's input log; test_engine_inputs covers that.)
-DETERMINISTIC = """
-[hardening.degraded]
-latency_enter_ms = 600000.0
-latency_exit_ms = 1.0
-cpu_enter_pct = 100000.0
-"""
-
-
 def _paper(db: Path, data: str, *extra: str, output: bool = False) -> subprocess.Popen[bytes]:
-    pipe = subprocess.PIPE if output else subprocess.DEVNULL
-    config = db.parent / "deterministic.toml"
-    if not config.exists():
-        config.write_text(DETERMINISTIC)
-    if "--resume" not in extra:
-        extra = (*extra, "--config", str(config))
-    return subprocess.Popen(
-        [EXE, "paper", "--data", data, *STRATEGY, "--db", str(db), "--json", *extra],
-        stdout=pipe,
-        stderr=pipe,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def _kill_after(proc: subprocess.Popen[bytes], delay_s: float) -> bool:
-    """SIGKILL ``proc`` after ``delay_s`` unless it ended first; True if it was killed."""
-    try:
-        proc.wait(timeout=delay_s)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        return True
-    return False
-
-
-def _rows(path: Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:  # a kill before the schema was created
-        return []
-    finally:
-        conn.close()
-
-
-def _journal(db: Path) -> Path:
-    return session_dir(db, 1) / VENUE_JOURNAL_NAME
-
-
-def _check_any_instant(db: Path) -> None:
-    # what must hold right after a kill, before any restart
-    fills = _rows(_journal(db), "SELECT fill_id, client_order_id FROM venue_fills")
-    orders = {r[0] for r in _rows(_journal(db), "SELECT client_order_id FROM venue_orders")}
-    ids = [f[0] for f in fills]
-    assert len(ids) == len(set(ids)), "a venue fill was recorded twice"
-    assert {f[1] for f in fills} <= orders, "a venue fill without its order"
-    store_fills = {r[0] for r in _rows(db, "SELECT fill_id FROM fills")}
-    assert store_fills <= set(ids), "the store has a fill the venue never executed"
-    store_orders = {r[0] for r in _rows(db, "SELECT client_order_id FROM orders "
-                                            "WHERE status != 'DENIED'")}  # fmt: skip
-    assert store_orders <= orders, "the store has an order the venue never received"
-
-
-def _state(db: Path) -> dict[str, Any]:
-    """Everything a run leaves in the store and the venue journal (not the audit trail)."""
-    out: dict[str, Any] = {
-        "orders": _rows(db, "SELECT * FROM orders ORDER BY client_order_id"),
-        "fills": _rows(db, "SELECT * FROM fills ORDER BY fill_id"),
-        "positions": _rows(db, "SELECT * FROM positions ORDER BY symbol"),
-        "venue_orders": _rows(_journal(db), "SELECT * FROM venue_orders ORDER BY rowid"),
-        "venue_fills": _rows(_journal(db), "SELECT * FROM venue_fills ORDER BY seq"),
-        "status": _rows(db, "SELECT status FROM runs"),
-    }
-    with Store(db) as store:
-        out["equity"] = [a.tolist() for a in store.load_equity(1)]
-    return out
+    return PaperCommand(data, STRATEGY).start(db, *extra, output=output)
 
 
 def _finish(db: Path, data: str, mode_args: tuple[str, ...]) -> None:
-    status = _rows(db, "SELECT status FROM runs")
-    if status == [("completed",)]:  # the last attempt was not killed: it ran to the end
-        return
-    if not status:  # every kill landed before the run existed
-        proc = _paper(db, data, *mode_args, output=True)
-    else:
-        proc = _paper(db, data, *mode_args, "--resume", "1", output=True)
-    _out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err.decode()[-3000:]
+    code, err = finish(PaperCommand(data, STRATEGY), db, mode_args)
+    assert code == 0, err[-3000:]
 
 
 def _trial(tmp: Path, mode: str, seed: int, span_s: float) -> tuple[int, dict[str, Any]]:
     data, mode_args = MODES[mode]
-    rng = random.Random(seed)
     db = tmp / f"{mode}-{seed}" / "u.db"
-    db.parent.mkdir()
-    kills = 0
-    for _ in range(KILLS_PER_TRIAL):
-        resume = ("--resume", "1") if _rows(db, "SELECT 1 FROM runs") else ()
-        proc = _paper(db, data, *mode_args, *resume)
-        if _kill_after(proc, rng.uniform(0.0, span_s)):
-            kills += 1
-            _check_any_instant(db)
-    _finish(db, data, mode_args)
-    return kills, _state(db)
+    trial = kill_trial(PaperCommand(data, STRATEGY), db, mode_args, seed, span_s, KILLS_PER_TRIAL)
+    assert not trial.problems, trial.problems  # what must hold right after every kill
+    assert trial.returncode == 0, trial.stderr[-3000:]
+    return trial.kills, trial.state
 
 
 @pytest.mark.slow
@@ -170,7 +82,7 @@ def test_random_kills_leave_exactly_the_uninterrupted_run(tmp_path: Path, mode: 
     t0 = time.monotonic()
     _finish(ref_db, data, mode_args)
     span_s = time.monotonic() - t0  # kills land anywhere in a run's life (rarely after)
-    expected = _state(ref_db)
+    expected = run_state(ref_db)
     assert expected["status"] == [("completed",)] and expected["fills"], "it needs trades"
 
     with ThreadPoolExecutor(max_workers=3) as pool:
@@ -191,24 +103,15 @@ def test_random_kills_leave_exactly_the_uninterrupted_run(tmp_path: Path, mode: 
     print(f"{mode}: {kills} kills in {len(trials)} trials, reference {span_s:.2f} s")
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[bytes], timeout_s: float = 120.0) -> None:
-    # a readiness signal: the file appears once the session serves its control endpoint
-    deadline = time.monotonic() + timeout_s
-    while not path.exists():
-        assert proc.poll() is None, "the session ended before it was ready"
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
 def test_a_second_resume_of_a_live_run_is_refused_and_writes_nothing(tmp_path: Path) -> None:
     db = tmp_path / "u.db"
     data = "synthetic:n_bars=100000,seed=5"
     live = _paper(db, data, "--speed", "60")
     try:
-        _wait_for(session_dir(db, 1) / CONTROL_FILE_NAME, live)
-        run_before = _rows(db, "SELECT * FROM runs")
+        wait_for_file(session_dir(db, 1) / CONTROL_FILE_NAME, live)
+        run_before = read_rows(db, "SELECT * FROM runs")
         lifecycle = "SELECT seq, kind FROM audit_log WHERE kind GLOB 'run.*'"
-        lifecycle_before = _rows(db, lifecycle)
+        lifecycle_before = read_rows(db, lifecycle)
 
         second = subprocess.run(
             [EXE, "paper", "--resume", "1", "--db", str(db), "--speed", "max"],
@@ -222,9 +125,9 @@ def test_a_second_resume_of_a_live_run_is_refused_and_writes_nothing(tmp_path: P
             "SELECT COUNT(*) FROM audit_log WHERE kind GLOB 'recovery.*' OR kind GLOB "
             "'killswitch.*'"
         )
-        assert _rows(db, foreign) == [(0,)], "the refused process wrote nothing"
-        assert _rows(db, lifecycle) == lifecycle_before
-        assert _rows(db, "SELECT * FROM runs") == run_before
+        assert read_rows(db, foreign) == [(0,)], "the refused process wrote nothing"
+        assert read_rows(db, lifecycle) == lifecycle_before
+        assert read_rows(db, "SELECT * FROM runs") == run_before
     finally:
         live.send_signal(signal.SIGKILL)
         live.wait()
@@ -233,7 +136,7 @@ def test_a_second_resume_of_a_live_run_is_refused_and_writes_nothing(tmp_path: P
                   output=True)  # fmt: skip
     _out, err = done.communicate(timeout=600)
     assert done.returncode == 0, err.decode()[-2000:]
-    assert _rows(db, "SELECT status FROM runs") == [("completed",)]
+    assert read_rows(db, "SELECT status FROM runs") == [("completed",)]
 
 
 def test_a_session_halted_before_the_crash_comes_back_halted(tmp_path: Path) -> None:
@@ -241,13 +144,13 @@ def test_a_session_halted_before_the_crash_comes_back_halted(tmp_path: Path) -> 
     data = "synthetic:n_bars=20000,seed=5"
     proc = _paper(db, data, "--speed", "3000")
     control = session_dir(db, 1) / CONTROL_FILE_NAME
-    _wait_for(control, proc)
+    wait_for_file(control, proc)
     halt = subprocess.run(
         [EXE, "ctl", "halt", "--db", str(db), "--run", "1", "--operator", "ops", "--reason", "t"],
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     assert halt.returncode == 0, halt.stderr
-    assert _kill_after(proc, 0.3), "the session ended before the kill"
+    assert kill_after(proc, 0.3), "the session ended before the kill"
 
     final = _paper(db, data, "--speed", "max", "--resume", "1", output=True)
     out, err = final.communicate(timeout=600)
@@ -258,7 +161,7 @@ def test_a_session_halted_before_the_crash_comes_back_halted(tmp_path: Path) -> 
     assert "operator ops" in result["trading_state_reason"]
     assert result["recovery"]["replayed_inputs"] == 1, "the halt was replayed at its bar"
     assert set(result["denial_reasons"]) <= {"TRADING_HALTED"}
-    halts = _rows(db, "SELECT detail FROM audit_log WHERE kind = 'operator.halt'")
+    halts = read_rows(db, "SELECT detail FROM audit_log WHERE kind = 'operator.halt'")
     assert len(halts) == 1, "replayed, never written twice"
     with Store(db) as store:
         ts, _equity, _cash = store.load_equity(1)
@@ -274,7 +177,7 @@ def test_commands_refused_before_the_crash_are_refused_again_and_the_resume_goes
     data = "synthetic:n_bars=20000,seed=5"
     proc = _paper(db, data, "--speed", "3000")
     control = session_dir(db, 1) / CONTROL_FILE_NAME
-    _wait_for(control, proc)
+    wait_for_file(control, proc)
 
     def ctl(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -287,7 +190,7 @@ def test_commands_refused_before_the_crash_are_refused_again_and_the_resume_goes
     not_halted = ctl("resume", "--reason", "nothing to resume")
     assert not_halted.returncode == 2 and "already ACTIVE" in not_halted.stderr
     assert ctl("disable", "SYN", "--reason", "t").returncode == 0
-    assert _kill_after(proc, 0.3), "the session ended before the kill"
+    assert kill_after(proc, 0.3), "the session ended before the kill"
 
     final = _paper(db, data, "--speed", "max", "--resume", "1", output=True)
     out, err = final.communicate(timeout=600)
@@ -296,6 +199,6 @@ def test_commands_refused_before_the_crash_are_refused_again_and_the_resume_goes
     result = json.loads(out)
     assert result["recovery"]["replayed_inputs"] == 3, "both refusals and the disable replayed"
     assert set(result["denial_reasons"]) <= {"SYMBOL_DISABLED", "MAX_POSITION"}
-    refused = _rows(db, "SELECT detail FROM audit_log WHERE kind = 'operator.refused'")
+    refused = read_rows(db, "SELECT detail FROM audit_log WHERE kind = 'operator.refused'")
     assert len(refused) == 2, "each refusal is in the audit trail once, never written twice"
-    assert _rows(db, "SELECT status FROM runs") == [("completed",)]
+    assert read_rows(db, "SELECT status FROM runs") == [("completed",)]
