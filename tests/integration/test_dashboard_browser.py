@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.integration import browser_fixtures
+
 from ultrathink.persistence import Store
 
 browser = browser_fixtures.browser
@@ -134,9 +134,7 @@ def test_an_operator_kills_the_session_from_the_page_and_the_audit_names_them(
     assert page.is_visible("#kill-yes"), "a confirmation step before anything is sent"
     page.click("#kill-yes")
 
-    page.wait_for_function(
-        "() => document.getElementById('result').textContent.includes('HALTED')"
-    )
+    page.wait_for_function("() => document.getElementById('result').textContent.includes('HALTED')")
     page.wait_for_function(
         "() => document.getElementById('state').textContent.startsWith('HALTED')"
     )
@@ -170,9 +168,7 @@ def test_a_run_page_draws_every_chart(tmp_path: Path, page: Any) -> None:
         page.goto(link)
         page.goto(link.split("/login")[0] + "/runs/1")
         charts = page.locator(".js-plotly-plot")
-        page.wait_for_function(
-            "() => document.querySelectorAll('.js-plotly-plot').length >= 5"
-        )
+        page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 5")
         assert charts.count() >= 5
         assert page.locator("text=audit").count() >= 1
         browser_fixtures.screenshot(page, "dashboard-run.png", full_page=False)
