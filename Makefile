@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck bench bench-compare clean
+.PHONY: venv run test lint typecheck bench bench-compare stress clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench tests/benchmarks -p no:randomly -s
 	$(BIN)/ultrathink bench --plots .bench/plots
 	$(MAKE) bench-peers bench-peers-sweep
+
+## The full stress suite (`make test` runs its --quick form); reports in .ultrathink/stress/.
+stress: $(STAMP)
+	$(BIN)/ultrathink stress suite
 
 ## Regression check against a git ref (default HEAD~1): exit 1 on a significant slowdown.
 bench-compare: $(STAMP)
