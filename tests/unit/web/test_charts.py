@@ -342,8 +342,11 @@ def test_training_report_has_fold_roc_calibration_and_distribution_charts(
     assert md.read_text(encoding="utf-8").startswith("| fold |")
     text = bare.read_text(encoding="utf-8")
     assert text.startswith("<!doctype html>") and "<td>overall</td>" in text
-    assert re.findall(r'<div id="(\w+)" class="plotly-graph-div"', text) == ["folds", "proba"]
-    assert text.count("not available: the training result holds") == 3
+    # the walk-forward keeps its out-of-sample labels: ROC and calibration by default
+    assert re.findall(r'<div id="(\w+)" class="plotly-graph-div"', text) == [
+        "folds", "roc", "calibration", "proba",
+    ]  # fmt: skip
+    assert text.count("not available: the training result holds") == 1
     text = full.read_text(encoding="utf-8")
     assert re.findall(r'<div id="(\w+)" class="plotly-graph-div"', text) == [
         "folds", "roc", "calibration", "importances", "proba",
