@@ -30,6 +30,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -466,7 +467,6 @@ _ASSETS = {"live.js": "text/javascript", "live.css": "text/css"}
 
 def live_page(key: str, label: str, operator: str) -> str:
     """The HTML of a session's live page (the data comes by SSE; see ``static/live.js``)."""
-    from html import escape
     from string import Template
 
     page = Template((_STATIC / "live.html").read_text(encoding="utf-8"))
@@ -475,8 +475,6 @@ def live_page(key: str, label: str, operator: str) -> str:
 
 def sessions_page(sessions: list[dict[str, Any]]) -> str:
     """The list of live sessions of the store."""
-    from html import escape
-
     rows = "".join(
         f"<tr><td><a href='/live/{escape(s['key'])}'>{escape(s['label'])}</a></td>"
         f"<td>{escape(str(s.get('mode') or ''))}</td><td>{escape(str(s.get('strategy') or ''))}"
@@ -527,7 +525,7 @@ def live_routes(hub: LiveHub, operator: str | None = None) -> list[Any]:
             return HTMLResponse(
                 sessions_page(await run_in_threadpool(hub.sessions)).replace(
                     "<main>", f"<main><section class='wide'><p>No live session "
-                    f"<b>{_esc(key)}</b>: it has ended or never ran. Its record is under "
+                    f"<b>{escape(key)}</b>: it has ended or never ran. Its record is under "
                     "<a href='/runs'>runs</a>.</p></section>", 1,
                 ),
                 status_code=404,
@@ -591,9 +589,3 @@ def live_routes(hub: LiveHub, operator: str | None = None) -> list[Any]:
         Route("/assets/{name:str}", asset),
         Route("/favicon.ico", lambda request: Response(status_code=204)),
     ]
-
-
-def _esc(text: str) -> str:
-    from html import escape
-
-    return escape(text)
