@@ -22,6 +22,7 @@ from ultrathink.features.validation import purged_walk_forward
 from ultrathink.features.vectorised import compute_features
 from ultrathink.models.ensemble import EnsembleClassifier
 from ultrathink.models.registry import ModelRegistry
+from ultrathink.models.registry_oos import OOS_FILE, encode_report
 from ultrathink.models.training import WalkForwardReport, fit_final, walk_forward_report
 
 _NS_PER_YEAR = 365.25 * 86_400e9
@@ -168,6 +169,7 @@ def train(
             "importances": importances,
             **(extra or {}),
         },
+        files=_oos_files(report),
     )
     return TrainResult(
         version,
@@ -179,6 +181,15 @@ def train(
         time.perf_counter() - t0,
         importances,
     )
+
+
+def _oos_files(report: WalkForwardReport) -> dict[str, bytes] | None:
+    # the out-of-sample labels and probabilities the model page draws its ROC, calibration
+    # and prediction charts from, binned to a size bounded by the folds (registry_oos.py); a
+    # file beside the model, not in info.json: every listing reads info.json, and derived
+    # versions copy its extra (a compressed model's own predictions differ)
+    data = encode_report(report)
+    return None if data is None else {OOS_FILE: data}
 
 
 def ensemble_importances(model: EnsembleClassifier, names: list[str]) -> dict[str, float]:

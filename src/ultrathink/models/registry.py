@@ -5,6 +5,8 @@ Layout under ``root``::
     registry.json            production version, promotion stack and history (atomic writes)
     v0001/model.pkl          the pickled model
     v0001/info.json          metadata: features, params, data hash, metrics, train period, ...
+    v0001/oos.npz            optional further files given to ``save(files=...)``: ``train``
+                             stores its out-of-sample predictions, binned (``registry_oos``)
     v0001/manifest.json      SHA-256 of every file above
     v0001/manifest.sha256    SHA-256 of manifest.json
 
@@ -45,6 +47,7 @@ from ultrathink.models.registry_meta import (
     MODEL_FILE,
     ModelInfo,
     build_info,
+    check_files,
     check_save_args,
     info_from_json,
     library_versions,
@@ -120,6 +123,7 @@ class ModelRegistry:
         metrics: dict[str, Any],
         train_period: tuple[int, int],
         extra: dict[str, Any] | None = None,
+        files: dict[str, bytes] | None = None,
     ) -> str:
         """Store ``model`` and its metadata as the next version; return its id (``"v0001"``…).
 
@@ -139,8 +143,14 @@ class ModelRegistry:
             UTC nanoseconds of the first and last training bar.
         extra : dict or None
             Any further JSON-serialisable metadata.
+        files : dict of str to bytes, or None
+            More files of the version (name: plain, not ``model.pkl``, ``info.json`` or a
+            manifest), hashed in its manifest like the others and read back with
+            :meth:`read_file`. Data too large or too specific for ``info.json``, which every
+            listing reads (``train`` stores its binned out-of-sample predictions here).
         """
         check_save_args(model, feature_names, data_hash, train_period)
+        payload = check_files(files)
         model_bytes = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
         with self._locked(), self._writing():
             version = _format_version(self._max_number() + 1)
@@ -152,7 +162,7 @@ class ModelRegistry:
             tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=self.root))
             try:
                 tmp.chmod(0o755)  # mkdtemp makes it owner-only; readers may run as others
-                write_version_files(tmp, {MODEL_FILE: model_bytes, INFO_FILE: info})
+                write_version_files(tmp, {**payload, MODEL_FILE: model_bytes, INFO_FILE: info})
                 tmp.rename(self.root / version)
                 fsync_dir(self.root)
             except BaseException:
@@ -194,6 +204,17 @@ class ModelRegistry:
         """Return the metadata of ``version`` (manifest and ``info.json`` verified)."""
         files = read_verified(self._dir(version), only={INFO_FILE})
         return info_from_json(version, files[INFO_FILE])
+
+    def read_file(self, version: str, name: str) -> bytes | None:
+        """The verified bytes of the file ``name`` saved with ``version`` (``save(files=)``),
+        or None when the version has no such file (e.g. saved before it was written).
+
+        Raises
+        ------
+        ModelIntegrityError
+            If the manifest, the file set or the file's hash does not match.
+        """
+        return read_verified(self._dir(version), only={name}).get(name)
 
     def list(self) -> builtins.list[ModelInfo]:
         """Return the metadata of every version, oldest first."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -14,7 +15,12 @@ import numpy as np
 
 from ultrathink.core.times import iso_ns
 from ultrathink.errors import ConfigError
-from ultrathink.models.artifacts import ModelIntegrityError, parse_json_file
+from ultrathink.models.artifacts import (
+    MANIFEST,
+    MANIFEST_HASH,
+    ModelIntegrityError,
+    parse_json_file,
+)
 
 MODEL_FILE = "model.pkl"
 INFO_FILE = "info.json"
@@ -90,6 +96,27 @@ def check_save_args(
         raise ConfigError(f"train_period must be (start_ns, end_ns) integers, was {train_period!r}")
     if int(train_period[0]) > int(train_period[1]):
         raise ConfigError(f"train_period start must be <= end, was {tuple(train_period)}")
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+_RESERVED = {MODEL_FILE, INFO_FILE, MANIFEST, MANIFEST_HASH}
+
+
+def check_files(files: dict[str, bytes] | None) -> dict[str, bytes]:
+    """The further files of ``ModelRegistry.save`` (``ConfigError`` for a bad name or value)."""
+    if files is None:
+        return {}
+    if not isinstance(files, dict):
+        raise ConfigError(f"files must be a dict of file name to bytes, was {type(files).__name__}")
+    for name, data in files.items():
+        if not isinstance(name, str) or not _FILE_NAME.match(name) or name in _RESERVED:
+            raise ConfigError(
+                f"file name {str(name)[:60]!r} must be a plain name (letters, digits, '.', '_', "
+                f"'-'; no path) other than {', '.join(sorted(_RESERVED))}"
+            )
+        if not isinstance(data, bytes):
+            raise ConfigError(f"file {name!r} must be bytes, was {type(data).__name__}")
+    return dict(files)
 
 
 def build_info(

@@ -496,3 +496,44 @@ def test_a_lock_file_that_is_a_directory_is_refused(registry, model):
 
     with pytest.raises(PersistenceError, match=r"cannot write \(Is a directory"):
         registry.promote(version)
+
+
+# -- further files (save(files=...), read_file) ---------------------------------------------------
+
+
+def test_further_files_are_hashed_and_read_back(registry, model):
+    version = save(registry, model, files={"oos.npz": b"\x00binned\xff"})
+    old = save(registry, model)
+    directory = registry.root / version
+
+    manifest = json.loads((directory / "manifest.json").read_text())
+
+    assert registry.read_file(version, "oos.npz") == b"\x00binned\xff"
+    assert registry.read_file(old, "oos.npz") is None, "a version saved without it: None"
+    assert set(manifest["files"]) == {"info.json", "model.pkl", "oos.npz"}
+    assert isinstance(registry.load(version).model, EnsembleClassifier)
+    (directory / "oos.npz").write_bytes(b"\x00edited\xff")
+    with pytest.raises(ModelIntegrityError, match=r"oos\.npz: SHA-256 does not match"):
+        registry.read_file(version, "oos.npz")
+    with pytest.raises(ModelIntegrityError, match=r"oos\.npz"):
+        registry.load(version)
+    with pytest.raises(ModelNotFoundError, match="v0009"):
+        registry.read_file("v0009", "oos.npz")
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"model.pkl": b"x"}, "must be a plain name"),
+        ({"manifest.json": b"x"}, "must be a plain name"),
+        ({"../escape": b"x"}, "must be a plain name"),
+        ({".hidden": b"x"}, "must be a plain name"),
+        ({"oos.npz": "text"}, "file 'oos.npz' must be bytes, was str"),
+        ([("oos.npz", b"x")], "files must be a dict"),
+    ],
+)
+def test_bad_further_files_leave_nothing_behind(registry, model, files, message):
+    with pytest.raises(ConfigError, match=message):
+        save(registry, model, files=files)
+
+    assert registry.latest() is None
