@@ -6,6 +6,15 @@ and handed to the strategy's ``on_fill``; an order event updates the view when t
 ends, is counted and recorded, then handed to ``on_order_event``. The router books its own
 decisions here too (denials, rejections of orders that never reached the broker), so one
 object counts every order's terminal state. Kernel thread only.
+
+A venue may report one execution twice (a resent execution report: same fill id). The repeat
+is dropped, counted (``n_duplicate_fills``) and audited (``fill.duplicate``), never booked:
+positions and cash stay those of a run that heard it once. The fill ids are kept per order
+only while it can still fill (``_Booked``); once the order has ended and every quantity its
+terminal event reports is booked, they are forgotten, and a later report of it is still
+recognised: its order is neither working in the view nor open at the venue, and an order
+that ended cannot fill again (``execution/orders.py``). Memory is O(working orders), not
+O(fills), over a session of any length.
 """
 
 from __future__ import annotations
@@ -22,6 +31,23 @@ from ultrathink.engine.working import WorkingOrders
 from ultrathink.errors import StrategyError
 from ultrathink.execution.orders import Order
 from ultrathink.portfolio.portfolio import Portfolio
+
+#: Quantity tolerance of the order state machine (``execution/orders.py``): an order whose
+#: booked quantity is within it of its terminal filled quantity expects no more fills.
+QTY_EPS = 1e-9
+#: Audit kind of a dropped repeat of a fill.
+DUPLICATE_FILL = "fill.duplicate"
+
+
+class _Booked:
+    """What the booker keeps of one order that has fills and may still get more."""
+
+    __slots__ = ("ended_qty", "ids", "qty")
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()  # fill ids booked
+        self.qty = 0.0  # quantity booked
+        self.ended_qty: float | None = None  # filled quantity its terminal event reported
 
 
 class ExecutionBooker:
@@ -48,11 +74,20 @@ class ExecutionBooker:
         self._strategy = strategy
         #: terminal states of the run's orders (DENIED included)
         self.status_counts: dict[OrderStatus, int] = {}
+        #: fill reports dropped as repeats (a fill id already booked, or an ended order's)
+        self.n_duplicate_fills = 0
+        # orders that may still fill and have fills booked, or ended awaiting reported fills
+        self._booked: dict[str, _Booked] = {}
         # hooks the strategy does not override are not called at all (two calls per order)
         self._on_event = _overridden(strategy, "on_order_event")
         self._on_fill = _overridden(strategy, "on_fill")
         # timing point: booking a fill into the portfolio
         self._apply_fill = portfolio.apply_fill
+
+    @property
+    def tracked_orders(self) -> int:
+        """Orders whose booked fill ids are kept (working ones with fills): memory, O(working)."""
+        return len(self._booked)
 
     def timing_points(self) -> list[TimingPoint]:
         """Where the profiler may time this component."""
@@ -64,7 +99,16 @@ class ExecutionBooker:
         if status in TERMINAL_STATUSES:
             counts = self.status_counts
             counts[status] = counts.get(status, 0) + 1
-            self._working.ended(event.client_order_id)
+            coid = event.client_order_id
+            self._working.ended(coid)
+            booked = self._booked.get(coid)
+            booked_qty = 0.0 if booked is None else booked.qty
+            if event.filled_qty <= booked_qty + QTY_EPS:
+                self._booked.pop(coid, None)  # every fill booked: nothing more can come
+            else:  # reported ahead of its last fills: keep recognising what was booked
+                if booked is None:
+                    booked = self._booked[coid] = _Booked()
+                booked.ended_qty = event.filled_qty
         self._recorder.event(event)
         if self._on_event is not None:
             try:
@@ -73,8 +117,25 @@ class ExecutionBooker:
                 raise hook_error(self._strategy, "on_order_event", exc) from exc
 
     def on_fill(self, fill: Fill, order: Order) -> None:
-        """An execution: the view, the portfolio, the record and the strategy's hook."""
-        self._working.filled(fill.client_order_id, fill.quantity)
+        """An execution: the view, the portfolio, the record and the strategy's hook.
+
+        A repeat (see the module docstring) is dropped, counted and audited instead.
+        """
+        coid = fill.client_order_id
+        booked = self._booked.get(coid)
+        if booked is None:
+            if not order.is_open and coid not in self._working:
+                self._duplicate(fill, order, "its order had ended, every fill booked")
+                return
+            booked = self._booked[coid] = _Booked()
+        elif fill.fill_id in booked.ids:
+            self._duplicate(fill, order, "this fill id was booked already")
+            return
+        booked.ids.add(fill.fill_id)
+        booked.qty += fill.quantity
+        if booked.ended_qty is not None and booked.qty >= booked.ended_qty - QTY_EPS:
+            del self._booked[coid]  # ended, and now every reported fill is booked
+        self._working.filled(coid, fill.quantity)
         pf = self._portfolio
         self._apply_fill(fill)
         self._recorder.fill(fill, pf.cash, pf.has_open_positions)
@@ -83,6 +144,15 @@ class ExecutionBooker:
                 self._on_fill(fill)
             except Exception as exc:
                 raise hook_error(self._strategy, "on_fill", exc) from exc
+
+    def _duplicate(self, fill: Fill, order: Order, why: str) -> None:
+        self.n_duplicate_fills += 1
+        detail = (
+            f"{fill.fill_id} of {fill.client_order_id} ({fill.side.value} {fill.quantity:g} "
+            f"{fill.symbol} @ {fill.price:g}) reported again: {why}; dropped, not booked twice "
+            f"(order {order.status.value}, filled {order.filled_qty:g})"
+        )
+        self._recorder.audit((fill.ts_ns, DUPLICATE_FILL, detail))
 
     def denied(self, denial: OrderDenied) -> None:
         """Risk (or a breaker, or the rate limiter) refused a request."""

@@ -5,6 +5,12 @@ order router adds an order when it is sent, and execution booking removes what f
 It keeps its own record of every working order's unfilled rest, so it never has to ask the
 broker (a real venue's answer would be a network call, and the paper broker may forget
 terminal orders to save memory).
+
+Quantities are floats: partial fills leave dust (a rest of 1e-12 after 3.3 + 6.7 of 10, a
+per-symbol sum of 2.3e-13 with nothing working). The view uses the accounting's tolerance
+(``_EPS``, the order state machine's and the portfolio's 1e-9): a rest within it is filled,
+the order leaves with its whole rest, and a symbol's sum is exactly 0 once its last working
+order leaves, so a strategy may compare it with 0.
 """
 
 from __future__ import annotations
@@ -36,42 +42,53 @@ class WorkingOrders:
         ``symbol -> last price or None``: values market orders in the notional sums.
     """
 
-    __slots__ = ("_by_id", "_last_price", "_pending")
+    __slots__ = ("_by_id", "_count", "_last_price", "_pending")
 
     def __init__(self, last_price: Callable[[str], float | None]) -> None:
         self._last_price = last_price
         self._by_id: dict[str, WorkingOrder] = {}
         self._pending: dict[str, float] = {}
+        self._count: dict[str, int] = {}  # working orders per symbol
 
     # -- updates ------------------------------------------------------------------------------
     def add(
         self, client_order_id: str, symbol: str, side: Side, quantity: float, price: float | None
     ) -> None:
         """An order was sent: ``quantity`` of it is working from now on."""
+        if client_order_id in self._by_id:  # sent twice: the first one's rest is replaced
+            self.ended(client_order_id)
         self._by_id[client_order_id] = WorkingOrder(client_order_id, symbol, side, quantity, price)
         signed = quantity if side is Side.BUY else -quantity
         self._pending[symbol] = self._pending.get(symbol, 0.0) + signed
+        self._count[symbol] = self._count.get(symbol, 0) + 1
 
     def filled(self, client_order_id: str, quantity: float) -> None:
-        """``quantity`` of the order filled; it leaves the view once nothing remains."""
+        """``quantity`` of the order filled; it leaves the view once at most dust remains."""
         order = self._by_id.get(client_order_id)
         if order is None:
             return
-        qty = min(quantity, order.remaining)
-        signed = qty if order.side is Side.BUY else -qty
+        rest = order.remaining - quantity
+        if rest <= _EPS:  # filled, within the accounting's tolerance: the whole rest leaves
+            self.ended(client_order_id)
+            return
+        signed = quantity if order.side is Side.BUY else -quantity
         self._pending[order.symbol] -= signed
-        rest = order.remaining - qty
-        if rest <= _EPS:
-            del self._by_id[client_order_id]
-        else:
-            self._by_id[client_order_id] = order._replace(remaining=rest)
+        self._by_id[client_order_id] = order._replace(remaining=rest)
 
     def ended(self, client_order_id: str) -> None:
         """The order reached a terminal state: its unfilled rest no longer works."""
         order = self._by_id.pop(client_order_id, None)
-        if order is not None:
+        if order is None:
+            return
+        symbol = order.symbol
+        left = self._count[symbol] - 1
+        if left:
+            self._count[symbol] = left
             signed = order.remaining if order.side is Side.BUY else -order.remaining
-            self._pending[order.symbol] -= signed
+            self._pending[symbol] -= signed
+        else:  # its last working order: exactly nothing works, whatever dust the sum kept
+            del self._count[symbol]
+            self._pending[symbol] = 0.0
 
     # -- OrdersView (risk) and WorkingBuys (sizing) -------------------------------------------
     def pending_qty(self, symbol: str) -> float:

@@ -41,7 +41,7 @@ class Rebuyer(Strategy):
     def on_bar(self, bar: Bar) -> None:
         symbol = bar.symbol
         ctx = self.ctx
-        # within 1e-9: the working-orders view keeps float dust after partial fills
+        # within the accounting's 1e-9 (the working-orders view is exactly 0 when empty)
         if abs(ctx.position(symbol)) < _EPS and abs(ctx.pending_qty(symbol)) < _EPS:
             self.target_position(symbol, self.order_size(symbol, bar.close))
 

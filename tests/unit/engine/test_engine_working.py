@@ -150,3 +150,55 @@ def test_the_sums_always_match_the_orders_and_never_go_negative(steps: list[Any]
             assert buys >= 0 and sells >= 0
         assert w.n_open_orders() == len(orders)
         assert w.pending_buy_notional() >= 0
+
+
+def test_a_dust_rest_leaves_with_the_order_and_the_sum_is_exactly_zero() -> None:
+    w = view()
+    w.add("O-1", "AAA", Side.BUY, 10.0, None)
+
+    w.filled("O-1", 3.3)
+    w.filled("O-1", 6.7 - 1e-12)  # a venue's float arithmetic: 1e-12 short of the rest
+
+    assert "O-1" not in w and w.n_open_orders() == 0
+    assert w.pending_qty("AAA") == 0.0, "no dust left working"
+
+
+def test_float_sums_of_several_orders_snap_to_zero_when_the_last_one_leaves() -> None:
+    w = view()
+    w.add("O-1", "AAA", Side.BUY, 0.1, None)
+    w.add("O-2", "AAA", Side.BUY, 0.2, None)  # 0.1 + 0.2 = 0.30000000000000004
+    w.filled("O-1", 0.1)
+    assert w.pending_qty("AAA") == pytest.approx(0.2, abs=1e-12)
+
+    w.filled("O-2", 0.2)
+
+    assert w.pending_qty("AAA") == 0.0
+
+
+# a partial fill of a working order: the fraction of its rest that fills
+_fraction = st.floats(0.01, 1.0) | st.sampled_from([1.0, 1.0 - 1e-12, 1.0 + 1e-12, 1 / 3])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.floats(0.001, 1e6), min_size=1, max_size=6),
+    fractions=st.lists(_fraction, min_size=1, max_size=40),
+    sides=st.lists(st.sampled_from(Side), min_size=6, max_size=6),
+)
+def test_once_every_order_is_filled_nothing_works_exactly(
+    sizes: list[float], fractions: list[float], sides: list[Side]
+) -> None:
+    """Fill every order in float pieces: the view ends empty, with a sum of exactly 0."""
+    w = view()
+    for i, qty in enumerate(sizes):
+        w.add(f"O-{i}", "AAA", sides[i], qty, None)
+    k = 0
+    while w.n_open_orders():
+        order = w.orders()[k % w.n_open_orders()]
+        fraction = fractions[k % len(fractions)] if k < 200 else 1.0
+        w.filled(order.client_order_id, order.remaining * fraction)
+        k += 1
+        signed = sum(o.remaining if o.side is Side.BUY else -o.remaining for o in w.orders())
+        assert w.pending_qty("AAA") == pytest.approx(signed, rel=1e-9, abs=1e-6)
+    assert w.pending_qty("AAA") == 0.0
+    assert w.pending_buy_notional() == 0.0 and w.orders() == []

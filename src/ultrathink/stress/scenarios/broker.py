@@ -10,7 +10,11 @@ seed. What must hold, besides the invariants:
   ``execution.submit_failed`` row; one the venue never saw ends REJECTED "never received";
   one it did see is ``execution.adopted``; each failed cancel is an ``execution.cancel_failed``
   (or ``killswitch.cancel_failed``) row; each venue reject is a REJECTED order with the
-  venue's reason. ``uncounted_fallbacks`` sums every difference;
+  venue's reason; each fill the venue reported twice is one ``fill.duplicate`` row (the
+  repeat dropped, never booked). ``uncounted_fallbacks`` sums every difference;
+* a case with duplicated fills runs again without them (same seeds, so the same order
+  flow): its orders, fills, positions, equity and venue journal must be the same
+  (``duplicate_mismatches``);
 * the execution breaker's trips and its ``BROKER_UNAVAILABLE`` denials are reported.
 """
 
@@ -24,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from ultrathink.data import load_data
 from ultrathink.decision.strategy import Strategy
+from ultrathink.engine.booking import DUPLICATE_FILL
 from ultrathink.stress.base import STRICT, RunContext, Scenario
 from ultrathink.stress.figures import bars_figure
 from ultrathink.stress.inproc import PaperRun, paper_config, paper_run
@@ -75,6 +80,9 @@ class BrokerScenario(Scenario):
         "injected_faults": "faults injected, every kind, every case",
         "breaker_trips": "execution breaker CLOSED -> OPEN transitions",
         "failed_runs": "cases whose session raised instead of completing",
+        "duplicates_dropped": "repeated fill reports the engine dropped (fill.duplicate rows)",
+        "duplicate_mismatches": "cases with duplicated fills whose state differs from the "
+        "same flow reported once",
         **latency_metric_names("decision", "decision latency (service time)"),
     }
     params_model = BrokerParams
@@ -87,28 +95,49 @@ class BrokerScenario(Scenario):
         outcome = Outcome()
         latencies: list[int] = []
         for i, case in enumerate(ctx.config.faults):
-            venue = FaultyVenue(
-                timeout=case.timeout,
-                lost_ack=case.lost_ack,
-                reject=case.reject,
-                duplicate_fill=case.duplicate_fill,
-                seed=ctx.config.seed * 1000 + 10 * i,
-                cancel=case.cancel,
-            )
+            seed = ctx.config.seed * 1000 + 10 * i
+            venue = _venue(case, seed, case.duplicate_fill)
             db = ctx.work_dir / case.name / "stress.db"
             ctx.log(f"broker: {case.name}")
-            strategy: Strategy = (
-                Flipper(every=params.every, qty=params.qty)
-                if case.strategy == "flipper"
-                else Quoter(qty=params.qty)
-            )
-            run = paper_run(strategy, data, config, db, broker_factory=venue)
+            run = paper_run(_strategy(case, params), data, config, db, broker_factory=venue)
             latencies += run.latency_ns
-            outcome.cases.append(_case(case, run, venue))
+            result = _case(case, run, venue)
+            if case.duplicate_fill > 0 and run.error is None:
+                # the same flow (same seeds) with every fill reported once
+                ctx.log(f"broker: {case.name}: the same flow without repeated fills")
+                ref_db = ctx.work_dir / case.name / "once" / "stress.db"
+                ref = paper_run(
+                    _strategy(case, params), data, config, ref_db,
+                    broker_factory=_venue(case, seed, 0.0),
+                )  # fmt: skip
+                same = (
+                    ref.error is None
+                    and ref.run_id is not None
+                    and (state_digest(ref_db, ref.run_id) == result.figures.get("digest"))
+                )
+                result.figures["matches_reported_once"] = same
+            outcome.cases.append(result)
         outcome.metrics.update(_totals(outcome.cases))
         outcome.metrics.update(latency_metrics("decision", latencies))
         outcome.figures.append(_figure(outcome.cases))
         return outcome
+
+
+def _venue(case: BrokerCase, seed: int, duplicate_fill: float) -> FaultyVenue:
+    return FaultyVenue(
+        timeout=case.timeout,
+        lost_ack=case.lost_ack,
+        reject=case.reject,
+        duplicate_fill=duplicate_fill,
+        seed=seed,
+        cancel=case.cancel,
+    )
+
+
+def _strategy(case: BrokerCase, params: BrokerParams) -> Strategy:
+    if case.strategy == "flipper":
+        return Flipper(every=params.every, qty=params.qty)
+    return Quoter(qty=params.qty)
 
 
 def _case(case: BrokerCase, run: PaperRun, venue: FaultyVenue) -> Case:
@@ -130,6 +159,7 @@ def _case(case: BrokerCase, run: PaperRun, venue: FaultyVenue) -> Case:
         + count_rows(db, run_id, "killswitch.cancel_failed"),
         "never_received": _orders(db, run_id, "REJECTED", NEVER_RECEIVED),
         "venue_rejected": _orders(db, run_id, "REJECTED", REJECT_REASON),
+        "duplicates_dropped": count_rows(db, run_id, DUPLICATE_FILL),
     }
     expected = {
         "submit_failed": len(submit_before) + len(submit_after),
@@ -137,6 +167,7 @@ def _case(case: BrokerCase, run: PaperRun, venue: FaultyVenue) -> Case:
         "cancel_failed": len(cancels),
         "never_received": len(submit_before),
         "venue_rejected": len(rejects),
+        "duplicates_dropped": len(venue.duplicates.duplicated),
     }
     diff = venue_diff(db, run_id)
     result.figures.update(
@@ -146,6 +177,7 @@ def _case(case: BrokerCase, run: PaperRun, venue: FaultyVenue) -> Case:
         cancel_faults=len(cancels),
         venue_rejects=len(rejects),
         duplicate_fills_sent=len(venue.duplicates.duplicated),
+        duplicates_dropped=counted["duplicates_dropped"],
         uncounted=sum(abs(counted[k] - expected[k]) for k in counted),
         breaker_trips=_trips(db, run_id),
         broker_unavailable=_orders(db, run_id, "DENIED", "BROKER_UNAVAILABLE"),
@@ -199,6 +231,10 @@ def _totals(cases: list[Case]) -> dict[str, float | None]:
         "injected_faults": injected,
         "breaker_trips": total("breaker_trips"),
         "failed_runs": float(sum(not c.figures.get("completed", False) for c in cases)),
+        "duplicates_dropped": total("duplicates_dropped"),
+        "duplicate_mismatches": float(
+            sum(c.figures.get("matches_reported_once") is False for c in cases)
+        ),
     }
 
 
