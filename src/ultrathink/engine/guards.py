@@ -42,6 +42,7 @@ from ultrathink.engine.config import HardeningConfig
 from ultrathink.engine.inputs import SessionInputs
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.router import OrderRouter
+from ultrathink.errors import StrategyError
 from ultrathink.hardening.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ultrathink.hardening.degraded import DegradedModeMonitor, DegradedTransition
 from ultrathink.risk.engine import RiskEngine
@@ -308,6 +309,13 @@ class Guards:
         While the breaker refuses, ``Strategy.on_bar_held`` lets the strategy keep its own
         state (features) in step with the bars. Decision latency feeds degraded mode, never
         the breaker: the breaker must decide the same way when a restart replays the bars.
+
+        A ``MemoryError`` is not a failed decision: the process is out of memory, and holding
+        bar after bar would only meet it again wherever it strikes next (the recorder, the
+        store). It stops the session: a ``StrategyError`` saying so goes up (the session is
+        stored failed, the CLI prints one ``error:`` line, ``paper --resume`` continues once
+        memory is available). Degraded mode (memory against the process's limit) is meant
+        to have reduced trading well before.
         """
         allow, success, failure = (
             self.decision.allow,
@@ -326,6 +334,14 @@ class Guards:
             t0 = clock()
             try:
                 on_bar(bar)
+            except MemoryError as exc:
+                degraded = "on" if self._is_degraded else "off"
+                raise StrategyError(
+                    f"out of memory: strategy {strategy.name!r} could not allocate in on_bar "
+                    f"(MemoryError at {bar.symbol} ts_ns={bar.ts_ns}; degraded mode was "
+                    f"{degraded}); the session stops: raise the memory limit or lower the "
+                    "strategy's use, then `ultrathink paper --resume` continues it"
+                ) from exc
             except Exception as exc:
                 failure(f"{type(exc).__name__}: {exc}")
                 self.n_holds += 1
