@@ -30,6 +30,7 @@ from ultrathink.data import MarketData, load_data
 from ultrathink.decision.loader import resolve_strategy
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.config import EngineConfig
+from ultrathink.engine.feed_bars import FEED_PREFIX, FeedBars
 from ultrathink.engine.kernel import ProgressFn
 from ultrathink.engine.results import RunResult
 from ultrathink.engine.runner import Session, run
@@ -154,6 +155,10 @@ class RunRequest(BaseModel):
     #: serve the live dashboard of this paper session on this port (None: no dashboard)
     dashboard_port: int | None = Field(default=None, ge=0, le=65535)
     speed: float | Literal["max"] | None = None
+    #: trade the bars of this live feed (``tcp://HOST:PORT[,tcp://HOST:PORT]``) instead of
+    #: replaying ``data``; ``symbols`` (comma-separated) are the session's symbols
+    feed: str | None = None
+    symbols: str | None = None
     model_url: str | None = None
     model_timeout_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
@@ -193,12 +198,14 @@ def execute_run(
     ):
         if on_ready is not None:
             on_ready(session)
-        callback = progress(len(spec.data)) if progress is not None else None
+        live = isinstance(spec.data, FeedBars)
+        callback = progress(len(spec.data)) if progress is not None and not live else None
         return session.run(callback)
 
 
 def _spec(request: RunRequest, profiler: ProfilerFactory | None) -> RunSpec:
     db = resolve_db(request.db) if request.store else None
+    data: MarketData | FeedBars
     if request.resume is not None:
         if db is None:
             raise ConfigError("--resume needs the store the run was written to (drop --no-store)")
@@ -217,9 +224,11 @@ def _spec(request: RunRequest, profiler: ProfilerFactory | None) -> RunSpec:
             strategy, request.registry, request.db, **_remote(request, config)
         ):
             config = config.model_copy(update={"measure_latency": True})
-        data = slice_data(load(request.data or "sp500"), request.start, request.end)
+        data = _data(request)
         mode = request.mode
-    if len(data) == 0:
+    if isinstance(data, FeedBars):
+        config = config.model_copy(update={"speed": None})  # the feed is the pace
+    elif len(data) == 0:
         raise DataSourceError(f"data {data.name!r} has no bars")
     if request.dashboard_port is not None and not config.measure_latency:
         # the live page draws the decision latency; timing costs two clock reads a bar
@@ -260,7 +269,9 @@ def _with_speed(request: RunRequest) -> dict[str, Any]:
     return overrides
 
 
-def _resumable(request: RunRequest, db_path: Path) -> tuple[Strategy, MarketData, EngineConfig]:
+def _resumable(
+    request: RunRequest, db_path: Path
+) -> tuple[Strategy, MarketData | FeedBars, EngineConfig]:
     # the stored run's strategy, parameters, data and configuration, unless given again
     from ultrathink.persistence import Store
 
@@ -275,8 +286,41 @@ def _resumable(request: RunRequest, db_path: Path) -> tuple[Strategy, MarketData
     config = engine_config_from_values(values, f"the stored config of run {request.resume}")
     strategy = make_strategy(request.strategy or record.strategy, dict(record.params))
     attach_model_if_needed(strategy, request.registry, db_path, **_remote(request, config))
+    if record.data_name.startswith(FEED_PREFIX):
+        if request.feed is None:
+            raise ConfigError(
+                f"run {request.resume} traded a live feed ({record.data_name}): pass --feed "
+                "URL to resume it"
+            )
+        if request.speed is not None:
+            raise ConfigError("--speed is for a replay; a --feed session trades the feed live")
+        return strategy, _feed_bars(request, record.data_name.removeprefix(FEED_PREFIX)), config
+    if request.feed is not None:
+        raise ConfigError(f"run {request.resume} replayed {record.data_name}; drop --feed")
     name = request.data or record.data_name.removeprefix("embedded:")
     return strategy, slice_data(load(name), request.start, request.end), config
+
+
+def _data(request: RunRequest) -> MarketData | FeedBars:
+    # the bars of a new run: stored data, or a paper session's live feed
+    if request.feed is None:
+        if request.symbols is not None:
+            raise ConfigError("--symbols names a live feed's symbols: it needs --feed")
+        return slice_data(load(request.data or "sp500"), request.start, request.end)
+    if request.mode != "paper":
+        raise ConfigError("--feed is for paper sessions")
+    for given, flag in ((request.data, "--data"), (request.start, "--start"),
+                        (request.end, "--end"), (request.speed, "--speed")):  # fmt: skip
+        if given is not None:
+            raise ConfigError(f"{flag} is for a replay; a --feed session trades the feed live")
+    if not request.symbols:
+        raise ConfigError("--feed needs the session's symbols: --symbols SPY[,QQQ...]")
+    return _feed_bars(request, request.symbols)
+
+
+def _feed_bars(request: RunRequest, symbols: str) -> FeedBars:
+    assert request.feed is not None
+    return FeedBars(request.feed, symbols.split(","))
 
 
 def check_output_path(path: str, option: str) -> Path:

@@ -48,6 +48,14 @@ def _announce(session: Any) -> None:
     spec = session.spec
     data, speed = spec.data, spec.config.speed
     where = f"run {session.run_id}" if session.run_id is not None else "not stored"
+    if getattr(data, "live", False):
+        history = f", {len(data):,} journaled bars to replay first" if len(data) else ""
+        print(
+            f"paper: {where}, live feed {data.urls} ({', '.join(data.symbols)}){history}; "
+            "Ctrl-C stops it between two bars and keeps everything",
+            file=sys.stderr, flush=True,
+        )  # fmt: skip
+        return
     print(f"paper: {where}, {len(data):,} bars of {data.name}", file=sys.stderr, flush=True)
     if speed is None or len(data) < 2:
         return

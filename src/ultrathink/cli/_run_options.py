@@ -139,6 +139,18 @@ def add_run_options(p: argparse.ArgumentParser, mode: str) -> None:
             "it against the venue, then trade on",
         )
         g.add_argument(
+            "--feed",
+            metavar="URL[,BACKUP]",
+            help="trade the bars of a live feed on the live clock instead of a replay: "
+            "tcp://127.0.0.1:PORT, and optionally a backup feed of the same bars "
+            "(protocol: docs/feed.md); needs --symbols",
+        )
+        g.add_argument(
+            "--symbols",
+            metavar="SYM[,SYM]",
+            help="--feed: the session's symbols (bars of others are dropped and counted)",
+        )
+        g.add_argument(
             "--no-control",
             action="store_true",
             help="no operator endpoint (default: `ultrathink ctl` can steer it)",
@@ -227,6 +239,8 @@ def run_request(args: argparse.Namespace, mode: str) -> Any:
         control=mode == "paper" and not args.no_control,
         dashboard_port=_dashboard_port(args),
         speed=_speed(args.speed) if getattr(args, "speed", None) is not None else None,
+        feed=getattr(args, "feed", None),
+        symbols=getattr(args, "symbols", None),
         **model_server_fields(args),
     )
 

@@ -35,7 +35,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ultrathink.core.clock import LiveClock, TestClock
 from ultrathink.core.events import Bar
@@ -54,6 +54,9 @@ from ultrathink.execution.broker import Broker
 from ultrathink.hardening.crash import CrashDetector
 from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
+
+if TYPE_CHECKING:
+    from ultrathink.engine.feed_bars import FeedBars
 
 ProgressFn = Callable[[int], None]
 #: the callables the loop binds per chunk: broker matching, mark, risk's equity update,
@@ -241,6 +244,7 @@ class Kernel:
         self._flush = self._flush_records
         self._pace = pacer.wait if pacer is not None else None
         self.n_bars = 0
+        self._n = 0
         #: bars processed, updated at every new timestamp (snapshots, input positions)
         self.position = position if position is not None else RunPosition()
         #: the timestamp of the last bar, and whether the loop was stopped early
@@ -266,13 +270,17 @@ class Kernel:
             points.append(TimingPoint("pacing_wait", self, "_pace"))
         return points
 
+    def bars_processed(self) -> int:
+        """Bars processed so far (exact between two chunks; a live feed waits there)."""
+        return self._n
+
     @property
     def status_counts(self) -> dict[str, int]:
         """Orders per terminal status so far."""
         return {s.value: n for s, n in self.parts.booker.status_counts.items()}
 
     # -- the run ----------------------------------------------------------------------------
-    def run(self, data: MarketData, progress: ProgressFn | None = None) -> None:
+    def run(self, data: MarketData | FeedBars, progress: ProgressFn | None = None) -> None:
         """Replay ``data`` to the end (or until stopped, or the strategy raises)."""
         self.strategy.bind(self.parts.facade)
         with paused_gc():  # see the module docstring
@@ -282,7 +290,7 @@ class Kernel:
                 self._go_live()
             self._hook("on_stop")
 
-    def _loop(self, data: MarketData, progress: ProgressFn | None) -> None:
+    def _loop(self, data: MarketData | FeedBars, progress: ProgressFn | None) -> None:
         self._n = 0
         self._prev_ts = -1
         self._eq = self.portfolio.equity()
@@ -298,6 +306,8 @@ class Kernel:
                 if self._run_chunk(bars, progress):
                     self.stopped = True
                     break
+            else:  # a live feed's bars end only when the session is stopped
+                self.stopped = bool(getattr(data, "live", False)) and self.stop.requested
         finally:  # also on a strategy error: keep the last close-marked point
             if self._n and self._last_point != self._prev_ts:
                 self._buf[0].append(self._prev_ts)

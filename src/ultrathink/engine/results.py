@@ -52,6 +52,8 @@ class RunResult:
     capped_buys: int = 0
     #: symbol -> reason -> count, where one symbol was denied for one reason many times
     repeated_denials: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: a live feed session's accounting (``FeedBars.stats``); None for stored data
+    feed: dict[str, Any] | None = None
 
     @property
     def bars_per_s(self) -> float:
@@ -90,6 +92,7 @@ class RunResult:
             "recovery": self.recovery,
             "hardening_events": self.hardening_events,
             "decision_latency_us": self.latency_us,
+            "feed": self.feed,
             "audit_head": (
                 {"seq": self.audit_head[0], "hash": self.audit_head[1]} if self.audit_head else None
             ),

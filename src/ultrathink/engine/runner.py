@@ -24,13 +24,20 @@ from typing import TYPE_CHECKING, Any
 from ultrathink import __version__
 from ultrathink.core.enums import OrderStatus
 from ultrathink.core.latency import percentiles_us
+from ultrathink.engine.feed_bars import FeedBars
 from ultrathink.engine.guards import Guards
 from ultrathink.engine.inputs import SessionInputs
 from ultrathink.engine.kernel import Kernel, ProgressFn, StopToken, paused_gc
 from ultrathink.engine.recorder import BatchSink, Recorder
 from ultrathink.engine.recovery import SessionReplay, StoreGate
 from ultrathink.engine.results import RunResult
-from ultrathink.engine.sessions import INPUTS_NAME, VENUE_JOURNAL_NAME, RunLock, session_dir
+from ultrathink.engine.sessions import (
+    FEED_JOURNAL_NAME,
+    INPUTS_NAME,
+    VENUE_JOURNAL_NAME,
+    RunLock,
+    session_dir,
+)
 from ultrathink.engine.spec import RunSpec
 from ultrathink.engine.wiring import Engine, SessionIO, build_engine
 from ultrathink.errors import ConfigError
@@ -202,6 +209,8 @@ class Session:
 
         assert self.directory is not None and self.run_id is not None
         resume = self.spec.resume_run_id is not None
+        if isinstance(self.spec.data, FeedBars):  # its bars are journaled, a resume's history
+            self.spec.data.attach_journal(self.directory / FEED_JOURNAL_NAME, resume)
         journal = ReplayJournal(VenueJournal(self.directory / VENUE_JOURNAL_NAME), replaying=resume)
         self._journal = journal
         inputs_path = self.directory / INPUTS_NAME
@@ -274,6 +283,8 @@ class Session:
                 self._release()
 
     def _release(self) -> None:
+        if isinstance(self.spec.data, FeedBars):
+            self.spec.data.close()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -318,6 +329,7 @@ class Session:
             hardening_events=[e._asdict() for e in guards.events] if guards else [],
             capped_buys=parts.facade.n_capped_buys,
             repeated_denials=parts.recorder.repeated_denials(),
+            feed=spec.data.stats() if isinstance(spec.data, FeedBars) else None,
         )  # fmt: skip
 
 

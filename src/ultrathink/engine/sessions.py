@@ -29,6 +29,8 @@ LOCK_NAME = "lock"
 VENUE_JOURNAL_NAME = "venue.sqlite"
 INPUTS_NAME = "inputs.jsonl"
 CONTROL_FILE_NAME = "control.json"
+#: a live feed session's bars, as received (``engine/feed_bars.py``)
+FEED_JOURNAL_NAME = "feed.ndjson"
 #: Session directories of paper sessions that are not stored: ``nostore-<pid>``.
 NOSTORE_PREFIX = "nostore-"
 

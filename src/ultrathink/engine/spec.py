@@ -16,6 +16,7 @@ from ultrathink.execution.costs import PaperBrokerConfig
 from ultrathink.execution.paper import JournalSink, PaperBroker
 
 if TYPE_CHECKING:
+    from ultrathink.engine.feed_bars import FeedBars
     from ultrathink.engine.kernel import KernelProfiler
 
 #: builds the run's broker: (costs, clock, the engine's execution sink, the venue journal)
@@ -39,8 +40,8 @@ class RunSpec:
     ----------
     strategy : Strategy
         A new strategy instance (its state is the run's).
-    data : MarketData
-        The bars.
+    data : MarketData or FeedBars
+        The bars: stored data to replay, or a live feed (``paper --feed``).
     config : EngineConfig
         Capital, costs, limits, hardening, pacing.
     mode : str
@@ -56,7 +57,7 @@ class RunSpec:
     """
 
     strategy: Strategy
-    data: MarketData
+    data: MarketData | FeedBars
     config: EngineConfig
     mode: str = "backtest"  # backtest | paper | run
     db_path: Path | None = None

@@ -30,6 +30,7 @@ from ultrathink.decision.sizing import SizingPolicy
 from ultrathink.engine.booking import ExecutionBooker, strategy_hook
 from ultrathink.engine.config import EngineConfig
 from ultrathink.engine.facade import StrategyFacade
+from ultrathink.engine.feed_bars import FeedBars
 from ultrathink.engine.guards import Breakers, Guards
 from ultrathink.engine.inputs import RunPosition, SessionInput, SessionInputs
 from ultrathink.engine.kernel import Kernel, KernelParts, Pacer, Replay, StopToken
@@ -142,9 +143,10 @@ def build_engine(
         guards, crash,
     )  # fmt: skip
     latency = array("q") if cfg.measure_latency else None
+    live = _live(spec)
     snapshots = SnapshotPublisher(
         _snapshot_source(parts, working), run_id, spec.mode, latency,
-        check_every=1 if cfg.speed is not None else 256,
+        check_every=1 if cfg.speed is not None or live is not None else 256,
     )  # fmt: skip
     control = None
     if metrics is not None:
@@ -190,7 +192,10 @@ def _guards(
     cfg = spec.config
     stale_s = None
     interval_s = spec.data.median_interval_ns() / 1e9
-    if cfg.speed is not None and interval_s > 0:  # paced: the feed must keep up in wall time
+    live = _live(spec)
+    if live is not None:  # a live feed: no bar for stale_s of wall time
+        stale_s = live.stale_s
+    elif cfg.speed is not None and interval_s > 0:  # paced: the feed must keep up in wall time
         stale_s = max(cfg.hardening.stale_bar_multiple * interval_s / cfg.speed,
                       cfg.hardening.min_stale_s)  # fmt: skip
     degraded = None
@@ -254,14 +259,18 @@ def _kernel(
 ) -> Kernel:
     cfg = spec.config
     guards = parts.guards
-    tick = _tick_chain(inputs, guards, control, snapshots, position, parts.clock, cfg.speed)
+    live = _live(spec)
+    # a live feed is paced by the feed itself: the session ticks, idles and stops like a
+    # paced replay, without a pacer
+    speed = cfg.speed if live is None else 1.0
+    tick = _tick_chain(inputs, guards, control, snapshots, position, parts.clock, speed)
     idle = None
-    if cfg.speed is not None:
+    if speed is not None:
         idle = _idle_chain(guards, control, snapshots, position, parts.clock, inputs)
-    pacer = Pacer(cfg.speed, idle=idle, stop=stop) if cfg.speed is not None else None
+    pacer = Pacer(cfg.speed, idle=idle, stop=stop) if cfg.speed is not None and not live else None
     # a paced session hands every bar's records to the store at once: a crash loses nothing
     # that already happened; an unpaced run batches ``chunk_size`` points for throughput
-    chunk = 1 if pacer is not None else cfg.chunk_size
+    chunk = 1 if pacer is not None or live is not None else cfg.chunk_size
     profiler = spec.profiler(cfg.profile_sample_every) if spec.profiler is not None else None
     if profiler is None and cfg.profile_sample_every is not None:
         from ultrathink.errors import ConfigError
@@ -271,10 +280,49 @@ def _kernel(
             "command under `ultrathink profile -- ...`, or unset profile_sample_every"
         )
     replay = io.replay(inputs, guards) if io.replay is not None else None
-    return Kernel(
+    kernel = Kernel(
         parts, chunk_size=chunk, pacer=pacer, on_tick=tick, latency_ns=latency,
         profiler=profiler, stop=stop, replay=replay, position=position,
     )  # fmt: skip
+    if live is not None:
+        live.bind(
+            idle=idle, stop=stop, position=position, processed=kernel.bars_processed,
+            replaying=lambda: inputs.replaying, on_switch=_feed_switches(parts, inputs),
+        )  # fmt: skip
+    return kernel
+
+
+def _live(spec: RunSpec) -> FeedBars | None:
+    return spec.data if isinstance(spec.data, FeedBars) else None
+
+
+def _feed_switches(parts: KernelParts, inputs: SessionInputs) -> Callable[[Any], None]:
+    # a source switch is a session input (so a replay applies it at the same point): an
+    # audit row, a hardening event, and for a failover a failure of the market-data breaker
+    guards, router = parts.guards, parts.router
+
+    def apply(data: dict[str, Any], wall_ns: int) -> None:
+        name = "failback" if data["reason"] == "recovered" else "failover"
+        detail = (
+            f"{data['from_source']} -> {data['to_source']} ({data['reason']}, "
+            f"{'gapless' if data['gapless'] else 'may have a gap'}): {data['detail']}"
+        )
+        if guards is None:
+            router.audit(f"feed.{name}", detail)
+            return
+        guards.emit("feed", name, detail)
+        if name == "failover":
+            guards.market_data.record_failure(f"feed failover: {detail}")
+
+    inputs.on("feed_switch", apply)
+
+    def submit(event: Any) -> None:
+        inputs.submit("feed_switch", {
+            "from_source": event.from_source, "to_source": event.to_source,
+            "reason": event.reason, "detail": event.detail, "gapless": event.gapless,
+        })  # fmt: skip
+
+    return submit
 
 
 def _tick_chain(
