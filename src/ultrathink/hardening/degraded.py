@@ -2,9 +2,14 @@
 
 Signals judged at each ``DegradedModeMonitor.sample()``: ``"cpu"``, process CPU time (user +
 system) over the last ``cpu_window_s`` as a % of ONE core (two busy cores read 200 %), judged
-once a full window of readings exists; ``"memory"``, resident set size in MiB (opt-in via
-``memory_enter_mb``; cleanup actions run once each time it becomes a reason); ``"latency"``, a
-nearest-rank percentile (default p99, 100 = max) of the last ``latency_window`` decisions.
+once a full window of readings exists; ``"memory_limit"``, the memory the process's
+tightest limit counts, as a % of that limit (``RLIMIT_AS``: address space, ``RLIMIT_DATA``,
+cgroup ``memory.max``: ``hardening/memory_limit.py``; on by default at 85 %, not judged when
+nothing limits the process), so that degraded mode comes before a ``MemoryError`` or the OOM
+killer; ``"memory"``, resident set size in MiB against a number of your own (opt-in via
+``memory_enter_mb``); ``"latency"``, a nearest-rank percentile (default p99, 100 = max) of
+the last ``latency_window`` decisions. Cleanup actions run once each time a memory signal
+becomes a reason.
 
 A signal becomes a reason when it reaches its enter level (``>=``) and stops being one only
 when it is below its exit level (``<``) AND ``min_dwell_s`` has passed since it became one:
@@ -19,20 +24,22 @@ from __future__ import annotations
 
 import functools
 import math
-import os
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ultrathink.core.clock import Clock
+from ultrathink.hardening.memory_limit import MemoryLimits, MemoryUse
+from ultrathink.hardening.process_sampler import OsProcessSampler, ProcessSampler
 
 #: Stable names of the automatic reasons.
 REASON_CPU = "cpu"
 REASON_MEMORY = "memory"
+REASON_MEMORY_LIMIT = "memory_limit"
+_MEMORY_REASONS = frozenset({REASON_MEMORY, REASON_MEMORY_LIMIT})
 REASON_LATENCY = "latency"
 #: How many transitions ``DegradedModeMonitor.transitions`` keeps.
 MAX_KEPT_TRANSITIONS = 1000
@@ -59,6 +66,8 @@ class DegradedReadings(NamedTuple):
     rss_mb: float | None
     latency_ms: float | None
     degraded_since_ns: int | None
+    memory_limit_pct: float | None = None  # of the tightest limit (None: no limit)
+    memory_limit: str | None = None  # that limit and its use, e.g. "RLIMIT_AS (VmSize …)"
 
 
 class DegradedConfig(BaseModel):
@@ -73,6 +82,13 @@ class DegradedConfig(BaseModel):
     cpu_window_s: float = Field(default=10.0, gt=0, description="CPU averaged over this window")
     memory_enter_mb: float | None = Field(default=None, gt=0, description="None: not watched")
     memory_exit_mb: float | None = Field(default=None, gt=0, description="None: 0.9 x enter")
+    memory_limit_enter_pct: float | None = Field(
+        default=85.0, gt=0, lt=100, description="enter at this % of the tightest memory "
+        "limit (RLIMIT_AS, RLIMIT_DATA, cgroup memory.max); None: not watched",
+    )  # fmt: skip
+    memory_limit_exit_pct: float | None = Field(
+        default=None, gt=0, lt=100, description="None: enter - 10 points"
+    )
     latency_enter_ms: float = Field(default=10.0, gt=0, description="enter at latency >= this")
     latency_exit_ms: float = Field(default=5.0, ge=0, description="latency must fall below this")
     latency_window: int = Field(default=100, ge=1, description="recent decisions judged")
@@ -82,6 +98,10 @@ class DegradedConfig(BaseModel):
 
     @model_validator(mode="after")
     def _exits_below_enters(self) -> DegradedConfig:
+        if self.memory_limit_exit_pct is not None and self.memory_limit_enter_pct is None:
+            raise ValueError(
+                "memory_limit_exit_pct needs memory_limit_enter_pct; set both, or neither"
+            )
         if self.memory_exit_mb is not None and self.memory_enter_mb is None:
             raise ValueError(
                 f"memory_exit_mb needs memory_enter_mb, was {self.memory_exit_mb} with "
@@ -106,61 +126,13 @@ _PAIRS = (
     ("cpu_enter_pct", "cpu_exit_pct"),
     ("memory_enter_mb", "memory_exit_mb"),
     ("latency_enter_ms", "latency_exit_ms"),
+    ("memory_limit_enter_pct", "memory_limit_exit_pct"),
 )
-
-
-class ProcessSampler(Protocol):
-    """This process's resource use: ``cpu_seconds()`` so far (user + system, all threads) and
-    ``rss_mb()`` now (MiB). Tests pass a fake; production uses ``OsProcessSampler``.
-    """
-
-    def cpu_seconds(self) -> float: ...
-
-    def rss_mb(self) -> float: ...
-
-
-class OsProcessSampler:
-    """Process CPU time from ``os.times()``, RSS from ``/proc/self/statm`` x page size.
-
-    Where ``statm_path`` cannot be read (no ``/proc``), ``rss_mb`` falls back to the PEAK
-    RSS of ``resource.getrusage``: it never falls, so memory then leaves degraded mode only
-    by an operator ``clear``.
-    """
-
-    __slots__ = ("_page_bytes", "_statm_path")
-
-    def __init__(self, statm_path: str = "/proc/self/statm") -> None:
-        self._statm_path = statm_path
-        # No sysconf (Windows) means no /proc either: the page size is then never used.
-        self._page_bytes = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-    def cpu_seconds(self) -> float:
-        """Return user + system CPU seconds of this process (all threads)."""
-        return sum(os.times()[:2])  # user + system
-
-    def rss_mb(self) -> float:
-        """Return the current RSS in MiB (peak RSS where ``/proc`` is missing)."""
-        try:
-            with open(self._statm_path, "rb") as statm:
-                resident_pages = int(statm.read().split()[1])
-        except (OSError, IndexError, ValueError):
-            return _peak_rss_mb()
-        return resident_pages * self._page_bytes / _MIB
-
-
-def _peak_rss_mb() -> float:
-    try:
-        import resource
-    except ImportError:  # Windows: no resource module and no /proc
-        return 0.0
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return max_rss / _MIB if sys.platform == "darwin" else max_rss / 1024
 
 
 class _Threshold(NamedTuple):
     reason: str
-    slot: int  # of the reading in (cpu_pct, rss_mb, latency_ms)
+    slot: int  # of the reading in (cpu_pct, rss_mb, latency_ms, memory_limit_pct)
     enter: float
     exit: float
     unit: str
@@ -170,7 +142,7 @@ class _Threshold(NamedTuple):
 
 def _thresholds(cfg: DegradedConfig) -> tuple[_Threshold, ...]:
     # The signals watched, in the order their reasons are judged and named in details.
-    cpu, memory, latency = _PAIRS
+    cpu, memory, latency, limit = _PAIRS
     found = [
         _Threshold(REASON_LATENCY, 2, cfg.latency_enter_ms, cfg.latency_exit_ms, " ms", *latency),
     ]
@@ -180,6 +152,10 @@ def _thresholds(cfg: DegradedConfig) -> tuple[_Threshold, ...]:
         enter_mb = cfg.memory_enter_mb
         exit_mb = cfg.memory_exit_mb or enter_mb * DEFAULT_MEMORY_EXIT_FRACTION
         found.append(_Threshold(REASON_MEMORY, 1, enter_mb, exit_mb, " MiB", *memory))
+    if cfg.memory_limit_enter_pct is not None:
+        enter_pct = cfg.memory_limit_enter_pct
+        exit_pct = cfg.memory_limit_exit_pct or max(enter_pct - 10.0, enter_pct / 2)
+        found.append(_Threshold(REASON_MEMORY_LIMIT, 3, enter_pct, exit_pct, " %", *limit))
     return tuple(found)
 
 
@@ -194,14 +170,25 @@ class DegradedModeMonitor:
         ``monotonic_ns`` measures windows and dwell; ``now_ns`` stamps transitions.
     sampler : ProcessSampler, optional
         Source of CPU time and RSS; ``OsProcessSampler()`` when None.
+    limits : MemoryLimits, optional
+        The process's memory limits; ``MemoryLimits()`` (this process's) when None and
+        ``memory_limit_enter_pct`` is set.
     """
 
     def __init__(
-        self, config: DegradedConfig, clock: Clock, sampler: ProcessSampler | None = None
+        self,
+        config: DegradedConfig,
+        clock: Clock,
+        sampler: ProcessSampler | None = None,
+        limits: MemoryLimits | None = None,
     ) -> None:
         self._config = config
         self._clock = clock
         self._sampler: ProcessSampler = sampler if sampler is not None else OsProcessSampler()
+        if limits is None and config.memory_limit_enter_pct is not None:
+            limits = MemoryLimits()
+        self._limits = limits
+        self._limit_use: MemoryUse | None = None
         self._lock = threading.Lock()
         self._listeners: list[Callable[[DegradedTransition], None]] = []
         self._cleanups: list[Callable[[], None]] = []
@@ -238,7 +225,12 @@ class DegradedModeMonitor:
     def readings(self) -> DegradedReadings:
         """The signals as judged at the last ``sample()``, and when degraded mode began."""
         with self._lock:
-            return DegradedReadings(self._cpu_pct, self._rss_mb, self._latency_ms, self._entered_ns)
+            use = self._limit_use
+            return DegradedReadings(
+                self._cpu_pct, self._rss_mb, self._latency_ms, self._entered_ns,
+                None if use is None else round(use.pct, 2),
+                None if use is None else use.describe(),
+            )  # fmt: skip
 
     @property
     def transitions(self) -> tuple[DegradedTransition, ...]:
@@ -256,7 +248,8 @@ class DegradedModeMonitor:
             self._listeners.append(callback)
 
     def add_cleanup(self, callback: Callable[[], None]) -> None:
-        """Register ``callback`` (drop caches, trim history): run once per memory entry."""
+        """Register ``callback`` (drop caches, trim history): run once per memory entry
+        (either memory signal becoming a reason)."""
         with self._lock:
             self._cleanups.append(callback)
 
@@ -269,11 +262,13 @@ class DegradedModeMonitor:
         """Judge CPU, RSS and latency now (call it periodically); return ``is_degraded``."""
         cpu_s = self._sampler.cpu_seconds()
         rss_mb = self._sampler.rss_mb()
+        limit_use = self._limits.tightest() if self._limits is not None else None
         now = self._clock.monotonic_ns()
         with self._lock:
             before = self._reasons_locked()
             self._cpu_pct = self._update_cpu(now, cpu_s)
             self._rss_mb = rss_mb
+            self._limit_use = limit_use
             self._latency_ms = self._latency_locked()
             detail = self._judge(now)
             record, cleanup = self._settle(before, detail, now)
@@ -345,13 +340,16 @@ class DegradedModeMonitor:
         # Move automatic reasons in or out; return what entered, else what left.
         entered: list[str] = []
         left: list[str] = []
-        values = (self._cpu_pct, self._rss_mb, self._latency_ms)
+        use = self._limit_use
+        values = (self._cpu_pct, self._rss_mb, self._latency_ms, use and use.pct)
         for sig in self._thresholds:
             value = values[sig.slot]
             if value is None:
                 continue
             since = self._active.get(sig.reason)
             shown = f"{sig.reason} {value:.2f}{sig.unit}"
+            if sig.reason == REASON_MEMORY_LIMIT and use is not None:
+                shown += f" of {use.describe()}"
             if since is None and value >= sig.enter:
                 self._active[sig.reason] = now
                 entered.append(f"{shown} >= {sig.enter_name}={sig.enter}")
@@ -366,7 +364,7 @@ class DegradedModeMonitor:
     ) -> tuple[DegradedTransition | None, bool]:
         # Record a transition if the mode changed; say whether memory just became a reason.
         after = self._reasons_locked()
-        cleanup = REASON_MEMORY in after and REASON_MEMORY not in before
+        cleanup = bool((after - before) & _MEMORY_REASONS)
         if bool(before) == bool(after):
             return None, cleanup
         entered = bool(after)
