@@ -175,3 +175,37 @@ def test_a_run_page_draws_every_chart(tmp_path: Path, page: Any) -> None:
         assert errors == []
     finally:
         server.interrupt()
+
+
+def test_a_model_page_draws_its_roc_calibration_and_predictions(tmp_path: Path, page: Any) -> None:
+    db, registry = tmp_path / "u.db", tmp_path / "models"
+    for argv in (
+        ["backtest", "--data", "synthetic:n_bars=500,seed=1", "--db", str(db)],
+        ["train", "--data", "synthetic:n_bars=1500,seed=3,freq=1D", "--folds", "3",
+         "--param", "gbm_n_estimators=20", "--param", "forest_n_estimators=20",
+         "--registry", str(registry)],
+    ):  # fmt: skip
+        done = subprocess.run([EXE, *argv], capture_output=True, text=True, timeout=300,
+                              check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    server = Process("dashboard", "--db", str(db), "--registry", str(registry), "--port", "0")
+    try:
+        link = server.wait_for(LOGIN).group(1)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(link)
+        page.goto(link.split("/login")[0] + "/models/v0001")
+        drawn = "[data-fig$='/charts/{}'].js-plotly-plot .scatterlayer .trace"
+        for chart in ("roc", "calibration"):
+            page.wait_for_selector(drawn.format(chart))
+        page.wait_for_selector("[data-fig$='/charts/predictions'].js-plotly-plot .barlayer .trace")
+        roc = page.evaluate(
+            "() => document.querySelector(\"[data-fig$='/charts/roc']\").data.map(t => t.name)"
+        )
+        assert roc[:3] == [n for n in roc[:3] if n.startswith("fold ")] and len(roc) == 5
+        assert roc[-2].startswith("all folds (AUC 0.") and roc[-1] == "chance"
+        page.locator("[data-fig$='/charts/roc']").scroll_into_view_if_needed()
+        browser_fixtures.screenshot(page, "dashboard-model.png", full_page=False)
+        assert errors == []
+    finally:
+        server.interrupt()

@@ -5,6 +5,7 @@ verdict on a pristine and a tampered store, comparison, models, performance, bad
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import html
 import io
@@ -33,6 +34,7 @@ import plotly.io
 import pytest
 
 from ultrathink.cli import main
+from ultrathink.models.registry import ModelRegistry
 from ultrathink.perf.results import append_results
 from ultrathink.perf.suite import BenchResult
 from ultrathink.persistence import Store, StoreWriter, WriteBatch
@@ -91,13 +93,26 @@ def run_cli(*argv: str) -> str:
 
 
 def write_bench(path: Path) -> None:
-    """Three commits of one timed benchmark; the third is 50 % slower."""
+    """Four commits of one timed benchmark: the 2nd and the 4th are 50 % slower than the one
+    before (two regressions, one in the middle of the history), the 3rd recovers."""
     steady, slower = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98], [1.5, 1.52, 1.49, 1.51, 1.5, 1.53]
-    for commit, values in (("1" * 40, steady), ("2" * 40, steady), ("3" * 40, slower)):
+    for commit, values in (("1" * 40, steady), ("2" * 40, slower), ("3" * 40, steady),
+                           ("4" * 40, slower)):  # fmt: skip
         result = BenchResult("engine.loop", "engine", "s", True, values, 1, False)
         env = {"commit": commit, "dirty": False, "date_utc": "2026-12-01T00:00:00Z",
                "machine": {"cpu_model": "test cpu"}}  # fmt: skip
         append_results([result], path, env)
+
+
+def resave_without_oos(registry: Path) -> str:
+    """v0001 saved again as v0002 the way every version was saved before the registry kept
+    the out-of-sample predictions (and as ``models compress`` still saves): no oos.npz."""
+    reg = ModelRegistry(registry)
+    loaded = reg.load("v0001")
+    info = loaded.info
+    return reg.save(loaded.model, feature_names=info.feature_names, params=info.params,
+                    data_hash=info.data_hash, metrics=info.metrics,
+                    train_period=info.train_period, extra=info.extra)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +127,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> DashboardConfig:
             "--registry", str(root / "models"))  # fmt: skip
     run_cli("profile", "--no-calls", "--sample-every", "64", "--out", str(root / "profile"),
             "--", "backtest", "--data", SMA_DATA, "--no-store")  # fmt: skip
+    resave_without_oos(root / "models")
     write_bench(root / "results.jsonl")
     return DashboardConfig(db, root / "models", root / "results.jsonl",
                            root / "profile" / "profile.json")  # fmt: skip
@@ -143,6 +159,13 @@ def figure(answer: Answer) -> Any:
     assert answer.status == 200, answer.text
     assert answer.headers["content-type"] == "application/json"
     return plotly.io.from_json(answer.text)
+
+
+def values(data: Any) -> np.ndarray:
+    """A trace's data array: a list, or plotly's typed array ``{"dtype", "bdata"}``."""
+    if isinstance(data, dict) and "bdata" in data:
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+    return np.asarray(data, dtype=np.float64)
 
 
 def login(server: DashboardServer) -> str:
@@ -406,7 +429,8 @@ def test_two_runs_are_compared(server) -> None:
         ("/api/compare?a=1", 422, "compare needs two run ids"),
         ("/api/models/v0099", 404, "model version 'v0099' not found"),
         ("/models/v0099", 404, "model version 'v0099' not found"),
-        ("/api/models/v0001/charts/roc", 404, "no chart 'roc'"),
+        ("/api/models/v0001/charts/lift", 404, "no chart 'lift'"),
+        ("/api/models/v0002/charts/roc", 404, "v0002: not stored for this version"),
         ("/api/models/v0001/charts/importances?member=tree", 404, "no member 'tree'"),
         ("/api/nowhere", 404, "Not Found"),
     ],
@@ -432,9 +456,14 @@ def test_the_model_pages_show_the_registry(server) -> None:
 
     assert listed.status == 200 and '<a href="/models/v0001">v0001</a>' in listed.text
     assert page.status == 200
-    for text in ("Walk-forward", "fold 3", "Feature importances", "Lineage", "not stored"):
+    for text in ("Walk-forward", "fold 3", "Feature importances", "ROC curve", "Calibration",
+                 "Prediction distribution", "Lineage"):  # fmt: skip
         assert text in page.text
+    for chart in ("roc", "calibration", "predictions"):
+        assert f'data-fig="/api/models/v0001/charts/{chart}"' in page.text
+    assert "not stored" not in page.text
     assert len(detail["folds"]) == 3 and detail["lineage"]["data_hash"]
+    assert detail["oos"]["stored"] and detail["oos"]["n_folds"] == 3
     folds = figure(api(server, "/api/models/v0001/charts/folds"))
     assert {t.name for t in folds.data} >= {"AUC", "log loss"}
     for member in ("gbm", "forest", "linear"):
@@ -446,17 +475,53 @@ def test_the_model_pages_show_the_registry(server) -> None:
     assert report.headers["content-security-policy"].startswith("sandbox allow-scripts;")
 
 
+def test_the_model_page_draws_roc_calibration_and_predictions(server) -> None:
+    detail = api(server, "/api/models/v0001").json()
+    roc = figure(api(server, "/api/models/v0001/charts/roc"))
+    calibration = figure(api(server, "/api/models/v0001/charts/calibration"))
+    predictions = figure(api(server, "/api/models/v0001/charts/predictions"))
+
+    n_rows = sum(f["n_test"] for f in detail["folds"])
+    names = [t.name for t in roc.data]
+    assert names[:3] == [f"fold {i} (AUC {detail['folds'][i - 1]['auc']:.3f})" for i in (1, 2, 3)]
+    assert names[3] == f"all folds (AUC {detail['overall']['auc']:.3f})" and names[4] == "chance"
+    for trace in roc.data[:4]:
+        x, y = values(trace.x), values(trace.y)
+        assert (x[0], y[0], x[-1], y[-1]) == (0.0, 0.0, 1.0, 1.0) and x.size > 100
+        assert np.all(np.diff(x) >= 0) and np.all(np.diff(y) >= 0)
+    [curve, diagonal] = calibration.data
+    assert curve.name == "all folds" and diagonal.name == "perfectly calibrated"
+    assert np.all((values(curve.x) >= 0) & (values(curve.x) <= 1) & (values(curve.y) <= 1))
+    class1, class0 = (values(t.y) for t in predictions.data)
+    assert class1.sum() + class0.sum() == n_rows and class1.size == 50
+    assert class1.sum() == round(detail["overall"]["positive_rate"] * n_rows)
+
+
+def test_a_model_saved_without_its_predictions_says_so(server) -> None:
+    page = api(server, "/models/v0002")
+    detail = api(server, "/api/models/v0002").json()
+
+    assert page.status == 200 and detail["oos"]["stored"] is False
+    for text in ("ROC curve", "Calibration", "Prediction distribution", "Feature importances"):
+        assert text in page.text
+    assert page.text.count("not stored for this version") == 3
+    assert "/api/models/v0002/charts/roc" not in page.text
+    assert figure(api(server, "/api/models/v0002/charts/folds")).data  # its scores still are
+
+
 def test_the_perf_page_marks_the_regression_and_shows_the_profile(server) -> None:
     page = api(server, "/perf")
     data = api(server, "/api/perf").json()
     history = figure(api(server, "/api/perf/charts/history"))
     stages = figure(api(server, "/api/perf/charts/stages?run=1"))
 
-    assert page.status == 200 and "engine.loop" in page.text and "3333333333" in page.text
-    [regression] = data["bench"]["regressions"]
-    assert (regression["base_commit"], regression["commit"]) == ("2" * 10, "3" * 10)
-    names = [t.name for t in history.data]
-    assert "engine.loop" in names and "regression (bench --compare)" in names
+    assert page.status == 200 and "engine.loop" in page.text and "2222222222" in page.text
+    found = [(r["base_commit"], r["commit"]) for r in data["bench"]["regressions"]]
+    assert found == [("1" * 10, "2" * 10), ("3" * 10, "4" * 10)]
+    series = next(t for t in history.data if t.name == "engine.loop")
+    marked = next(t for t in history.data if t.name == "regression (bench --compare)")
+    assert list(marked.x) == ["2" * 10, "4" * 10], "each where it happened, not only the last"
+    assert list(values(marked.y)) == [values(series.y)[1], values(series.y)[3]]
     assert stages.data and data["profile"]["runs"][0]["strategy"] == "sma_cross"
     assert api(server, "/api/perf/charts/stages?run=9").status == 422
 

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from ultrathink.persistence import RunRecord, Store
 from ultrathink.persistence.db import read_errors
 from ultrathink.persistence.records import RUN_KINDS, RUN_STATUSES
 from ultrathink.persistence.store import ORDER_COLUMNS
+
+if TYPE_CHECKING:
+    from ultrathink.models.registry_oos import OosHistogram
 
 __all__ = [
     "FILL_COLUMNS",
@@ -59,6 +62,7 @@ __all__ = [
     "list_runs",
     "model_detail",
     "model_importances",
+    "model_oos",
     "model_report",
     "orders_page",
     "run_detail",
@@ -442,17 +446,13 @@ def audit_status(db: Path, run_id: int) -> dict[str, Any]:
 
 # -- models ------------------------------------------------------------------------------------
 
-_NOT_STORED = (
-    "not stored in the registry: a version keeps its walk-forward scores (metrics.folds and "
-    "metrics.overall of info.json) but not the out-of-sample predictions and labels they were "
-    "computed from (pipeline.train saves WalkForwardReport.to_dict(), which leaves test_index "
-    "and proba out), so the {what} cannot be drawn without inventing them"
+MISSING = (
+    "not stored for this version: the registry has no {file} beside its model (the "
+    "out-of-sample labels and probabilities that `ultrathink train` now stores with every "
+    "version it registers). It was registered before the registry kept them, or by a tool "
+    "that does not write them (`models compress`); its walk-forward scores were computed "
+    "from them, but the curves cannot be drawn without them. Train it again to see them here"
 )
-MISSING = {
-    "roc": _NOT_STORED.format(what="ROC curve"),
-    "calibration": _NOT_STORED.format(what="calibration curve"),
-    "predictions": _NOT_STORED.format(what="prediction distribution"),
-}
 
 
 def list_models(registry: Path) -> list[dict[str, Any]]:
@@ -478,7 +478,8 @@ def list_models(registry: Path) -> list[dict[str, Any]]:
 
 
 def model_detail(registry: Path, version: str) -> dict[str, Any]:
-    """One version: metadata, walk-forward folds, lineage, and what the registry lacks."""
+    """One version: metadata, walk-forward folds, lineage, and whether its out-of-sample
+    predictions are stored (``oos``: their size, or why they are not)."""
     from ultrathink.models.registry import ModelRegistry
 
     reg = ModelRegistry(registry)
@@ -502,8 +503,29 @@ def model_detail(registry: Path, version: str) -> dict[str, Any]:
             "data_hash": info.data_hash,
             **lineage,
         },
-        "missing": MISSING,
+        "oos": _oos_summary(reg, version),
     }
+
+
+def _oos_summary(reg: Any, version: str) -> dict[str, Any]:
+    # what the model page says about the out-of-sample charts: their size, or why there are none
+    from ultrathink.models.registry_oos import OOS_FILE
+
+    found = model_oos(reg.root, version)
+    if found is None:
+        return {"stored": False, "why": MISSING.format(file=OOS_FILE)}
+    return {"stored": True, "n_rows": found.n_rows, "n_folds": len(found.folds),
+            "n_bins": int(found.edges.size - 1)}  # fmt: skip
+
+
+def model_oos(registry: Path, version: str) -> OosHistogram | None:
+    """The binned out-of-sample predictions stored with ``version`` (``oos.npz``, hash
+    verified), or None for a version saved without them."""
+    from ultrathink.models.registry import ModelRegistry
+    from ultrathink.models.registry_oos import OOS_FILE, decode_oos
+
+    data = ModelRegistry(registry).read_file(version, OOS_FILE)
+    return None if data is None else decode_oos(data, f"{version}/{OOS_FILE}")
 
 
 def model_report(registry: Path, version: str) -> Path:
@@ -572,19 +594,41 @@ def _suite_record(raw: dict[str, Any]) -> dict[str, Any] | None:
     }  # fmt: skip
 
 
+_BENCH_CACHE: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+_BENCH_LOCK = threading.Lock()
+
+
 def bench_history(path: Path) -> dict[str, Any]:
     """The benchmark history in ``results.jsonl`` and the regressions between runs.
 
-    A record is judged against the previous record of the same benchmark, mode and CPU with
-    ``perf.stats.judge`` (the test, CI and minimum effect of ``bench --compare``). Lines of
+    Every record is judged against the previous record of the same benchmark, mode and CPU
+    with ``perf.stats.judge`` and the default ``perf.compare.CompareOptions`` (the test, CI,
+    minimum effect, resamples and seed of ``bench --compare``): each regression found, at
+    any point of the history, is in ``regressions`` with its record's ``index``. Lines of
     other writers (the pytest budgets' records, with no ``median``) are counted in
-    ``other``, with their names; unreadable lines in ``bad_lines``.
+    ``other``, with their names; unreadable lines in ``bad_lines``. The answer is kept
+    while the file's size and modification time stay the same (judging every pair takes a
+    few ms each; the page, its chart and ``/api/perf`` all ask).
     """
+    if not path.is_file():
+        raise NotFoundError(f"no benchmark results at {path}; run `make bench` (or pass --bench)")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _BENCH_LOCK:
+        found = _BENCH_CACHE.get(key)
+    if found is None:
+        found = _read_bench_history(path)
+        with _BENCH_LOCK:
+            _BENCH_CACHE[key] = found
+            while len(_BENCH_CACHE) > 4:
+                _BENCH_CACHE.popitem(last=False)
+    return found
+
+
+def _read_bench_history(path: Path) -> dict[str, Any]:
     from ultrathink.perf.compare import CompareOptions
     from ultrathink.perf.stats import judge
 
-    if not path.is_file():
-        raise NotFoundError(f"no benchmark results at {path}; run `make bench` (or pass --bench)")
     records, other, bad = [], {}, 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -608,7 +652,8 @@ def bench_history(path: Path) -> dict[str, Any]:
         try:
             verdict = judge(records[prev]["values"], rec["values"],
                             lower_is_better=rec["lower_is_better"], alpha=opts.alpha,
-                            min_effect=opts.min_effect, n_boot=1000, seed=opts.seed)  # fmt: skip
+                            min_effect=opts.min_effect, n_boot=opts.n_boot,
+                            seed=opts.seed)  # fmt: skip
         except ValueError:  # fewer than 2 repeats, or a value <= 0: nothing to judge
             continue
         if verdict.is_regression:

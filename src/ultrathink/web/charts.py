@@ -43,6 +43,7 @@ __all__ = [
     "importances_figure",
     "monthly_returns_figure",
     "prediction_distribution_figure",
+    "prediction_histogram_figure",
     "price_fills_figure",
     "roc_figure",
     "stage_shares_figure",
@@ -476,20 +477,39 @@ def prediction_distribution_figure(probabilities: Any, *, bins: int = 50) -> go.
     if p.size == 0:
         return _empty("no predictions")
     counts, edges = np.histogram(np.clip(p, 0.0, 1.0), bins=max(1, bins), range=(0.0, 1.0))
-    fig = go.Figure(
-        go.Bar(
-            x=(edges[:-1] + edges[1:]) / 2,
-            y=counts,
-            width=np.diff(edges),
-            marker_color=COLORS["equity"],
-            name=f"{p.size:,} predictions",
-            hovertemplate="%{x:.3f}: %{y} rows<extra></extra>",
+    return prediction_histogram_figure(edges, {f"{p.size:,} predictions": counts})
+
+
+def prediction_histogram_figure(edges: Any, counts: Mapping[str, Any]) -> go.Figure:
+    """Predicted class-1 probabilities already binned: ``counts`` maps a label (e.g. the
+    rows' true class) to the rows per bin of ``edges``; several labels are stacked."""
+    e = np.asarray(edges, dtype=np.float64).reshape(-1)
+    series = {str(k): np.asarray(v, dtype=np.float64).reshape(-1) for k, v in counts.items()}
+    bad = [k for k, v in series.items() if v.size != e.size - 1]
+    if bad:
+        raise ConfigError(
+            f"prediction histogram: {len(e)} edges need {len(e) - 1} counts per series; "
+            f"{bad[0]!r} does not have them"
         )
-    )
+    if not series or e.size < 2 or not sum(float(v.sum()) for v in series.values()):
+        return _empty("no predictions")
+    fig = go.Figure()
+    for i, (label, values) in enumerate(series.items()):
+        fig.add_trace(
+            go.Bar(
+                x=(e[:-1] + e[1:]) / 2,
+                y=values,
+                width=np.diff(e),
+                marker_color=COLORS["equity"] if len(series) == 1 else SERIES[i % len(SERIES)],
+                name=label,
+                hovertemplate="%{x:.3f}: %{y} rows<extra>" + label + "</extra>",
+            )
+        )
     fig.update_layout(
         xaxis={"title": {"text": "predicted probability of class 1"}, "range": [0, 1]},
         yaxis_title="rows",
         bargap=0.05,
+        barmode="stack",
     )
     return _finish(fig, height=340)
 
@@ -509,8 +529,12 @@ def bench_history_figure(
         and a numeric ``median`` (``ultrathink bench`` results) are drawn, the last one per
         commit and benchmark. Quick-mode results are their own series.
     regressions : sequence of str or dict
-        Benchmarks ``bench --compare`` flagged: names, or ``Comparison.to_dict()`` results
-        (those whose verdict status is ``"regression"``). Each is marked on its latest point.
+        Regressions to mark. A dict with an integer ``"index"`` (a regression of
+        ``web.browse.bench_history``: ``records[index]`` judged against its predecessor) is
+        marked on that record's point, anywhere in the history. Names, or
+        ``Comparison.to_dict()`` results of ``bench --compare`` (those whose verdict status
+        is ``"regression"``), which judge the working tree, are marked on the benchmark's
+        latest point.
 
     Notes
     -----
@@ -520,7 +544,8 @@ def bench_history_figure(
     series: dict[str, dict[str, Mapping[str, Any]]] = {}
     commits: list[str] = []
     latest: dict[str, tuple[str, str]] = {}
-    for rec in records:
+    placed: dict[int, tuple[str, str]] = {}
+    for i, rec in enumerate(records):
         median, commit = rec.get("median"), rec.get("commit")
         if not (isinstance(rec.get("name"), str) and isinstance(commit, str) and _numeric(median)):
             continue
@@ -529,16 +554,18 @@ def bench_history_figure(
         if x not in commits:
             commits.append(x)
         series.setdefault(key, {})[x] = rec
-        latest[rec["name"]] = (key, x)
+        latest[rec["name"]] = placed[i] = (key, x)
     if not series:
         return _empty("no benchmark results with a median (run `ultrathink bench`)")
     fig = go.Figure()
+    firsts: dict[str, Mapping[str, Any]] = {}
     for i, (key, points) in enumerate(series.items()):
         xs = [c for c in commits if c in points]
+        firsts[key] = points[xs[0]]
         fig.add_trace(
             go.Scatter(
                 x=xs,
-                y=_relative(points, xs),
+                y=[_ratio(points[x], firsts[key]) for x in xs],
                 mode="lines+markers",
                 name=key,
                 line={"color": SERIES[i % len(SERIES)]},
@@ -546,22 +573,19 @@ def bench_history_figure(
                 hovertemplate="%{text}<extra>" + key + "</extra>",
             )
         )
-    flagged = _regression_names(regressions)
-    hits = [latest[n] for n in flagged if n in latest]
-    if hits:
-        ys = [_relative(series[k], [x for x in commits if x in series[k]])[-1] for k, _ in hits]
+    marks, unplaced = _regression_marks(records, regressions, placed, latest, series)
+    if marks:
         fig.add_trace(
             go.Scatter(
-                x=[x for _, x in hits],
-                y=ys,
+                x=[x for _, x, _, _ in marks],
+                y=[_ratio(rec, firsts[key]) for key, _, rec, _ in marks],
                 mode="markers",
                 name="regression (bench --compare)",
                 marker={"symbol": "x", "size": 13, "color": COLORS["drawdown"]},
-                text=[k for k, _ in hits],
-                hovertemplate="%{text}: regression<extra></extra>",
+                text=[text for _, _, _, text in marks],
+                hovertemplate="%{text}<extra></extra>",
             )
         )
-    unplaced = [n for n in flagged if n not in latest]
     if unplaced:
         _note(fig, "regressions with no recorded result: " + ", ".join(unplaced))
     fig.add_hline(y=1.0, line_dash="dot", line_color=COLORS["reference"])
@@ -570,6 +594,46 @@ def bench_history_figure(
         yaxis_title="vs first commit shown (time terms: above 1 is slower)",
     )
     return _finish(fig, height=460, hovermode="closest")
+
+
+def _regression_marks(
+    records: Sequence[Mapping[str, Any]],
+    regressions: Sequence[Any],
+    placed: Mapping[int, tuple[str, str]],
+    latest: Mapping[str, tuple[str, str]],
+    series: Mapping[str, Mapping[str, Mapping[str, Any]]],
+) -> tuple[list[tuple[str, str, Mapping[str, Any], str]], list[str]]:
+    # (series key, commit, the record marked, hover text) of each regression; unplaced names
+    marks: list[tuple[str, str, Mapping[str, Any], str]] = []
+    seen: set[tuple[str, str]] = set()
+    for item in regressions:
+        index = item.get("index") if isinstance(item, Mapping) else None
+        if isinstance(index, int) and index in placed:
+            key, x = placed[index]
+            if (key, x) not in seen:
+                seen.add((key, x))
+                marks.append((key, x, records[index], _regression_hover(key, item)))
+    flagged = _regression_names(
+        [r for r in regressions if not (isinstance(r, Mapping) and "index" in r)]
+    )
+    for name in flagged:
+        if name in latest and latest[name] not in seen:
+            key, x = latest[name]
+            seen.add((key, x))
+            marks.append((key, x, series[key][x], f"{key}: regression"))
+    return marks, [n for n in flagged if n not in latest]
+
+
+def _regression_hover(key: str, item: Mapping[str, Any]) -> str:
+    slowdown, p_value = item.get("slowdown"), item.get("p_value")
+    text = f"{key}: regression"
+    if _numeric(slowdown):
+        text += f", {slowdown:.1%} slower"
+    if isinstance(item.get("base_commit"), str):
+        text += f" than {item['base_commit'][:10]}"
+    if _numeric(p_value):
+        text += f" (p={p_value:.2g})"
+    return text
 
 
 def stage_shares_figure(stages: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> go.Figure:
@@ -764,16 +828,12 @@ def _diagonal(name: str) -> go.Scatter:
     )
 
 
-def _relative(points: Mapping[str, Mapping[str, Any]], xs: list[str]) -> list[float | None]:
-    first = float(points[xs[0]]["median"])
-    out: list[float | None] = []
-    for x in xs:
-        rec = points[x]
-        num, den = float(rec["median"]), first
-        if not rec.get("lower_is_better", True):  # a throughput: slower is smaller
-            num, den = den, num
-        out.append(num / den if den and math.isfinite(num / den) else None)
-    return out
+def _ratio(rec: Mapping[str, Any], first: Mapping[str, Any]) -> float | None:
+    # the record against its series' first point, in time terms (a throughput is inverted)
+    num, den = float(rec["median"]), float(first["median"])
+    if not rec.get("lower_is_better", True):  # a throughput: slower is smaller
+        num, den = den, num
+    return num / den if den and math.isfinite(num / den) else None
 
 
 def _bench_hover(rec: Mapping[str, Any]) -> str:

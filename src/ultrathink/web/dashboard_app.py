@@ -7,7 +7,7 @@ Pages (HTML; every value escaped)::
     GET /runs/{id}        metrics, audit verdict, charts, positions, orders and fills (paged)
     GET /compare?a=&b=    two runs' equity curves overlaid, their metrics side by side
     GET /models           registry versions
-    GET /models/{v}       walk-forward folds, importances, lineage, what the registry lacks
+    GET /models/{v}       walk-forward folds, importances, ROC, calibration, predictions, lineage
     GET /models/{v}/report  the HTML report ``train`` wrote (sandboxed: its scripts reach
                           nothing of the dashboard)
     GET /perf             benchmark history with regressions, the latest profile
@@ -16,10 +16,11 @@ JSON (``/api/...``): the same data (``/api/runs``, ``/api/runs/{id}``, ``.../ord
 ``.../fills``, ``.../audit``, ``/api/compare``, ``/api/models``, ``/api/models/{v}``,
 ``/api/perf``) and every chart as plotly figure JSON (``/api/runs/{id}/charts/{equity,
 price, monthly, trades, exposure}``, ``/api/compare/chart``, ``/api/models/{v}/charts/{folds,
-importances}``, ``/api/perf/charts/{history, stages}``), drawn by ``web/charts.py``, which
-downsamples on the server. A page holds empty ``<div data-fig=URL>`` that ``/assets/
-dashboard.js`` fills with ``Plotly.newPlot``; plotly.js itself comes from the installed
-wheel at ``/assets/plotly.min.js`` (cached for a year, its version in the URL): no CDN.
+importances, roc, calibration, predictions}``, ``/api/perf/charts/{history, stages}``),
+drawn by ``web/charts.py``, which downsamples on the server. A page holds empty
+``<div data-fig=URL>`` that ``/assets/dashboard.js`` fills with ``Plotly.newPlot``; plotly.js
+itself comes from the installed wheel at ``/assets/plotly.min.js`` (cached for a year, its
+version in the URL): no CDN.
 
 Bad input never gets a 500: 400 for an unknown or repeated query parameter, 422 for a
 value out of its rules, 404 for a run, model version or file that does not exist, 503 when
@@ -62,6 +63,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (PersistenceError, 503), (UltrathinkError, 400),
 )  # fmt: skip
 _CHARTS = ("equity", "price", "monthly", "trades", "exposure")
+_OOS_CHARTS = ("roc", "calibration", "predictions")
 _FOLD_COLUMNS = ("name", "n_train", "n_test", "positive_rate", "auc", "log_loss",
                  "baseline_log_loss", "accuracy", "baseline_accuracy", "sharpe",
                  "buy_hold_sharpe", "exposure_pct")  # fmt: skip
@@ -693,8 +695,12 @@ def _model_routes(app: FastAPI, config: DashboardConfig, caches: _Caches) -> Non
         if name == "folds":
             _params(request)
             return _figure(charts.folds_figure(_fold_rows(browse.model_detail(registry, version))))
+        if name in _OOS_CHARTS:
+            _params(request)
+            return _figure(_oos_figure(registry, version, name))
         if name != "importances":
-            raise ApiError(404, f"no chart {name[:40]!r}; charts: folds, importances")
+            charts_ = ", ".join(("folds", "importances", *_OOS_CHARTS))
+            raise ApiError(404, f"no chart {name[:40]!r}; charts: {charts_}")
         member = _params(request, member=_text)["member"]
         found = caches.model_importances(registry, version)
         members = found["members"]
@@ -723,6 +729,37 @@ def _model_routes(app: FastAPI, config: DashboardConfig, caches: _Caches) -> Non
         return HTMLResponse(text, headers={**_PAGE_HEADERS, "Content-Security-Policy": _SANDBOX})
 
 
+def _oos_figure(registry: Path, version: str, name: str) -> Any:
+    # ROC, calibration or prediction distribution from the binned out-of-sample rows
+    oos = browse.model_oos(registry, version)
+    if oos is None:
+        raise browse.NotFoundError(f"{version}: {browse.MISSING.format(file='oos.npz')}")
+    if name == "predictions":
+        edges, class1, class0 = oos.distribution()
+        return charts.prediction_histogram_figure(
+            edges, {f"class 1 rows ({int(class1.sum()):,})": class1,
+                    f"class 0 rows ({int(class0.sum()):,})": class0}
+        )  # fmt: skip
+    if name == "calibration":
+        predicted, positive, _ = oos.calibration(10)
+        return charts.calibration_figure([("all folds", predicted, positive)])
+    metrics = browse.model_detail(registry, version)
+    aucs = {f.get("name"): f.get("auc") for f in metrics["folds"]}
+    curves = []
+    for i, fold in enumerate(oos.folds):
+        found = oos.roc(i)
+        if found is not None:  # a single-class fold has no ROC curve
+            curves.append((fold, *found, _auc(aucs.get(fold))))
+    found = oos.roc()
+    if found is not None:
+        curves.append(("all folds", *found, _auc((metrics["overall"] or {}).get("auc"))))
+    return charts.roc_figure(curves)
+
+
+def _auc(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
 def _fold_rows(detail: dict[str, Any]) -> list[dict[str, Any]]:
     keys = ("auc", "log_loss", "baseline_log_loss", "accuracy", "baseline_accuracy", "sharpe")
     return [{"fold": f.get("name", i + 1), **{k: f.get(k) for k in keys}}
@@ -742,16 +779,14 @@ def _model_body(version: str, detail: dict[str, Any], report: str | None) -> str
                     for k, v in lineage.items()]  # fmt: skip
     lineage_rows += [(k, v if not isinstance(v, dict | list) else orjson.dumps(v).decode())
                      for k, v in info["extra"].items()]  # fmt: skip
-    missing = "".join(f"<h2>{html.escape(t)}</h2>" + _note(detail["missing"][k])
-                      for k, t in (("roc", "ROC curve"), ("calibration", "Calibration"),
-                                   ("predictions", "Prediction distribution")))  # fmt: skip
+    base = f"/api/models/{version}/charts"
+    oos = _oos_sections(base, detail["oos"])
     if report is not None:
-        missing += _Html(
+        oos += _Html(
             f'<p class="note">The report <code>train</code> wrote with the version ({_e(report)}; '
-            "not among its hashed files) may draw them from the predictions it had: "
+            "not among its hashed files) draws them from the rows themselves: "
             f"{_link(f'/models/{version}/report', 'open it')}.</p>"
         )
-    base = f"/api/models/{version}/charts"
     return (
         _table(("", ""), facts)
         + "<h2>Walk-forward (out of sample)</h2>"
@@ -761,7 +796,29 @@ def _model_body(version: str, detail: dict[str, Any], report: str | None) -> str
         + _note("The fitted members' own in-sample importances, normalised to sum to 1 "
                 "(?member=gbm|forest|linear; default: the member with the largest weight).")
         + _chart(f"{base}/importances")
-        + missing + "<h2>Lineage and provenance</h2>" + _table(("field", "value"), lineage_rows)
+        + oos + "<h2>Lineage and provenance</h2>" + _table(("field", "value"), lineage_rows)
+    )  # fmt: skip
+
+
+def _oos_sections(base: str, oos: dict[str, Any]) -> str:
+    titles = ("ROC curve", "Calibration", "Prediction distribution")
+    if not oos["stored"]:
+        return "".join(f"<h2>{t}</h2>" + _note(oos["why"]) for t in titles)
+    rows = f"{oos['n_rows']:,} out-of-sample rows of {oos['n_folds']} folds"
+    return (
+        f"<h2>{titles[0]}</h2>"
+        + _note(f"Per fold and over all folds, on the {rows}. The registry keeps them binned "
+                f"({oos['n_bins']:,} bins on the probabilities' 0.1 % quantiles): a step per "
+                "bin, exact when there are fewer rows than bins; the AUCs are the version's "
+                "own, computed on the rows.")
+        + _chart(f"{base}/roc")
+        + f"<h2>{titles[1]}</h2>"
+        + _note("Over all folds: the fraction of class 1 among the rows of each of 10 "
+                "equal-width probability bins against their mean prediction (exact).")
+        + _chart(f"{base}/calibration")
+        + f"<h2>{titles[2]}</h2>"
+        + _note(f"Predicted class-1 probability on the {rows}, by true class (exact).")
+        + _chart(f"{base}/predictions")
     )  # fmt: skip
 
 
@@ -779,9 +836,7 @@ def _perf_routes(app: FastAPI, config: DashboardConfig) -> None:
     def history_chart(request: Request) -> Response:
         _params(request)
         history = browse.bench_history(config.bench_results)
-        return _figure(
-            charts.bench_history_figure(history["records"], _latest_regressions(history))
-        )
+        return _figure(charts.bench_history_figure(history["records"], history["regressions"]))
 
     @app.get("/api/perf/charts/stages")
     def stages_chart(request: Request) -> Response:
@@ -806,14 +861,6 @@ def _or_error(read: Callable[[Path], dict[str, Any]], path: Path) -> dict[str, A
         return {"error": str(exc)}
 
 
-def _latest_regressions(history: dict[str, Any]) -> list[str]:
-    # the chart marks a regression on a benchmark's latest point: name those found there
-    latest: dict[str, int] = {}
-    for i, rec in enumerate(history["records"]):
-        latest[rec["name"]] = i
-    return [r["name"] for r in history["regressions"] if latest.get(r["name"]) == r["index"]]
-
-
 def _bench_section(path: Path) -> str:
     try:
         history = browse.bench_history(path)
@@ -825,7 +872,8 @@ def _bench_section(path: Path) -> str:
     return (
         _note(f"{len(history['records']):,} `ultrathink bench` results in {path}; each is "
               "judged against the previous result of its benchmark on the same CPU with the "
-              "test of `bench --compare`. A regression is marked on a benchmark's latest point.")
+              "test of `bench --compare`; every result it flags is marked with a red cross "
+              "where it happened in the history.")
         + _chart("/api/perf/charts/history")
         + (_table(("benchmark", "from", "to", "slower by", "p", "verdict"), regressions)
            if regressions else _note("No regression between consecutive results."))

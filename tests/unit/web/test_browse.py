@@ -272,8 +272,46 @@ def test_a_model_shows_its_folds_lineage_and_what_is_missing(registry: Path) -> 
     assert detail["overall"]["name"] == "overall"
     assert detail["lineage"]["data_hash"] == detail["info"]["data_hash"]
     assert "low" not in detail["info"]["extra"]  # per-feature ranges: not for display
-    assert set(detail["missing"]) == {"roc", "calibration", "predictions"}
-    assert all("not stored" in text for text in detail["missing"].values())
+    assert detail["oos"]["stored"] and detail["oos"]["n_folds"] == 3
+    assert detail["oos"]["n_rows"] == sum(f["n_test"] for f in detail["folds"])
+
+
+def test_the_out_of_sample_predictions_are_the_walk_forwards(registry: Path) -> None:
+    oos = browse.model_oos(registry, "v0001")
+    detail = browse.model_detail(registry, "v0001")
+
+    assert oos is not None and oos.folds == ["fold 1", "fold 2", "fold 3"]
+    for i, fold in enumerate(detail["folds"]):
+        assert int(oos.positive[i].sum() + oos.negative[i].sum()) == fold["n_test"]
+        assert oos.positive[i].sum() / fold["n_test"] == pytest.approx(fold["positive_rate"])
+        roc = oos.roc(i)
+        assert roc is not None
+        # 1,350 rows in about 1,050 bins: a few rows share a bin (a tie), hence not 1e-12
+        assert np.trapezoid(roc[1], roc[0]) == pytest.approx(fold["auc"], abs=1e-3)
+
+
+def resave_without_oos(registry: Path, copy: Path) -> str:
+    """The trained version saved again as the registry saved every version before it kept
+    the out-of-sample predictions (and as ``models compress`` still does): no files=."""
+    from ultrathink.models.registry import ModelRegistry
+
+    shutil.copytree(registry, copy)
+    reg = ModelRegistry(copy)
+    loaded = reg.load("v0001")
+    info = loaded.info
+    return reg.save(loaded.model, feature_names=info.feature_names, params=info.params,
+                    data_hash=info.data_hash, metrics=info.metrics,
+                    train_period=info.train_period, extra=info.extra)  # fmt: skip
+
+
+def test_a_version_saved_without_its_predictions_says_why(registry: Path, tmp_path: Path) -> None:
+    old = resave_without_oos(registry, tmp_path / "models")
+
+    detail = browse.model_detail(tmp_path / "models", old)
+
+    assert browse.model_oos(tmp_path / "models", old) is None
+    assert detail["oos"]["stored"] is False and "oos.npz" in detail["oos"]["why"]
+    assert len(detail["folds"]) == 3, "its scores are still shown"
 
 
 def test_importances_are_each_members_own(registry: Path) -> None:
@@ -346,6 +384,23 @@ def test_bench_history_flags_the_commit_that_regressed(tmp_path: Path) -> None:
     assert (regression["base_commit"], regression["commit"]) == ("b" * 10, "c" * 10)
     assert regression["slowdown"] == pytest.approx(0.5, abs=0.02)
     assert history["other"] == {"serving.http": "d00d"} and history["bad_lines"] == 1
+
+
+def test_every_regression_in_the_history_is_found_with_its_record(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    steady, slower = [1.00, 1.01, 0.99, 1.00, 1.02, 0.98], [1.50, 1.52, 1.49, 1.51, 1.50, 1.53]
+    for commit, values in zip("abcd", (steady, slower, steady, slower), strict=True):
+        append_results([bench_line("engine.loop", values, commit * 40)], path, env(commit * 40))
+
+    history = browse.bench_history(path)
+    again = browse.bench_history(path)
+
+    found = [(r["index"], r["base_commit"][0], r["commit"][0]) for r in history["regressions"]]
+    assert found == [(1, "a", "b"), (3, "c", "d")], "c recovered: an improvement, not flagged"
+    assert again is history, "kept while the file is unchanged"
+    with path.open("a") as fh:
+        fh.write("\n")
+    assert browse.bench_history(path) is not history, "read again once it changed"
 
 
 def test_bench_history_needs_the_file(tmp_path: Path) -> None:

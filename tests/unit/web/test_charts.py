@@ -204,12 +204,23 @@ def test_roc_calibration_importances_and_predictions() -> None:
     assert imp.layout.yaxis.title.text == "top 5 of 40 features"
     dist = charts.prediction_distribution_figure(p)
     assert int(np.sum(dist.data[0].y)) == y.size and len(dist.data[0].y) == 50
-    for fig in (roc, cal, imp, dist):
+    edges = np.linspace(0, 1, 51)
+    by_class = charts.prediction_histogram_figure(
+        edges, {"class 1": np.histogram(p[y == 1], edges)[0],
+                "class 0": np.histogram(p[y == 0], edges)[0]}
+    )  # fmt: skip
+    assert [t.name for t in by_class.data] == ["class 1", "class 0"]
+    assert by_class.layout.barmode == "stack"
+    assert sum(sum(t.y) for t in by_class.data) == y.size
+    for fig in (roc, cal, imp, dist, by_class):
         round_trips(fig)
     assert annotations(charts.roc_figure([])) == ["no ROC curves"]
     assert annotations(charts.calibration_figure([])) == ["no calibration curves"]
     assert annotations(charts.importances_figure([], [])) == ["no feature importances"]
     assert annotations(charts.prediction_distribution_figure([np.nan])) == ["no predictions"]
+    assert annotations(charts.prediction_histogram_figure(edges, {})) == ["no predictions"]
+    with pytest.raises(ConfigError, match="51 edges need 50 counts"):
+        charts.prediction_histogram_figure(edges, {"all": [1, 2]})
     with pytest.raises(ConfigError, match="one value per feature"):
         charts.importances_figure(["a"], [1.0, 2.0])
 
@@ -240,10 +251,36 @@ def test_bench_history_figure_relates_each_series_to_its_first_commit() -> None:
     assert list(by_name["engine.rate"].y) == [1.0, 2.0], "half the throughput: 2x slower"
     assert list(by_name["engine.sma (quick)"].x) == ["c" * 10]
     marked = by_name["regression (bench --compare)"]
-    assert list(marked.x) == ["c" * 10] and list(marked.text) == ["engine.sma (quick)"]
+    assert list(marked.x) == ["c" * 10]
+    assert list(marked.text) == ["engine.sma (quick): regression"]
     assert any("engine.gone" in a for a in annotations(fig))
     round_trips(fig)
     assert annotations(charts.bench_history_figure([]))[0].startswith("no benchmark results")
+
+
+def test_bench_history_figure_marks_each_regression_where_it_happened() -> None:
+    records = [
+        bench_record("engine.sma", c * 40, m)
+        for c, m in zip("abcd", (2.0, 3.0, 2.0, 4.0), strict=True)
+    ]
+    records.insert(2, bench_record("engine.rate", "b" * 40, 50.0, lower_is_better=False))
+    found = [  # as web.browse.bench_history lists them: the index of the record judged
+        {"index": 1, "name": "engine.sma", "base_commit": "a" * 10, "slowdown": 0.5,
+         "p_value": 0.001},
+        {"index": 4, "name": "engine.sma", "base_commit": "c" * 10, "slowdown": 1.0,
+         "p_value": 0.002},
+        {"index": 1, "name": "engine.sma"},  # the same point twice: one mark
+        {"index": 99, "name": "engine.sma"},  # no such record: nothing to mark
+    ]  # fmt: skip
+
+    fig = charts.bench_history_figure(records, found)
+
+    marked = next(t for t in fig.data if t.name == "regression (bench --compare)")
+    assert list(marked.x) == ["b" * 10, "d" * 10]
+    assert list(marked.y) == [1.5, 2.0], "on the series' own points"
+    assert marked.text[0] == "engine.sma: regression, 50.0% slower than aaaaaaaaaa (p=0.001)"
+    assert not annotations(fig)
+    round_trips(fig)
 
 
 def test_stage_shares_figure_reads_a_profile() -> None:
