@@ -19,6 +19,7 @@ price chart reloads the run's data by name and uses it only when it hashes to th
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -625,10 +626,25 @@ def bench_history(path: Path) -> dict[str, Any]:
     return found
 
 
-def _read_bench_history(path: Path) -> dict[str, Any]:
+@functools.lru_cache(maxsize=65_536)
+def _judged(
+    base: tuple[float, ...], head: tuple[float, ...], lower_is_better: bool
+) -> dict[str, Any] | None:
+    # bench --compare's verdict on one pair (None: fewer than 2 repeats or a value <= 0);
+    # remembered, so a results file that grew is judged only on its new pairs (~8 ms each)
     from ultrathink.perf.compare import CompareOptions
     from ultrathink.perf.stats import judge
 
+    opts = CompareOptions()
+    try:
+        verdict = judge(base, head, lower_is_better=lower_is_better, alpha=opts.alpha,
+                        min_effect=opts.min_effect, n_boot=opts.n_boot, seed=opts.seed)  # fmt: skip
+    except ValueError:
+        return None
+    return verdict.to_dict()
+
+
+def _read_bench_history(path: Path) -> dict[str, Any]:
     records, other, bad = [], {}, 0
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -641,7 +657,7 @@ def _read_bench_history(path: Path) -> dict[str, Any]:
             records.append(record)
         elif isinstance(raw, dict):
             other[str(raw.get("name"))] = str(raw.get("commit", ""))[:10]
-    opts, regressions = CompareOptions(), []
+    regressions = []
     last: dict[tuple[str, str, str], int] = {}
     for i, rec in enumerate(records):
         key = (rec["name"], rec["mode"], rec["machine"])
@@ -649,21 +665,16 @@ def _read_bench_history(path: Path) -> dict[str, Any]:
         last[key] = i
         if prev is None:
             continue
-        try:
-            verdict = judge(records[prev]["values"], rec["values"],
-                            lower_is_better=rec["lower_is_better"], alpha=opts.alpha,
-                            min_effect=opts.min_effect, n_boot=opts.n_boot,
-                            seed=opts.seed)  # fmt: skip
-        except ValueError:  # fewer than 2 repeats, or a value <= 0: nothing to judge
-            continue
-        if verdict.is_regression:
+        verdict = _judged(tuple(records[prev]["values"]), tuple(rec["values"]),
+                          rec["lower_is_better"])  # fmt: skip
+        if verdict is not None and verdict["status"] == "regression":
             regressions.append(
                 {
                     "index": i,
                     "name": rec["name"],
                     "commit": rec["commit"],
                     "base_commit": records[prev]["commit"],
-                    **verdict.to_dict(),
+                    **verdict,
                 }
             )
     return {"path": str(path), "records": records, "regressions": regressions,
