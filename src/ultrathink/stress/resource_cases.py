@@ -6,10 +6,13 @@ store afterwards.
 
 **Memory limit**: the session runs under ``RLIMIT_AS`` (or ``RLIMIT_DATA``) with the
 ``Ballast`` strategy keeping ``mb_per_bar`` MiB per bar up to ``ballast_mb``, and degraded
-mode watching RSS at ``enter_mb``. Degraded mode must be entered (``degraded.entered``,
-reason memory) with no ``MemoryError`` anywhere, and the peak address space must stay under
-the limit (``margin_mb``). Degraded mode compares RSS with a number it is given: it does not
-read the limit itself (docs/stress.md says what the engine would need).
+mode watching the memory that limit counts at ``enter_pct`` % of it (``memory_limit``; or
+RSS at ``enter_mb``, a number of its own, when set). Degraded mode must be entered (reason
+``memory_limit`` or ``memory``) before any ``MemoryError``. A leak that stays under the limit
+must see none, and the peak address space must stay under the limit (``margin_mb``); one
+that reaches it (``expect_oom``) must stop the session at the first ``MemoryError`` with one
+``error: out of memory`` line (exit 2, no traceback), the run stored failed, and the store
+never ahead of the venue.
 
 **CPU contention**: the ``Burner`` strategy spends about ``decision_ms`` of CPU per decision
 (calibrated here); after ``calm_s`` of a calm session, ``burners_per_cpu`` x CPUs CPU-bound
@@ -41,7 +44,8 @@ from ultrathink.stress.invariants import check_process, check_run, read_rows
 from ultrathink.stress.outcome import Case
 
 Log = Callable[[str], None]
-_MEMORY_AT = re.compile(r"memory ([0-9.]+) MiB")
+_RSS_AT = re.compile(r"memory ([0-9.]+) MiB")
+_LIMIT_AT = re.compile(r"memory_limit ([0-9.]+) % of (\S+) \((\w+) ([0-9.]+) of ([0-9.]+) MiB\)")
 
 
 class MemoryLimit(BaseModel):
@@ -53,7 +57,9 @@ class MemoryLimit(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9_-]{1,40}$")
     rlimit: Literal["AS", "DATA"] = "AS"
     limit_mb: int = Field(default=1536, ge=256, le=1_048_576)
-    enter_mb: float = Field(default=250.0, gt=0)
+    enter_pct: float = Field(default=85.0, gt=0, lt=100)
+    enter_mb: float | None = Field(default=None, gt=0)
+    expect_oom: bool = False
     ballast_mb: float = Field(default=320.0, ge=0)
     mb_per_bar: float = Field(default=4.0, gt=0, le=1024)
     n_bars: int = Field(default=800, ge=50)
@@ -85,15 +91,20 @@ def memory_case(fault: MemoryLimit, work: Path, seed: int, log: Log) -> Case:
         f"mb_per_bar={fault.mb_per_bar}",
         f"max_mb={fault.ballast_mb}",
     )
+    signals = f"memory_limit_enter_pct = {float(fault.enter_pct)}\n"
+    if fault.enter_mb is not None:
+        signals += f"memory_enter_mb = {float(fault.enter_mb)}\n"
     config = (
         "[hardening]\ndegraded_sample_bars = 8\n[hardening.degraded]\n"
-        f"memory_enter_mb = {float(fault.enter_mb)}\nlatency_enter_ms = 600000.0\n"
+        f"{signals}latency_enter_ms = 600000.0\n"
         "latency_exit_ms = 1.0\ncpu_enter_pct = 100000.0\nmin_dwell_s = 0.5\n"
     )
     limit = fault.limit_mb * (1 << 20)
+    at = [f"{fault.enter_pct} % of the limit"]
+    at += [f"{fault.enter_mb} MiB RSS"] if fault.enter_mb is not None else []
     log(
         f"resources: {fault.name}: RLIMIT_{fault.rlimit} {fault.limit_mb} MiB, degraded at "
-        f"{fault.enter_mb} MiB RSS, leak up to {fault.ballast_mb} MiB"
+        f"{' or '.join(at)}, leak up to {fault.ballast_mb} MiB"
     )
     child = _session(
         work / fault.name,
@@ -106,7 +117,8 @@ def memory_case(fault: MemoryLimit, work: Path, seed: int, log: Log) -> Case:
         poll_s=0.05,
     )
     db, code, err, samples = child.db, child.returncode, child.stderr, child.samples
-    case = Case(fault.name, invariants=[check_process(code, err, what="session")])
+    expected = (2,) if fault.expect_oom else (0,)
+    case = Case(fault.name, invariants=[check_process(code, err, expected, what="session")])
     if read_rows(db, "SELECT 1 FROM runs"):
         case.invariants += check_run(db)
     rows = read_rows(
@@ -117,14 +129,19 @@ def memory_case(fault: MemoryLimit, work: Path, seed: int, log: Log) -> Case:
     entered = [r for r in rows if r[1] == "degraded.entered" and "memory" in (r[2] or "")]
     errors = [r for r in rows if r[1] == "decision.error" and "MemoryError" in (r[2] or "")]
     n_errors = len(errors) + ("MemoryError" in err and not errors)
-    at_entry = _MEMORY_AT.search(entered[0][2]) if entered else None
+    detail = entered[0][2] if entered else ""
+    rss_at, limit_at = _RSS_AT.search(detail), _LIMIT_AT.search(detail)
     peak_vms = max((s.vms_mb for s in samples if s.vms_mb is not None), default=None)
     case.figures.update(
         rlimit=f"RLIMIT_{fault.rlimit}",
         limit_mb=fault.limit_mb,
+        enter_pct=fault.enter_pct,
         enter_mb=fault.enter_mb,
         degraded_entered=bool(entered),
-        rss_at_entry_mb=float(at_entry[1]) if at_entry else None,
+        entry_reason=detail.split(":", 1)[0] if detail else None,
+        limit_pct_at_entry=float(limit_at[1]) if limit_at else None,
+        limit_use_at_entry=f"{limit_at[3]} {limit_at[4]} MiB" if limit_at else None,
+        rss_at_entry_mb=float(rss_at[1]) if rss_at else None,
         peak_rss_mb=max((s.rss_mb for s in samples if s.rss_mb is not None), default=None),
         peak_vms_mb=peak_vms,
         margin_mb=None if peak_vms is None else fault.limit_mb - peak_vms,
@@ -132,6 +149,16 @@ def memory_case(fault: MemoryLimit, work: Path, seed: int, log: Log) -> Case:
         exit_code=code,
         entered_before_oom=bool(entered) and (not errors or entered[0][0] < errors[0][0]),
     )
+    if fault.expect_oom:
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        status = read_rows(db, "SELECT status FROM runs")
+        case.figures.update(
+            oom_stop_clear=code == 2
+            and len(lines) == 1
+            and lines[0].startswith("error: out of memory")
+            and status == [("failed",)],
+            oom_error=lines[0][:200] if lines else None,
+        )
     return case
 
 

@@ -29,6 +29,11 @@ def _all(values: list[Any]) -> float | None:
     return float(all(bool(v) for v in values)) if values else None
 
 
+def _all_present(values: list[Any]) -> float | None:
+    present = [v for v in values if v is not None]
+    return _all(present)
+
+
 def _max(values: list[Any]) -> float | None:
     present = [float(v) for v in values if v is not None]
     return max(present) if present else None
@@ -58,6 +63,19 @@ _METRICS: dict[str, tuple[str, str, _Aggregate, str]] = {
         "1 when it entered before any MemoryError",
     ),
     "memory_errors": ("memory_limit", "memory_errors", _sum, "MemoryErrors seen"),
+    "memory_oom_stop_clear": (
+        "memory_limit",
+        "oom_stop_clear",
+        _all_present,
+        "1 when every leak that reached the limit stopped at its first MemoryError with one "
+        "'error: out of memory' line, stored failed (cases with expect_oom)",
+    ),
+    "memory_entry_pct": (
+        "memory_limit",
+        "limit_pct_at_entry",
+        _max,
+        "% of the limit used when degraded mode entered (worst case)",
+    ),
     "memory_margin_mb": (
         "memory_limit",
         "margin_mb",
