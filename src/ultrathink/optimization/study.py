@@ -147,14 +147,17 @@ def default_storage(store_path: Path) -> str:
     return f"sqlite:///{(store_path.parent / 'studies.db').resolve()}"
 
 
-def make_storage(url: str) -> Any:
+def make_storage(url: str, *, heartbeat_s: int = HEARTBEAT_S, grace_s: int = GRACE_S) -> Any:
     """An Optuna storage for ``url`` (any RDB URL; ``journal:PATH`` for a journal file).
 
     A database storage records a heartbeat of every running trial; a trial whose heartbeat
     is older than the grace period (its process died) is failed by the next process that
-    starts a trial or opens the study, and queued again with the same parameters.
+    starts a trial or opens the study, and queued again with the same parameters. A trial
+    whose process died before its first heartbeat is covered too (``heartbeat.py``).
     """
     import optuna
+
+    from ultrathink.optimization.heartbeat import HeartbeatStorage
 
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -166,11 +169,11 @@ def make_storage(url: str) -> Any:
         _writable_parent(Path(url.removeprefix("sqlite:///")))
     try:
         with _no_experimental_warnings():
-            storage = optuna.storages.RDBStorage(
+            storage = HeartbeatStorage(
                 sqlalchemy_url(url),
                 engine_kwargs=_engine_kwargs(url),
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
+                heartbeat_interval=heartbeat_s,
+                grace_period=grace_s,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=MAX_RETRY
                 ),
