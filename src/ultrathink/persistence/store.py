@@ -40,6 +40,7 @@ from ultrathink.persistence.records import (
     RunRecord,
     dumps_run_json,
 )
+from ultrathink.persistence.writable import read_only_error
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -89,14 +90,24 @@ class Store:
     def __init__(self, path: str | Path, *, readonly: bool = False) -> None:
         self.path = Path(path)
         self.readonly = readonly
-        self._conn = connect(self.path, readonly=readonly)
+        try:
+            self._conn = connect(self.path, readonly=readonly)
+        except PersistenceError as exc:
+            error = None if readonly else read_only_error(self.path)
+            if error is None:
+                raise
+            raise error from exc
         try:
             if readonly:
                 require_schema(self._conn)
             else:
                 migrate(self._conn)
-        except BaseException:
+        except BaseException as exc:
             self._conn.close()
+            if not readonly and isinstance(exc, (PersistenceError, sqlite3.Error)):
+                error = read_only_error(self.path)
+                if error is not None:
+                    raise error from exc
             raise
 
     def create_run(
@@ -368,17 +379,28 @@ class Store:
         try:
             yield
         except sqlite3.Error as exc:
-            self._conn.execute("ROLLBACK")
+            self._rollback(exc)
             raise PersistenceError(f"cannot write to {self.path}: {exc}") from exc
-        except BaseException:
-            self._conn.execute("ROLLBACK")
+        except BaseException as exc:
+            self._rollback(exc)
             raise
         try:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            self._rollback(exc)
             raise PersistenceError(f"cannot write to {self.path}: {exc}") from exc
+
+    def _rollback(self, error: BaseException) -> None:
+        # SQLite ends the transaction itself on some errors (SQLITE_FULL, SQLITE_IOERR,
+        # SQLITE_NOMEM, SQLITE_BUSY): a ROLLBACK then fails with "no transaction is active"
+        # and would hide ``error``, the one that says what went wrong. A ROLLBACK that fails
+        # otherwise is noted on ``error``, which still goes up.
+        if not self._conn.in_transaction:
+            return
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            error.add_note(f"and the ROLLBACK after it failed too: {exc}")
 
     def _audit(self, row: AuditRow) -> tuple[int, str]:
         return append_audit(self._conn, [row])

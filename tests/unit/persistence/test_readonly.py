@@ -77,7 +77,7 @@ def test_a_writable_open_of_a_read_only_store_fails_and_the_read_only_one_create
 ) -> None:
     before = sorted(p.name for p in read_only.parent.iterdir())
 
-    with pytest.raises(PersistenceError, match="readonly"):
+    with pytest.raises(PersistenceError, match=r"is read-only \(.* is not writable\)"):
         Store(read_only)
     with Store(read_only, readonly=True) as store:
         assert len(store.list_runs()) == 1
