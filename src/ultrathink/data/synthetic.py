@@ -10,6 +10,9 @@ stream spawned from ``seed``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import numpy as np
 
 from ultrathink.data.frame import MarketData
@@ -37,12 +40,14 @@ __all__ = [
     "Gap",
     "Halt",
     "Scenario",
+    "ScenarioPath",
     "SyntheticConfig",
     "VolSpike",
     "default_symbol_names",
     "format_synthetic_spec",
     "generate",
     "parse_synthetic_spec",
+    "scenario_path",
 ]
 
 # intrabar high/low excursion, in units of the bar's volatility
@@ -52,6 +57,35 @@ _VOLUME_NOISE = 0.25
 
 
 _Part = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+class ScenarioPath(NamedTuple):
+    """What the price scenarios do to one symbol's ``n`` bars, as ``generate`` applies them.
+
+    ``gaps[i]`` is the log move of bar ``i``'s open (a gap: it carries on to every later
+    price); ``shifts[i]`` is added to bar ``i``'s close-to-close log return (a crash spread
+    over its bars, a flash crash and its recovery); ``keep[i]`` is False where a halt removes
+    the bar. Volatility spikes change no price level and are not in it. Other price series
+    may take the same path (``stress/splice.py`` lays it over real bars).
+    """
+
+    gaps: np.ndarray
+    shifts: np.ndarray
+    keep: np.ndarray
+
+    def factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(open, close)`` multipliers of each bar: the path's cumulative effect at the
+        bar's open (the previous close's, times its gap) and at its close."""
+        log_close = np.cumsum(self.shifts + self.gaps)
+        log_open = np.concatenate([[0.0], log_close[:-1]]) + self.gaps
+        return np.exp(log_open), np.exp(log_close)
+
+
+def scenario_path(n_bars: int, scenarios: Sequence[Scenario]) -> ScenarioPath:
+    """The price path of ``scenarios`` over ``n_bars`` bars of one symbol (bar numbers are
+    positions in that symbol's sequence; pass the scenarios that apply to it)."""
+    gaps, shifts = _price_shifts(n_bars, scenarios)
+    return ScenarioPath(gaps, shifts, _kept_bars(n_bars, scenarios))
 
 
 def generate(config: SyntheticConfig) -> MarketData:
@@ -170,7 +204,7 @@ def _vol_multiplier(
     return multiplier
 
 
-def _price_shifts(n: int, scenarios: list[Scenario]) -> tuple[np.ndarray, np.ndarray]:
+def _price_shifts(n: int, scenarios: Sequence[Scenario]) -> tuple[np.ndarray, np.ndarray]:
     # gaps move a bar's open (and everything after); shifts add to close-to-close returns
     gaps = np.zeros(n)
     shifts = np.zeros(n)
@@ -188,7 +222,7 @@ def _price_shifts(n: int, scenarios: list[Scenario]) -> tuple[np.ndarray, np.nda
     return gaps, shifts
 
 
-def _kept_bars(n: int, scenarios: list[Scenario]) -> np.ndarray:
+def _kept_bars(n: int, scenarios: Sequence[Scenario]) -> np.ndarray:
     keep = np.ones(n, dtype=bool)
     for scenario in scenarios:
         if isinstance(scenario, Halt):

@@ -1,7 +1,8 @@
 """Splice a scripted market event into real bars: a crash, a flash crash, a gap or a halt.
 
 The events are the synthetic generator's own scenario models (``data/synthetic_config.py``)
-and their price paths come from the generator's own arithmetic, so ``crash=30@500/3`` moves
+and their price paths come from the generator's own arithmetic (``data.synthetic.
+scenario_path``, its public API for it), so ``crash=30@500/3`` moves
 real sp500 bars exactly as it moves synthetic ones: every close from the event on is
 multiplied by the event's cumulative factor, each open by the previous close's factor (times
 the gap, at a gap), so the data's own overnight gaps are kept; highs and lows are scaled with
@@ -17,9 +18,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from ultrathink.data.frame import MarketData
-from ultrathink.data.synthetic import Crash, FlashCrash, Gap, Halt, Scenario, format_synthetic_spec
-from ultrathink.data.synthetic import _kept_bars as kept_bars
-from ultrathink.data.synthetic import _price_shifts as price_shifts
+from ultrathink.data.synthetic import (
+    Crash,
+    FlashCrash,
+    Gap,
+    Halt,
+    Scenario,
+    format_synthetic_spec,
+    scenario_path,
+)
 from ultrathink.data.synthetic_config import SyntheticConfig
 from ultrathink.errors import ConfigError
 
@@ -52,15 +59,13 @@ def splice(data: MarketData, events: Sequence[Event]) -> MarketData:
                 f"{mine[0].kind} reaches bar {reach - 1} but {symbol} has {rows.size} bars in "
                 f"{data.name}; move it earlier"
             )
-        gaps, shifts = price_shifts(rows.size, mine)
-        log_close = np.cumsum(shifts + gaps)
-        log_open = np.concatenate([[0.0], log_close[:-1]]) + gaps
-        f_open, f_close = np.exp(log_open), np.exp(log_close)
+        path = scenario_path(rows.size, mine)
+        f_open, f_close = path.factors()
         o, c = data.open[rows] * f_open, data.close[rows] * f_close
         open_[rows], close[rows] = o, c
         high[rows] = np.maximum.reduce([data.high[rows] * np.maximum(f_open, f_close), o, c])
         low[rows] = np.minimum.reduce([data.low[rows] * np.minimum(f_open, f_close), o, c])
-        keep[rows] = kept_bars(rows.size, mine)
+        keep[rows] = path.keep
     name = f"{data.name}+{_label(events, data.symbols)}" if events else data.name
     spliced = dataclasses.replace(data, open=open_, high=high, low=low, close=close, name=name)
     return spliced if bool(keep.all()) else spliced._take(keep, data.symbols, reindex=False)
