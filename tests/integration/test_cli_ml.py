@@ -30,7 +30,7 @@ SPEC = "synthetic:n_bars=3000,seed=1,freq=1D"  # daily bars 2020-01-01 .. 2028-0
 TRAIN_END, AFTER_TRAIN = "2025-12-31", "2026-01-01"
 SMALL = ("--param", "gbm_n_estimators=20", "--param", "forest_n_estimators=20", "--folds", "3")
 TRAIN = ("train", "--data", SPEC, "--end", TRAIN_END, *SMALL)
-VERSION_FILES = {"model.pkl", "info.json", "manifest.json", "manifest.sha256"}
+VERSION_FILES = {"model.pkl", "info.json", "oos.npz", "manifest.json", "manifest.sha256"}
 
 
 def ts(text: str) -> int:

@@ -63,7 +63,7 @@ from ultrathink.models.compress_report import (
     measure_speed,
 )
 from ultrathink.models.compress_search import Search
-from ultrathink.models.pipeline import TrainingSet
+from ultrathink.models.pipeline import TrainingSet, oos_files
 
 __all__ = [
     "Compression",
@@ -141,5 +141,6 @@ def register(result: Compression, ts: TrainingSet, registry: Any) -> str:
             metrics=result.report.to_dict(),
             train_period=(int(info.train_period[0]), int(info.train_period[1])),
             extra=json.loads(json.dumps(extra, default=json_default)),
+            files=oos_files(result.report),  # the compressed model's own predictions
         )
     )

@@ -169,7 +169,7 @@ def train(
             "importances": importances,
             **(extra or {}),
         },
-        files=_oos_files(report),
+        files=oos_files(report),
     )
     return TrainResult(
         version,
@@ -183,7 +183,7 @@ def train(
     )
 
 
-def _oos_files(report: WalkForwardReport) -> dict[str, bytes] | None:
+def oos_files(report: WalkForwardReport) -> dict[str, bytes] | None:
     # the out-of-sample labels and probabilities the model page draws its ROC, calibration
     # and prediction charts from, binned to a size bounded by the folds (registry_oos.py); a
     # file beside the model, not in info.json: every listing reads info.json, and derived
