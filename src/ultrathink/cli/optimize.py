@@ -263,6 +263,15 @@ def _configure_model(sub: Any) -> None:
     g.add_argument("--embargo", type=int, default=0, help="rows embargoed after each test fold")
     g.add_argument("--features", default="all", help="'all' or a comma-separated subset")
     g.add_argument("--members", default="gbm,forest,linear", help="voting members")
+    g.add_argument(
+        "--parallel-folds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="fit each trial's folds at once on N local processes (Ray tasks with --ray), "
+        "reported in fold order: the same results, but a pruned trial has paid for all its "
+        "folds (default 1: in turn)",
+    )
     g = m.add_argument_group("registry")
     g.add_argument("--registry", help="model registry directory (default .ultrathink/models)")
     g.add_argument(
@@ -306,6 +315,7 @@ def _handle_model(args: argparse.Namespace, context: CliContext) -> int:
         parent=args.parent,
         registry=args.registry,
         register=not args.no_register,
+        parallel_folds=args.parallel_folds,
         **_study_fields(args),
     )
     # stdout is the result's alone: Ray reports lost workers on stdout (see cli/sweep.py)

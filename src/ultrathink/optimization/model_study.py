@@ -5,7 +5,9 @@ weights and, when the Sharpe ratio is an objective, the decision threshold. It i
 fold by fold on the same purged walk-forward splits ``ultrathink train`` uses, and scored on
 each fold's test rows (log loss by default; AUC, accuracy or the threshold strategy's Sharpe
 on request). The running mean is reported after every fold, so a pruner stops a poor trial
-after its first folds and the study saves the fits it would have wasted.
+after its first folds and the study saves the fits it would have wasted. With
+``--parallel-folds N`` a trial's folds are fitted at once and reported in the same order
+(``folds.py``): the same results, but a pruned trial has paid for all its folds.
 
 Fold scores are out of sample for each fit, but choosing the best of many trials on them is
 itself a fit. The report therefore also gives:
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,7 @@ import numpy as np
 
 from ultrathink.errors import ConfigError, UltrathinkError
 from ultrathink.optimization import study as studies
+from ultrathink.optimization.folds import FoldRunner, check_parallel_folds, make_runner
 from ultrathink.optimization.ray_workers import worker_id
 from ultrathink.optimization.space import SearchSpace, dimension_from_spec, parse_dimension
 from ultrathink.optimization.trials import (
@@ -105,6 +109,7 @@ class ModelStudySpec:
     db: str | None = None
     n_jobs: int = 1
     ray: str | None = None  # a Ray cluster's address: workers run there
+    parallel_folds: int = 1  # > 1: a trial's folds fitted at once (folds.py)
 
 
 def parse_model_objectives(text: str) -> tuple[str, ...]:
@@ -193,21 +198,26 @@ class _Prepared:
     fixed: dict[str, Any]
     parent: str | None
     registry: Path
+    close: Callable[[], None]  # stops the fold workers (folds.py)
 
 
 def run_model_study(spec: ModelStudySpec, on_trial: ProgressHook | None = None) -> StudyOutcome:
     """Run (or continue) the model study ``spec`` describes; register its winner."""
     studies.check_run_options(spec.n_trials, spec.timeout_s, spec.n_jobs)
+    check_parallel_folds(spec.parallel_folds, spec.n_jobs, spec.ray)
     spec = _with_source(studies.with_storage(spec))
     prepared = _prepare(spec)
     study = prepared.study
     done = studies.finished(study)
     t0 = time.perf_counter()
-    run_trials(
-        study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
-        on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
-        ray_address=spec.ray,
-    )  # fmt: skip
+    try:
+        run_trials(
+            study, prepared.objective, n_total=spec.n_trials, timeout_s=spec.timeout_s,
+            on_trial=on_trial, n_jobs=spec.n_jobs, prepare=prepare_worker, spec=spec,
+            ray_address=spec.ray,
+        )  # fmt: skip
+    finally:
+        prepared.close()
     outcome = summarize(study, list(spec.objectives), windows_count=prepared.n_folds - 1)
     outcome.kind = "model"
     assert spec.storage is not None
@@ -299,6 +309,8 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
     keep[every] = True
 
     prune = spec.pruner != "none" and len(directions) == 1
+    # made at the first trial: with --ray, the command connects to Ray after preparing
+    runners: list[FoldRunner] = []
 
     def scored(
         trial: Any, values: dict[str, Any], out: dict[str, Any]
@@ -314,20 +326,24 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
         rule = StrategyRule(threshold, None, ppy, spec.horizon)
         folds: list[dict[str, float]] = []
         returns: list[np.ndarray] = []
-        for k, (train, test) in enumerate(splits):
-            model = EnsembleClassifier(**params).fit(X[train], y[train])
-            proba = model.predict_proba(X[test])[:, 1]
-            base = np.full(test.size, float(np.mean(y[train])))
-            scored = score_predictions(f"fold {k + 1}", train.size, y[test], proba, base,
-                                       fwd[test], rule)  # fmt: skip
-            pairs = zip(spec.objectives, attrs, strict=True)
-            folds.append({o: float(getattr(scored, a)) for o, a in pairs})
-            sel = keep[test]
-            returns.append(rule.positions(proba[sel]) * fwd[test][sel])
-            if prune:
-                trial.report(float(np.mean([f[spec.objectives[0]] for f in folds])), k)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
+        if not runners:
+            runners.append(make_runner(spec.parallel_folds, X, y))
+        predictions = runners[0].predictions(params, splits)
+        try:  # in fold order whatever the runner, so the pruner sees the same sequence
+            for k, ((train, test), proba) in enumerate(zip(splits, predictions, strict=True)):
+                base = np.full(test.size, float(np.mean(y[train])))
+                scored = score_predictions(f"fold {k + 1}", train.size, y[test], proba, base,
+                                           fwd[test], rule)  # fmt: skip
+                pairs = zip(spec.objectives, attrs, strict=True)
+                folds.append({o: float(getattr(scored, a)) for o, a in pairs})
+                sel = keep[test]
+                returns.append(rule.positions(proba[sel]) * fwd[test][sel])
+                if prune:
+                    trial.report(float(np.mean([f[spec.objectives[0]] for f in folds])), k)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+        finally:
+            predictions.close()  # a pruned or failed trial cancels its queued folds
         means = []
         for o in spec.objectives:
             scores = np.array([f[o] for f in folds])
@@ -346,8 +362,14 @@ def _prepare(spec: ModelStudySpec) -> _Prepared:
         }
         return means[0] if len(means) == 1 else tuple(means)
 
+    def close() -> None:
+        while runners:
+            runners.pop().close()
+
     objective = measured(lambda trial: {**fixed, **space.suggest(trial)}, scored)
-    return _Prepared(study, objective, resumed, len(splits), data, config, fixed, parent, registry)
+    return _Prepared(
+        study, objective, resumed, len(splits), data, config, fixed, parent, registry, close
+    )
 
 
 def _nested(folds: list[dict[str, float]], objectives: tuple[str, ...]) -> list[dict[str, Any]]:
