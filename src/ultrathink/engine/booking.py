@@ -10,11 +10,13 @@ object counts every order's terminal state. Kernel thread only.
 A venue may report one execution twice (a resent execution report: same fill id). The repeat
 is dropped, counted (``n_duplicate_fills``) and audited (``fill.duplicate``), never booked:
 positions and cash stay those of a run that heard it once. The fill ids are kept per order
-only while it can still fill (``_Booked``); once the order has ended and every quantity its
-terminal event reports is booked, they are forgotten, and a later report of it is still
-recognised: its order is neither working in the view nor open at the venue, and an order
-that ended cannot fill again (``execution/orders.py``). Memory is O(working orders), not
-O(fills), over a session of any length.
+only while it can still fill (``_Booked``): not at all for an order its first fill completes
+(the common case costs one dict lookup), and once the order has ended and every quantity its
+terminal event reports is booked, they are forgotten. A later report is still recognised:
+its order is neither working in the view nor open at the venue, and an order that ended
+cannot fill again (``execution/orders.py``). A terminal status reported ahead of its fills
+keeps the order known until they are booked. Memory is O(working orders), not O(fills),
+over a session of any length.
 """
 
 from __future__ import annotations
@@ -44,10 +46,10 @@ class _Booked:
 
     __slots__ = ("ended_qty", "ids", "qty")
 
-    def __init__(self) -> None:
-        self.ids: set[str] = set()  # fill ids booked
-        self.qty = 0.0  # quantity booked
-        self.ended_qty: float | None = None  # filled quantity its terminal event reported
+    def __init__(self, fill_id: str | None, qty: float, ended_qty: float | None = None) -> None:
+        self.ids: set[str] = {fill_id} if fill_id is not None else set()  # fill ids booked
+        self.qty = qty  # quantity booked
+        self.ended_qty = ended_qty  # filled quantity its terminal event reported
 
 
 class ExecutionBooker:
@@ -99,16 +101,22 @@ class ExecutionBooker:
         if status in TERMINAL_STATUSES:
             counts = self.status_counts
             counts[status] = counts.get(status, 0) + 1
-            coid = event.client_order_id
-            self._working.ended(coid)
+            coid, filled = event.client_order_id, event.filled_qty
+            working = self._working
             booked = self._booked.get(coid)
-            booked_qty = 0.0 if booked is None else booked.qty
-            if event.filled_qty <= booked_qty + QTY_EPS:
-                self._booked.pop(coid, None)  # every fill booked: nothing more can come
-            else:  # reported ahead of its last fills: keep recognising what was booked
-                if booked is None:
-                    booked = self._booked[coid] = _Booked()
-                booked.ended_qty = event.filled_qty
+            if booked is None:
+                # untracked and still working: none of its fills is booked yet (a booked fill
+                # leaves an order untracked only when it leaves the view with it)
+                ahead = filled > QTY_EPS and coid in working
+                working.ended(coid)
+                if ahead:  # reported ahead of its fills: they are still to come
+                    self._booked[coid] = _Booked(None, 0.0, filled)
+            else:
+                working.ended(coid)
+                if filled <= booked.qty + QTY_EPS:
+                    del self._booked[coid]  # every fill booked: nothing more can come
+                else:  # reported ahead of its last fills: keep recognising the booked ones
+                    booked.ended_qty = filled
         self._recorder.event(event)
         if self._on_event is not None:
             try:
@@ -121,21 +129,24 @@ class ExecutionBooker:
 
         A repeat (see the module docstring) is dropped, counted and audited instead.
         """
-        coid = fill.client_order_id
+        coid, qty, working = fill.client_order_id, fill.quantity, self._working
         booked = self._booked.get(coid)
         if booked is None:
-            if not order.is_open and coid not in self._working:
+            if coid not in working and not order.is_open:
                 self._duplicate(fill, order, "its order had ended, every fill booked")
                 return
-            booked = self._booked[coid] = _Booked()
+            working.filled(coid, qty)
+            if order.is_open or coid in working:  # it may fill again: keep this fill's id
+                self._booked[coid] = _Booked(fill.fill_id, qty)
         elif fill.fill_id in booked.ids:
             self._duplicate(fill, order, "this fill id was booked already")
             return
-        booked.ids.add(fill.fill_id)
-        booked.qty += fill.quantity
-        if booked.ended_qty is not None and booked.qty >= booked.ended_qty - QTY_EPS:
-            del self._booked[coid]  # ended, and now every reported fill is booked
-        self._working.filled(coid, fill.quantity)
+        else:
+            booked.ids.add(fill.fill_id)
+            booked.qty += qty
+            if booked.ended_qty is not None and booked.qty >= booked.ended_qty - QTY_EPS:
+                del self._booked[coid]  # ended, and now every reported fill is booked
+            working.filled(coid, qty)
         pf = self._portfolio
         self._apply_fill(fill)
         self._recorder.fill(fill, pf.cash, pf.has_open_positions)
