@@ -22,6 +22,13 @@ session's clock never goes back and a timestamp's bars are traded together. Ever
 arrives is accounted for: the client's own counters (``FeedStats``: malformed, duplicates,
 shed, ...) plus ``late``; ``processed`` is what the kernel took.
 
+Each timestamp's bars are measured when the kernel asks for the next ones: their **age**
+is the wall clock then minus their ``ts``, recorded once per bar in an HdrHistogram (and
+per wall-clock second, for the series a stress report draws). A load generator stamps each
+bar with its intended arrival time, so for it the age is the latency from the intended
+time to the decision and its orders (``on_bar`` places them), coordinated omission
+included; for a real feed of period bars it also counts the bar's period.
+
 Source switches (failover to the backup and back) happen on the feed thread; they are
 handed to the kernel thread and applied as session inputs (``feed_switch``) at the next
 wait: each one is an audit row and a hardening event, and a failover is a failure of the
@@ -31,6 +38,7 @@ market-data breaker, so a flapping feed reduces trading.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import threading
 import time
 from collections import deque
@@ -51,6 +59,14 @@ __all__ = ["FEED_PREFIX", "FeedBars", "read_feed_journal"]
 FEED_PREFIX = "feed:"
 #: how long one wait for the feed lasts before the idle work runs again
 _POLL_S = 0.02
+#: a waiting session hands its records to the store at most this often
+_FLUSH_EVERY_S = 0.1
+#: bars taken from the client at once
+_BATCH = 1024
+#: timestamps pending at most: beyond, the oldest is released incomplete
+_MAX_PENDING_TS = 64
+#: ages above this (an hour, in µs) are recorded as this
+_MAX_AGE_US = 3_600_000_000
 
 
 def read_feed_journal(path: Path) -> list[Bar]:
@@ -136,10 +152,18 @@ class FeedBars:
         #: counters of what this side did (the client counts the rest)
         self.late = 0
         self.groups = 0
+        self.released = 0  # bars handed to the kernel
         self.taken = 0
         self.journaled = 0
         self.released_ts = -1
         self._pending: dict[int, tuple[float, list[Bar]]] = {}
+        self._heap: list[int] = []  # the pending timestamps
+        self._inbox: deque[Bar] = deque()  # taken from the client, not yet grouped
+        self._flush: Callable[[], None] | None = None
+        self._flushed_at = 0
+        self._flushed_t = 0.0
+        self._ages = _Ages()
+        self._last: tuple[int, int] | None = None  # the last group handed over: (ts, size)
         self._ahead: dict[str, int] = {}  # each symbol's newest ts taken
 
     # -- what the engine reads of its data ---------------------------------------------------
@@ -185,10 +209,13 @@ class FeedBars:
         processed: Callable[[], int],
         replaying: Callable[[], bool],
         on_switch: Callable[[SwitchEvent], None] | None,
+        flush: Callable[[], None] | None = None,
     ) -> None:
-        """The kernel's side: the idle work, the stop token, where the kernel is."""
+        """The kernel's side: the idle work, the stop token, where the kernel is, and how to
+        hand its records to the store when the feed is quiet."""
         self._idle, self._stop, self._position = idle, stop, position
         self._processed, self._replaying, self._on_switch = processed, replaying, on_switch
+        self._flush = flush
 
     # -- the kernel's iteration ---------------------------------------------------------------
     def iter_chunks(self, chunk_size: int = 65_536) -> Iterator[Iterator[Bar]]:
@@ -216,20 +243,41 @@ class FeedBars:
     def _next_group(self, client: FeedClient) -> list[Bar] | None:
         # the bars of the next timestamp; waits (running the idle work) only when none is due
         stop = self._stop
+        last = self._last
+        if last is not None:  # the kernel is done with it: decided, orders placed
+            self._last = None
+            self._ages.record(time.time_ns(), last[0], last[1])
         while True:
-            self._take(client, 0)
-            group = self._due()
+            group = self._take(client, 0)
             if group is not None:
                 return group
             if stop is not None and stop.requested:
                 return None
             self._between_timestamps()
-            self._take(client, _POLL_S)
+            group = self._take(client, _POLL_S)
+            if group is not None:
+                return group
 
-    def _take(self, client: FeedClient, timeout: float) -> None:
-        pending, ahead = self._pending, self._ahead
-        bar = client.get(timeout=timeout)
-        while bar is not None:
+    def _take(self, client: FeedClient, timeout: float) -> list[Bar] | None:
+        # take bars until the oldest pending timestamp is due (never more: the client's
+        # bounded queue stays the only buffer), then release it
+        pending, ahead, heap = self._pending, self._ahead, self._heap
+        n_symbols = len(self.symbols)
+        if heap and (len(pending[heap[0]][1]) == n_symbols or self._passed(heap[0])):
+            return self._release()  # taken with the previous timestamp's bars
+        inbox = self._inbox
+        if not inbox:
+            # one lock round trip per batch: the feed thread shares the lock (and the GIL),
+            # and a get() per bar waited up to a GIL switch interval each (measured: 5 ms)
+            inbox.extend(client.drain(_BATCH))
+            if not inbox and timeout:
+                first = client.get(timeout=timeout)
+                if first is not None:
+                    inbox.append(first)
+                    inbox.extend(client.drain(_BATCH - 1))
+        pop = inbox.popleft
+        while inbox:
+            bar = pop()
             self.taken += 1
             ts = bar[0]
             if ts <= self.released_ts:
@@ -238,34 +286,47 @@ class FeedBars:
                 entry = pending.get(ts)
                 if entry is None:
                     pending[ts] = (time.monotonic(), [bar])
+                    heapq.heappush(heap, ts)
                 else:
                     entry[1].append(bar)
                 if ts > ahead.get(bar[1], -1):
                     ahead[bar[1]] = ts
-            bar = client.get(timeout=0)
+                head = heap[0]
+                if len(pending[head][1]) == n_symbols or (ts > head and self._passed(head)):
+                    return self._release()
+        if heap and (
+            time.monotonic() - pending[heap[0]][0] >= self.group_wait_s
+            or len(heap) > _MAX_PENDING_TS
+        ):
+            return self._release()  # a symbol skipped this timestamp, or is far behind
+        return None
 
-    def _due(self) -> list[Bar] | None:
-        # the oldest pending timestamp, if every symbol is at or past it, or it waited enough
-        pending = self._pending
-        if not pending:
-            return None
-        ts = min(pending)
-        first_at, group = pending[ts]
-        ahead, n = self._ahead, len(self.symbols)
-        complete = len(group) == n or (len(ahead) == n and all(t >= ts for t in ahead.values()))
-        if not complete and time.monotonic() - first_at < self.group_wait_s:
-            return None
-        del pending[ts]
+    def _passed(self, ts: int) -> bool:
+        # every symbol has a bar at ``ts`` or after it (each symbol's bars come in order)
+        ahead = self._ahead
+        return len(ahead) == len(self.symbols) and all(t >= ts for t in ahead.values())
+
+    def _release(self) -> list[Bar]:
+        ts = heapq.heappop(self._heap)
+        _, group = self._pending.pop(ts)
         self.released_ts = ts
         if len(group) > 1:
             group.sort(key=lambda b: b[1])  # the (ts, symbol) order of stored data
+        self._last = (ts, len(group))
+        self.released += len(group)
         return group
 
     def _between_timestamps(self) -> None:
+        # the feed has nothing due: store what was traded, then the session's idle work
         position = self._position
         if position is not None:
             position.n = self._processed()
             position.phase = "idle"
+        if self._flush is not None and self.groups != self._flushed_at:
+            now = time.monotonic()
+            if now - self._flushed_t >= _FLUSH_EVERY_S:
+                self._flushed_at, self._flushed_t = self.groups, now
+                self._flush()
         if self._replaying():
             return  # a resume's replay still runs: the session is not live yet
         switches = self._switches
@@ -298,6 +359,7 @@ class FeedBars:
         if client is not None:
             client.close()
             self._final = client.stats()
+            self._ages.flush()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -309,8 +371,11 @@ class FeedBars:
         feed = client.stats() if client is not None else getattr(self, "_final", None)
         out: dict[str, Any] = {
             "urls": self.urls, "history": len(self.history), "taken": self.taken,
-            "late": self.late, "groups": self.groups, "journaled": self.journaled,
-            "unreleased": sum(len(g) for _, g in self._pending.values()),
+            "late": self.late, "groups": self.groups, "released": self.released,
+            "journaled": self.journaled,
+            "unreleased": sum(len(g) for _, g in self._pending.values()) + len(self._inbox),
+            "age_us": self._ages.percentiles(), "age_series": list(self._ages.series),
+            "age_histogram": self._ages.encoded(),
         }  # fmt: skip
         if feed is not None:
             out.update(
@@ -322,3 +387,58 @@ class FeedBars:
                 reconnects=feed.reconnects, unaccounted=feed.unaccounted,
             )  # fmt: skip
         return out
+
+
+class _Ages:
+    """Bar ages at decision, µs: one HdrHistogram for the session, one per wall second."""
+
+    #: seconds of per-second rows kept (a day)
+    MAX_SERIES = 86_400
+
+    def __init__(self) -> None:
+        from hdrh.histogram import HdrHistogram
+
+        self._make = lambda: HdrHistogram(1, _MAX_AGE_US, 3)
+        self.total = self._make()
+        self._second = self._make()
+        self._at = -1
+        #: (unix second, bars, p50 µs, p99 µs, max µs) per wall second with bars
+        self.series: deque[tuple[int, int, float, float, float]] = deque(maxlen=self.MAX_SERIES)
+
+    def record(self, now_ns: int, ts_ns: int, n: int) -> None:
+        age_us = min(max((now_ns - ts_ns) // 1000, 1), _MAX_AGE_US)
+        second = now_ns // 1_000_000_000
+        if second != self._at:
+            self._roll()
+            self._at = second
+        self.total.record_value(age_us, n)
+        self._second.record_value(age_us, n)
+
+    def _roll(self) -> None:
+        h = self._second
+        if self._at >= 0 and h.get_total_count():
+            self.series.append((
+                self._at, h.get_total_count(), h.get_value_at_percentile(50),
+                h.get_value_at_percentile(99), h.get_max_value(),
+            ))  # fmt: skip
+            h.reset()
+
+    def flush(self) -> None:
+        """Close the current second's row (at the end of the session)."""
+        self._roll()
+        self._at = -1
+
+    def percentiles(self) -> dict[str, float] | None:
+        h = self.total
+        if not h.get_total_count():
+            return None
+        out = {
+            f"p{p:g}".replace(".", ""): float(h.get_value_at_percentile(p)) for p in (50, 99, 99.9)
+        }
+        out.update(max=float(h.get_max_value()), count=float(h.get_total_count()))
+        return out
+
+    def encoded(self) -> str:
+        """The session's histogram, HdrHistogram-encoded (``HdrHistogram.decode`` reads it)."""
+        raw = self.total.encode()
+        return raw.decode() if isinstance(raw, bytes) else str(raw)

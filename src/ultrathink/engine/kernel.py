@@ -342,6 +342,7 @@ class Kernel:
         switch = self.profiler.switch if self.profiler is not None else None
         n, prev_ts, eq, room = self._n, self._prev_ts, self._eq, self._room
         sample_at = self._sample_at
+        closed = self._last_point  # a timestamp whose point a live feed already put in
         try:
             for bar in bars:
                 if bad_bar is not None and bad_bar(bar):
@@ -352,7 +353,7 @@ class Kernel:
                     broker_on_bar, mark, on_equity, updaters, on_bar = stages
                 ts = bar[0]
                 if ts != prev_ts:
-                    if n:  # the close-marked point of the timestamp that just ended
+                    if n and prev_ts != closed:  # the close-marked point of the one that ended
                         ts_buf.append(prev_ts)
                         eq_buf.append(eq)
                         room -= 1
@@ -461,6 +462,20 @@ class Kernel:
 
     def flush_now(self) -> None:
         """Hand everything recorded so far to the store now."""
+        self._flush()
+
+    def close_timestamp(self) -> None:
+        """Between two chunks of a live feed, whose chunks are whole timestamps: put the last
+        timestamp's close-marked point in the curve now and hand everything to the store.
+
+        A batch then ends at a timestamp boundary, as the loop's own flushes do, so a
+        resume's store gate (``engine/recovery.py``) finds every record up to the store's
+        last equity point already stored and none after it.
+        """
+        if self._n and self._last_point != self._prev_ts:
+            self._buf[0].append(self._prev_ts)
+            self._buf[1].append(self._eq)
+            self._last_point = self._prev_ts
         self._flush()
 
     def finish(self) -> None:

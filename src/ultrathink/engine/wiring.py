@@ -53,6 +53,12 @@ if TYPE_CHECKING:
     from ultrathink.engine.control import SessionControl
     from ultrathink.engine.metrics import RunMetrics
 
+#: A live feed session hands its records to the store every this many timestamps, and
+#: when it waits for the feed (at most every 0.1 s). A store write per timestamp (a paced
+#: replay's rule) cost 2.4 ms each at thousands of timestamps a second; a kill loses nothing
+#: either way, since a resume rebuilds the store from the feed and venue journals.
+LIVE_FLUSH = 256
+
 #: Bus topic of a daily-loss or drawdown breach: ``(DenyReason, detail)``.
 RISK_BREACH = "risk.breach"
 
@@ -270,7 +276,9 @@ def _kernel(
     pacer = Pacer(cfg.speed, idle=idle, stop=stop) if cfg.speed is not None and not live else None
     # a paced session hands every bar's records to the store at once: a crash loses nothing
     # that already happened; an unpaced run batches ``chunk_size`` points for throughput
-    chunk = 1 if pacer is not None or live is not None else cfg.chunk_size
+    chunk = 1 if pacer is not None else cfg.chunk_size
+    if live is not None:  # a live feed: every LIVE_FLUSH timestamps, and whenever it waits
+        chunk = LIVE_FLUSH
     profiler = spec.profiler(cfg.profile_sample_every) if spec.profiler is not None else None
     if profiler is None and cfg.profile_sample_every is not None:
         from ultrathink.errors import ConfigError
@@ -287,6 +295,7 @@ def _kernel(
     if live is not None:
         live.bind(
             idle=idle, stop=stop, position=position, processed=kernel.bars_processed,
+            flush=kernel.close_timestamp,
             replaying=lambda: inputs.replaying, on_switch=_feed_switches(parts, inputs),
         )  # fmt: skip
     return kernel

@@ -16,6 +16,10 @@ import numpy as np
 from ultrathink.portfolio.portfolio import ClosedTrade
 
 _NS_PER_YEAR = 365.25 * 86_400 * 1e9
+#: the shortest curve whose return is annualised (one day)
+_MIN_CAGR_YEARS = 1.0 / 365.25
+#: the largest exponent math.exp takes
+_MAX_EXP = 709.0
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,11 @@ def compute_metrics(
     elapsed_years = float(ts_ns[-1] - ts_ns[0]) / _NS_PER_YEAR if equity.size > 1 else 0.0
     rets = np.diff(equity) / equity[:-1] if equity.size > 1 else np.empty(0)
     ppy = rets.size / elapsed_years if elapsed_years > 0 else 0.0
+    # annualised only over a day or more: a live session of seconds would raise its return
+    # to the power of millions (an OverflowError); the exponent is capped where exp() ends
     cagr = (
-        (final / start_equity) ** (1 / elapsed_years) - 1
-        if elapsed_years > 0 and final > 0
+        math.expm1(min(math.log(final / start_equity) / elapsed_years, _MAX_EXP))
+        if elapsed_years >= _MIN_CAGR_YEARS and final > 0
         else 0.0
     )
     vol = float(rets.std(ddof=1)) if rets.size > 1 else 0.0

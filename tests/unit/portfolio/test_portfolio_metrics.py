@@ -158,6 +158,19 @@ def test_cagr_over_exactly_one_year() -> None:
     assert m.cagr == pytest.approx(0.21)
 
 
+def test_cagr_of_a_curve_of_seconds_is_not_annualised_and_never_overflows() -> None:
+    # a live feed session of 20 s: 1.01 ** (1 / 6e-7 years) overflowed before
+    m = metrics_of([100.0, 101.0], ts_ns=np.array([0, 20_000_000_000]))
+
+    assert m.cagr == 0.0 and m.total_return == pytest.approx(0.01)
+
+
+def test_cagr_of_an_extreme_day_is_capped_not_an_error() -> None:
+    m = metrics_of([100.0, 1e6], ts_ns=np.array([0, DAY_NS]))
+
+    assert math.isfinite(m.cagr) and m.cagr > 1e300
+
+
 def test_exposure_is_share_of_points_with_positions() -> None:
     m = metrics_of([100.0, 101.0, 102.0, 103.0], exposed=[True, False, True, True])
 

@@ -1,0 +1,425 @@
+"""Load, spike and endurance: market events at a fixed arrival rate through the live feed.
+
+One case per scenario: the load generator (``stress/loadgen.py``, a process of its own)
+offers bars at the rate of the scenario's shape (``constant`` for ``duration_s``, or
+``steps``: a spike is baseline, 10x, baseline), stamped with their intended arrival time; an
+ML paper session trades them (``paper --feed``). The session measures each timestamp's age
+when its decision and orders are done (``engine/feed_bars.py``), so latency is taken from the
+intended arrival time and a stall cannot hide (no coordinated omission). The scenario samples
+the session's RSS, open descriptors and store size every ``sample_s``.
+
+Measured: offered and achieved rates, the generator's own lag (a generator that could not keep
+up is reported, never taken for the session's limit), the latency percentiles, the success
+rate (events decided within ``deadline_ms`` over events offered: shed events count as
+failures), every event accounted for (processed, shed, late, duplicated or malformed, and
+nothing lost between the generator and the session), the recovery time after the last
+step above the first one (the first second from which every per-second p99 is back under
+``recovery_factor`` x the baseline's), and over a long run the RSS slope after
+``warmup_s`` and the drift of the per-minute p99. The store invariants run on the session's
+store (orders terminal, nothing lost or duplicated against the venue, money, audit chain).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+
+from ultrathink.engine.sessions import FEED_JOURNAL_NAME, session_dir
+from ultrathink.stress.base import STRICT, RunContext, Scenario
+from ultrathink.stress.chaos import DETERMINISTIC, ultrathink_command
+from ultrathink.stress.figures import series_figure
+from ultrathink.stress.invariants import check_process, check_run
+from ultrathink.stress.loadgen import symbols as generator_symbols
+from ultrathink.stress.measure import LATENCY_POINTS, latency_metric_names
+from ultrathink.stress.outcome import Case, Invariant, Outcome
+from ultrathink.stress.scenario import ConstantShape, StepsShape
+
+_MIB = 1 << 20
+#: the generator and the session must each be ready within this (a busy machine is slow)
+_READY_S = 180.0
+
+
+class LoadParams(BaseModel):
+    """The session and how it is measured."""
+
+    model_config = STRICT
+
+    symbols: int = Field(default=4, ge=1, le=1000)
+    #: the ML strategy; its model is trained on sp500's history and the generator's bars are
+    #: stamped now, so the model-age guard is widened, and it enters at p > 0.5 so that
+    #: orders flow (every order-accounting invariant then has something to check)
+    strategy: tuple[str, ...] = (
+        "--strategy", "ml", "--param", "entry_threshold=0.5", "--param", "exit_threshold=0.5",
+        "--param", "max_model_age_days=36500",
+    )  # fmt: skip
+    #: ``ultrathink train`` arguments of the model an ``ml`` session trades (trained once into
+    #: the scenario's directory and promoted); empty: the session's default registry
+    train: tuple[str, ...] = (
+        "--data", "sp500", "--members", "gbm", "--param", "gbm_n_estimators=50", "--folds", "2",
+    )  # fmt: skip
+    deadline_ms: float = Field(default=1.0, gt=0, le=60_000)
+    sample_s: float = Field(default=1.0, gt=0, le=60)
+    warmup_s: float = Field(default=60.0, ge=0)
+    drain_s: float = Field(default=60.0, gt=0, le=3600)
+    recovery_factor: float = Field(default=1.5, ge=1.0, le=100.0)
+    #: the window whose median per-second p99 is compared first to last (endurance drift)
+    drift_window_s: float = Field(default=60.0, gt=0, le=86_400)
+
+
+class LoadCase(BaseModel):
+    """One case: its name (the scenario's shape is its load)."""
+
+    model_config = STRICT
+
+    name: str = Field(default="load", pattern=r"^[a-z0-9_-]{1,40}$")
+
+
+class LoadScenario(Scenario):
+    """See the module docstring."""
+
+    kind = "load"
+    uses_duration = True
+    metrics: ClassVar[Mapping[str, str]] = {
+        "offered_rate": "bars/s offered over the phases (all symbols)",
+        "peak_offered_rate": "bars/s offered in the busiest phase",
+        "achieved_rate": "bars/s decided over the phases' span",
+        "offered": "bars the generator was asked to send",
+        "sent": "bars the generator sent",
+        "generator_behind": "bars the generator sent more than 1 ms after their intended time",
+        "generator_max_lag_ms": "the generator's largest lag behind its schedule, ms",
+        "processed": "bars the session decided",
+        "shed": "bars the feed client shed for room (counted, with a reason)",
+        "late": "bars dropped as older than the session's clock",
+        "unaccounted_events": "bars neither processed nor dropped with a reason (must be 0)",
+        "success_rate": "bars decided within deadline_ms of their intended time / offered",
+        **latency_metric_names("decision", "intended arrival to decision and orders"),
+        "recovery_s": "seconds after the last high step until p99 is back to the baseline's",
+        "rss_slope_mb_per_min": "slope of the session's RSS after warmup_s, MiB/min",
+        "p99_drift_pct": "change of the median per-second p99 from the first drift window to "
+        "the last, %",
+        "max_rss_mb": "the session's largest RSS, MiB",
+        "max_fds": "the session's most open file descriptors",
+        "store_mb": "the store's size at the end, MiB",
+        "orders": "orders the session placed",
+        "lost_orders": "orders at the venue missing from the store, or the reverse",
+    }
+    params_model = LoadParams
+    fault_model = LoadCase
+
+    def run(self, ctx: RunContext) -> Outcome:
+        cfg = ctx.config
+        params: LoadParams = cfg.params
+        phases = _phases(cfg.shape, cfg.duration_s)
+        outcome = Outcome()
+        case = Case(cfg.faults[0].name if cfg.faults else "load")
+        outcome.cases.append(case)
+        strategy = list(params.strategy)
+        if "ml" in strategy and params.train:
+            registry = ctx.work_dir / "models"
+            ctx.log("load: training the model the session trades")
+            code, err = _quiet([*ultrathink_command(), "train", *params.train,
+                                "--registry", str(registry), "--promote", "--json"])  # fmt: skip
+            if code != 0:
+                case.invariants.append(check_process(code, err, what="model training"))
+                return outcome
+            strategy += ["--registry", str(registry)]
+        run = _Run(ctx, params, phases, strategy, cfg.seed)
+        run.go()
+        _measure(run, params, phases, case, outcome)
+        return outcome
+
+
+def _phases(shape: Any, duration_s: float | None) -> list[tuple[float, float]]:
+    if isinstance(shape, ConstantShape):
+        return [(shape.rate_per_s, duration_s or 20.0)]
+    if isinstance(shape, StepsShape):
+        return [(s.rate_per_s, s.duration_s) for s in shape.steps]
+    raise ValueError("a load scenario's shape is constant or steps")
+
+
+def _quiet(argv: list[str]) -> tuple[int, str]:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return done.returncode, done.stderr
+
+
+class _Run:
+    """The generator, the session and the sampler of one case."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        params: LoadParams,
+        phases: list[tuple[float, float]],
+        strategy: list[str],
+        seed: int,
+    ) -> None:
+        self.ctx, self.params, self.phases, self.strategy, self.seed = (
+            ctx, params, phases, strategy, seed,
+        )  # fmt: skip
+        self.db = ctx.work_dir / "stress.db"
+        self.generator: dict[str, Any] = {}
+        self.result: dict[str, Any] = {}
+        self.session_code: int | None = None
+        self.session_err = ""
+        self.generator_err = ""
+        self.samples: list[tuple[float, float, int, float]] = []  # t, rss MiB, fds, store MiB
+
+    def go(self) -> None:
+        log, params = self.ctx.log, self.params
+        spec = ",".join(f"{rate:g}:{secs:g}" for rate, secs in self.phases)
+        gen = subprocess.Popen(
+            [sys.executable, "-m", "ultrathink.stress.loadgen", "--symbols", str(params.symbols),
+             "--phases", spec, "--seed", str(self.seed), "--wait-client-s", str(_READY_S)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        session: subprocess.Popen[str] | None = None
+        try:
+            assert gen.stdout is not None and gen.stdin is not None
+            ready = json.loads(gen.stdout.readline() or "{}")
+            if "ready" not in ready:
+                raise RuntimeError("the load generator did not start")
+            config = self.ctx.work_dir / "session.toml"
+            config.write_text(DETERMINISTIC)
+            names = ",".join(generator_symbols(params.symbols))
+            session = subprocess.Popen(
+                [*ultrathink_command(), "paper", "--feed", ready["ready"], "--symbols", names,
+                 *self.strategy, "--db", str(self.db), "--config", str(config), "--json",
+                 "--no-control"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            log(f"load: {spec} bars/s:s over {params.symbols} symbols")
+            stop_sampling = threading.Event()
+            sampler = threading.Thread(target=self._sample, args=(session.pid, stop_sampling))
+            sampler.start()
+            try:
+                line = gen.stdout.readline()  # the generator's report: the phases are over
+                self.generator = json.loads(line) if line.strip() else {}
+                self._drain(session)
+            finally:
+                stop_sampling.set()
+                sampler.join()
+            session.send_signal(signal.SIGINT)
+            out, self.session_err = session.communicate(timeout=_READY_S + params.drain_s)
+            self.session_code = session.returncode
+            (self.ctx.work_dir / "session.err").write_text(self.session_err)
+            self.result = json.loads(out) if out.strip() else {}
+        finally:
+            if session is not None and session.poll() is None:
+                session.kill()
+                session.communicate()
+            try:  # closing its stdin (communicate does) ends the generator
+                _, self.generator_err = gen.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                gen.kill()
+                gen.communicate()
+
+    def _drain(self, session: subprocess.Popen[str]) -> None:
+        # after the last phase: until the journal stops growing (the session has taken what
+        # the client did not shed), or drain_s; what is left is counted as unreleased
+        journal = session_dir(self.db, 1) / FEED_JOURNAL_NAME
+        deadline = time.monotonic() + self.params.drain_s
+        last, still = -1, 0
+        while time.monotonic() < deadline and session.poll() is None:
+            size = journal.stat().st_size if journal.exists() else 0
+            still = still + 1 if size == last else 0
+            if still >= 10:  # a second without a new bar
+                return
+            last = size
+            time.sleep(0.1)
+
+    def _sample(self, pid: int, stop: threading.Event) -> None:
+        import psutil
+
+        try:
+            proc = psutil.Process(pid)
+        except psutil.Error:
+            return
+        t0 = time.monotonic()
+        while not stop.wait(self.params.sample_s):
+            try:
+                rss = proc.memory_info().rss / _MIB
+                fds = proc.num_fds()
+            except psutil.Error:
+                return
+            store = sum(
+                p.stat().st_size for p in self.db.parent.glob(self.db.name + "*") if p.is_file()
+            )
+            self.samples.append((time.monotonic() - t0, rss, fds, store / _MIB))
+
+
+def _measure(
+    run: _Run,
+    params: LoadParams,
+    phases: list[tuple[float, float]],
+    case: Case,
+    outcome: Outcome,
+) -> None:
+    case.invariants.append(check_process(run.session_code, run.session_err, what="session"))
+    result, gen = run.result, run.generator
+    feed = result.get("feed") or {}
+    if not feed or not gen:
+        case.invariants.append(
+            Invariant("measured", False, f"no result: {run.generator_err[-300:]}")
+        )
+        return
+    case.invariants += check_run(run.db)
+    m: dict[str, float | None] = {}
+    total_s = sum(s for _, s in phases)
+    m["offered"] = gen["offered"]
+    m["sent"] = gen["sent"]
+    m["offered_rate"] = round(gen["offered"] / total_s, 1)
+    m["peak_offered_rate"] = max(rate for rate, _ in phases)
+    m["generator_behind"] = gen["behind"]
+    m["generator_max_lag_ms"] = round(gen["max_lag_us"] / 1000, 3)
+    processed = int(result.get("n_bars") or 0)
+    m["processed"] = processed
+    m["shed"] = sum((feed.get("shed") or {}).values())
+    m["late"] = feed.get("late", 0)
+    bars_received = feed["received"] - feed["heartbeats"]
+    unaccounted = (
+        abs(gen["sent"] - bars_received)  # lost between the generator and the client
+        + abs(feed.get("unaccounted", 0))  # the client's own accounting
+        + abs(feed["delivered"] - feed["late"] - feed["released"] - feed["unreleased"])
+        + abs(feed["released"] - processed)  # every released bar decided
+    )
+    m["unaccounted_events"] = unaccounted
+    case.invariants.append(
+        Invariant(
+            "events_accounted", unaccounted == 0,
+            f"{gen['sent']:,} sent = {processed:,} decided + {m['shed']:,} shed + "
+            f"{m['late']:,} late + {feed['duplicates']:,} duplicates + "
+            f"{sum((feed.get('malformed') or {}).values()):,} malformed + "
+            f"{feed['unreleased'] + feed['queued']:,} waiting at the stop"
+            + ("" if unaccounted == 0 else f"; {unaccounted} unaccounted"),
+        )
+    )  # fmt: skip
+    hist = _histogram(feed.get("age_histogram"))
+    for (name, _), q in zip(LATENCY_POINTS, (50.0, 99.0, 99.9, None), strict=True):
+        key = f"{name}_decision_us"
+        if hist is None:
+            m[key] = None
+        else:
+            m[key] = float(hist.get_max_value() if q is None else hist.get_value_at_percentile(q))
+    deadline_us = params.deadline_ms * 1000
+    within = 0
+    if hist is not None:
+        within = sum(
+            i.count_at_value_iterated_to
+            for i in hist.get_recorded_iterator()
+            if i.value_iterated_to <= deadline_us
+        )
+    m["success_rate"] = round(within / gen["offered"], 6) if gen["offered"] else None
+    series = [tuple(row) for row in feed.get("age_series") or []]
+    if series:
+        span = series[-1][0] - series[0][0] + 1
+        m["achieved_rate"] = round(sum(r[1] for r in series) / span, 1)
+    else:
+        m["achieved_rate"] = 0.0
+    m["recovery_s"] = _recovery(series, phases, params.recovery_factor)
+    m.update(_endurance(run.samples, series, params.warmup_s, params.drift_window_s))
+    for key, why in (
+        ("rss_slope_mb_per_min", "fewer than 3 samples after warmup_s"),
+        ("p99_drift_pct", "fewer than two drift windows after warmup_s"),
+        ("recovery_s", "no step above the first one, or p99 never came back within the run"),
+    ):
+        if m.get(key) is None:
+            outcome.not_measured[key] = why
+    orders = result.get("orders") or {}
+    m["orders"] = sum(orders.values())
+    lost = [i for i in case.invariants if i.name in ("orders_match_venue", "fills_match_venue")]
+    m["lost_orders"] = sum(0 if i.ok else 1 for i in lost)
+    outcome.metrics.update(m)
+    case.figures.update({k: v for k, v in m.items() if v is not None})
+    if series:
+        t0 = series[0][0]
+        times = [r[0] - t0 for r in series]
+        outcome.figures.append((
+            "latency and throughput per second",
+            "p99 of the age at decision (intended arrival to decision and orders) and bars "
+            "decided, per wall-clock second",
+            series_figure(times, {"p99 µs": [r[3] for r in series],
+                                  "bars decided/s": [r[1] for r in series]}, "s"),
+        ))  # fmt: skip
+    if run.samples:
+        outcome.figures.append((
+            "the session's resources", f"sampled every {params.sample_s:g} s",
+            series_figure([s[0] for s in run.samples], {
+                "RSS MiB": [s[1] for s in run.samples], "open fds": [s[2] for s in run.samples],
+                "store MiB": [s[3] for s in run.samples]}, "s"),
+        ))  # fmt: skip
+    outcome.series["per_second"] = series[-3600:]
+
+
+def _histogram(encoded: str | None) -> Any:
+    if not encoded:
+        return None
+    from hdrh.histogram import HdrHistogram
+
+    return HdrHistogram.decode(encoded)
+
+
+def _recovery(
+    series: Sequence[tuple[Any, ...]], phases: list[tuple[float, float]], factor: float
+) -> float | None:
+    # steps only: baseline = the median per-second p99 of the first step; the recovery is
+    # counted from the end of the last step above it
+    if len(phases) < 2 or not series:
+        return None
+    base_rate = phases[0][0]
+    high = [i for i, (rate, _) in enumerate(phases) if rate > base_rate]
+    if not high:
+        return None
+    t0 = series[0][0]
+    first_end = phases[0][1]
+    baseline = [r[3] for r in series if r[0] - t0 < first_end]
+    if not baseline:
+        return None
+    limit = statistics.median(baseline) * factor
+    high_end = sum(s for _, s in phases[: high[-1] + 1])
+    after = [r for r in series if r[0] - t0 >= high_end]
+    for i, row in enumerate(after):
+        if all(r[3] <= limit for r in after[i:]):
+            return float(row[0] - t0 - high_end)
+    return None  # never back within the run
+
+
+def _endurance(
+    samples: list[tuple[float, float, int, float]],
+    series: Sequence[tuple[Any, ...]],
+    warmup_s: float,
+    window_s: float,
+) -> dict[str, float | None]:
+    out: dict[str, float | None] = {
+        "max_rss_mb": round(max(s[1] for s in samples), 1) if samples else None,
+        "max_fds": max(s[2] for s in samples) if samples else None,
+        "store_mb": round(samples[-1][3], 2) if samples else None,
+        "rss_slope_mb_per_min": None,
+        "p99_drift_pct": None,
+    }
+    steady = [(t, rss) for t, rss, _, _ in samples if t >= warmup_s]
+    if len(steady) >= 3:
+        slope = statistics.linear_regression([t for t, _ in steady], [r for _, r in steady])
+        out["rss_slope_mb_per_min"] = round(slope.slope * 60.0, 3)
+    if series:
+        t0 = series[0][0]
+        minutes: dict[int, list[float]] = {}
+        for row in series:
+            if row[0] - t0 >= warmup_s:
+                minutes.setdefault(int((row[0] - t0 - warmup_s) // window_s), []).append(row[3])
+        if len(minutes) >= 2:
+            first, last = minutes[min(minutes)], minutes[max(minutes)]
+            a, b = statistics.median(first), statistics.median(last)
+            out["p99_drift_pct"] = round((b - a) / a * 100.0, 2) if a else None
+    return out
+
+
+SCENARIO = LoadScenario
