@@ -87,9 +87,20 @@ def main(argv: Sequence[str] | None = None, context: CliContext | None = None) -
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        # outside the strategy (a flush, the recorder...): the strategy's own is a
+        # StrategyError above. Nothing more is allocated here: the message is a constant.
+        print(_OUT_OF_MEMORY, file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 0
     return code
+
+
+_OUT_OF_MEMORY = (
+    "error: out of memory: the process could not allocate; a paper session can be resumed "
+    "with `ultrathink paper --resume RUN_ID` once memory is available (see docs/operations.md)"
+)
 
 
 def _one_line(message: str, limit: int = 2000) -> str:
