@@ -5,7 +5,9 @@ The HTTP endpoint (``web/control_api.py``) and Python callers hand a validated c
 kernel thread runs queued commands at every new timestamp and, in a paced session, while it
 waits for the next bar (every 20 ms). A command that has not started when its caller gives
 up is cancelled, never run late. ``status`` is answered from the latest engine snapshot
-without waiting for the kernel.
+without waiting for the kernel; ``status_json`` gives the same answer as bytes, from the JSON
+the snapshot publisher encodes once per snapshot, and nothing when the caller already has
+that snapshot (the control API's ``GET /v1/status?since=SEQ``).
 
 Every command is a session input (``engine/inputs.py``): written ahead to the input log, then
 applied, so a restart replays it at the same bar. Every command that changes something writes
@@ -53,6 +55,9 @@ from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
 
 _Item = tuple[Command, "Future[dict[str, Any]]"]
+#: the status answer around the snapshot's JSON (the shape ``status()`` returns)
+_STATUS_HEAD = b'{"action":"status","ok":true,"message":"","before":{},"after":'
+_STATUS_STARTING = _STATUS_HEAD + b'{"state":"starting"}}'
 
 
 class SessionControl:
@@ -125,6 +130,17 @@ class SessionControl:
         snap = self._snapshots.latest
         after = snap.to_dict() if snap is not None else {"state": "starting"}
         return {"action": "status", "ok": True, "message": "", "before": {}, "after": after}
+
+    def status_json(self, since: int | None = None) -> bytes | None:
+        """``status()`` as JSON bytes (any thread; no kernel round trip, no lock), or None when
+        the latest snapshot is ``since`` (the caller has it already)."""
+        latest = self._snapshots.latest_json()
+        if latest is None:
+            return _STATUS_STARTING
+        seq, body = latest
+        if since is not None and seq == since:
+            return None
+        return b"".join((_STATUS_HEAD, body, b"}"))
 
     def metrics_text(self) -> bytes:
         """The session's metrics in the Prometheus text format (from the latest snapshot)."""

@@ -3,6 +3,14 @@
 The routes only parse and forward (see ``control_api`` for the routes and their answers):
 the body is read by ``json_body``, the command by ``hardening.overrides.parse_command``, and
 ``CommandChannel.execute`` runs it on the engine's kernel thread, off the event loop.
+
+``GET /v1/status`` is the route a watching dashboard calls four times a second, from inside
+the session it watches, so it does as little as possible: when the channel has
+``status_json`` (the engine's ``SessionControl`` has), the answer is the bytes of the latest
+snapshot, encoded once per snapshot, sent from the event loop without a thread-pool hop,
+without a command object and without re-encoding; ``?since=SEQ`` answers 204 No Content when
+the latest snapshot is still ``SEQ``. (Measured in the session before this: 2.1 ms of
+``asdict`` + ``jsonable_encoder`` per poll, holding the GIL the kernel thread needs.)
 """
 
 from __future__ import annotations
@@ -68,6 +76,14 @@ def _require_token(token: str) -> Callable[[Request], Any]:
     return check
 
 
+def _since(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise ApiError(422, f"since must be a snapshot seq (a non-negative integer), was {raw!r}")
+    return int(raw)
+
+
 def _parse(payload: Any) -> Command:
     try:
         return parse_command(payload)
@@ -131,8 +147,17 @@ def create_app(
         command = _parse(await read_json(request))
         return await _execute(channel, command, command_timeout_s)
 
+    # optional: ``status_json(since) -> bytes | None`` (``SessionControl`` has it; a channel
+    # without it is asked the status command like any other)
+    status_json: Callable[[int | None], bytes | None] | None = getattr(channel, "status_json", None)
+
     @app.get("/v1/status")
     async def get_status(request: Request) -> Response:
+        if status_json is not None:  # the cheap path: see the module docstring
+            body = status_json(_since(request.query_params.get("since")))
+            if body is None:
+                return Response(status_code=204)
+            return Response(content=body, media_type="application/json")
         operator = request.headers.get("x-operator", "anonymous")
         command = _parse({"action": "status", "operator": operator})
         return await _execute(channel, command, command_timeout_s)

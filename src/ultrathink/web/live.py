@@ -5,8 +5,10 @@ The dashboard is a separate process from the session it watches, so a dashboard 
 session's control API, the same loopback endpoint and token ``ultrathink ctl`` uses
 (``web/control_client``).
 
-* ``LiveWatch`` polls ``GET /v1/status`` (the kernel's latest snapshot; no kernel round trip,
-  no lock on the hot path) every ``interval_s`` in a thread of its own, and keeps what the
+* ``LiveWatch`` polls ``GET /v1/status?since=SEQ`` (the kernel's latest snapshot; no kernel
+  round trip, no lock on the hot path; nothing but a 204 while the session has published no
+  newer snapshot) every ``interval_s`` over one kept-alive connection, in a thread of its
+  own, and keeps what the
   page draws: the equity, latency, throughput, price and resource series, the fills seen and
   an alert feed made by comparing each snapshot with the previous one (trading-state changes,
   breaker trips, kill switch, degraded mode, a stale feed, model fallbacks, the end of the
@@ -38,8 +40,8 @@ import orjson
 
 from ultrathink.web.control_client import (
     ControlClientError,
+    StatusPoller,
     default_operator,
-    get_status,
     live_targets,
     post_command,
 )
@@ -191,22 +193,28 @@ class LiveWatch:
 
     def _run(self) -> None:
         failures = 0
-        while not self._stop.is_set() and not self.ended:
-            try:
-                answer = get_status(self.url, self._token, "dashboard", timeout_s=5.0)
-            except ControlClientError as exc:
-                failures += 1
-                alive = self._is_alive() if self._is_alive is not None else failures < 3
-                if not alive:
-                    self._end(f"the session ended ({exc})")
-                    break
-                self._note_error(str(exc))
-            else:
-                failures = 0
-                snap = answer.get("after")
-                if isinstance(snap, dict) and "seq" in snap:
-                    self.apply(snap, self._sample_process())
-            self._stop.wait(self.interval_s)
+        poller = StatusPoller(self.url, self._token, "dashboard", timeout_s=5.0)
+        since: int | None = None
+        try:
+            while not self._stop.is_set() and not self.ended:
+                try:
+                    answer = poller.poll(since)
+                except ControlClientError as exc:
+                    failures += 1
+                    alive = self._is_alive() if self._is_alive is not None else failures < 3
+                    if not alive:
+                        self._end(f"the session ended ({exc})")
+                        break
+                    self._note_error(str(exc))
+                else:
+                    failures = 0
+                    snap = answer.get("after") if answer is not None else None
+                    if isinstance(snap, dict) and isinstance(snap.get("seq"), int):
+                        self.apply(snap, self._sample_process())
+                        since = snap["seq"]
+                self._stop.wait(self.interval_s)
+        finally:
+            poller.close()
 
     def _sample_process(self) -> dict[str, Any]:
         proc = self._proc

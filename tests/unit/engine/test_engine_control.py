@@ -216,3 +216,26 @@ def test_a_partial_breaker_table_keeps_the_other_defaults(tmp_path) -> None:  # 
     assert cfg.enabled and cfg.execution.name == "execution"
     assert cfg.execution.failure_threshold == 5
     assert cfg.execution.recovery_timeout_s == HardeningConfig().execution.recovery_timeout_s
+
+
+def test_status_json_is_the_status_answer_encoded_once_per_snapshot() -> None:
+    engine, _ = engine_after_run()
+    ctl = control(engine)
+    publish(engine)
+
+    raw = ctl.status_json()
+    assert raw is not None
+    answer = json.loads(raw)
+    expected = ctl.status()
+    assert answer["action"] == "status" and answer["ok"] is True and answer["before"] == {}
+    assert answer["after"] == json.loads(json.dumps(expected["after"]))
+    seq = answer["after"]["seq"]
+    assert ctl.status_json(since=seq) is None, "the caller has this snapshot already"
+    assert ctl.status_json(since=seq - 1) == raw
+    assert engine.snapshots.latest_json() is not None
+    first = engine.snapshots.latest_json()
+    assert first is not None and engine.snapshots.latest_json()[1] is first[1]  # type: ignore[index]
+
+    publish(engine)
+    newer = ctl.status_json(since=seq)
+    assert newer is not None and json.loads(newer)["after"]["seq"] == seq + 1

@@ -262,3 +262,65 @@ def test_a_failing_strategy_stats_is_shown_not_raised() -> None:
     source.strategy_stats = broken
     snap = SnapshotPublisher(source, 1, "paper", wall_ns=lambda: WALL, mono_ns=mono).publish(1, T0)
     assert snap.strategy["error"].startswith("stats() failed: AttributeError")
+
+
+def test_the_latency_window_percentiles_are_exact_nearest_rank_values() -> None:
+    book, mono = Book(), Mono()
+    latency = array("q")
+    pub = publisher(book, mono, latency)
+    latency.extend(range(1_000, 101_000, 1_000))  # 1..100 µs, shuffled below
+    latency.reverse()
+
+    lat = pub.publish(100, T0).decision_latency_us
+
+    assert lat == {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p99.9": 100.0, "max": 100.0,
+                   "count": 100.0}  # fmt: skip
+
+
+def test_latest_json_is_encoded_once_per_snapshot_in_the_shape_of_to_dict() -> None:
+    book, mono = Book(), Mono()
+    book.fill("AAA", 5.0, 100.0)
+    book.portfolio.mark("AAA", 101.0)
+    pub = publisher(book, mono)
+    assert pub.latest_json() is None, "nothing published yet"
+
+    snap = pub.publish(1, T0)
+    first = pub.latest_json()
+    again = pub.latest_json()
+
+    assert first is not None and again is not None
+    assert first[0] == snap.seq and again[1] is first[1], "one encoding per snapshot"
+    assert json.loads(first[1]) == json.loads(json.dumps(snap.to_dict()))
+    pub.publish(2, T0)
+    newer = pub.latest_json()
+    assert newer is not None and newer[0] == snap.seq + 1 and newer[1] != first[1]
+
+
+def test_json_of_odd_values_never_raises() -> None:
+    book, mono = Book(), Mono()
+    book.hardening = {"set": {"b", "a"}, "nan": float("nan"), "keys": {1: "one"},
+                      "side": Side.BUY, "other": object}  # fmt: skip
+    pub = publisher(book, mono)
+    pub.publish(1, T0)
+
+    latest = pub.latest_json()
+    assert latest is not None
+    hardening = json.loads(latest[1])["hardening"]
+    assert hardening["set"] == ["a", "b"] and hardening["nan"] is None
+    assert hardening["keys"] == {"1": "one"} and hardening["side"] == "BUY"
+    assert "object" in hardening["other"]
+
+
+def test_the_stage_source_is_read_at_each_snapshot_and_a_failing_one_is_shown() -> None:
+    book, mono = Book(), Mono()
+    pub = publisher(book, mono)
+    assert pub.publish(1, T0).stages == {}, "not profiled"
+
+    pub.stage_source = lambda: {"model": {"p50": 3.0, "p99": 9.0, "n": 12}}
+    assert pub.publish(2, T0).stages == {"model": {"p50": 3.0, "p99": 9.0, "n": 12}}
+
+    def broken() -> dict[str, dict[str, float]]:
+        raise RuntimeError("boom")
+
+    pub.stage_source = broken
+    assert "boom" in pub.publish(3, T0).stages["error"]["message"]
