@@ -1,15 +1,22 @@
 """``ultrathink optimize … --ray ADDRESS --storage postgresql://…``: study workers as tasks on
-a real local Ray cluster, sharing one Optuna study on a real PostgreSQL server.
+a real local Ray cluster, sharing one Optuna study on a real PostgreSQL server; a Ray worker
+killed while it runs trials loses no trial.
 
-A worker killed mid-trial is tested with plain processes on PostgreSQL
-(``test_study_postgres.py``); the same test on Ray failed 1 run in 5 beside two CPU burners
-(cause not found yet) and is kept out of the suite until it is understood."""
+The kill test failed 1 run in 5 beside two CPU burners. Two causes: on a loaded machine the
+command sometimes ended the study before a Ray worker had ended a trial (seen: 1 run in 6 at
+load 8; the run is now repeated on a fresh study), and a worker killed just after it ended a
+trial, as here, may die after creating its next trial but before that trial's first
+heartbeat, which Optuna then never fails (reproduced in
+``tests/unit/optimization/test_heartbeat.py``, fixed in ``optimization/heartbeat.py``)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +80,70 @@ def test_a_study_runs_on_ray_workers_sharing_postgresql(
     # the trials ran in more than one process: the command's own and Ray workers'
     workers = _workers(ended)
     assert len(workers) >= 2, workers
+
+
+#: a Ray worker must end a trial before the command ends the study; on a busy machine the
+#: command can run them all while the workers still start (1 run in 6 at load 8), so a run
+#: that never gave the chance is repeated on a fresh study (Ray's idle workers are warm then)
+ATTEMPTS = 4
+TARGET = 16
+
+
+def _kill_a_working_ray_worker(
+    proc: subprocess.Popen[str], cluster: Any, url: str, study: str
+) -> int | None:
+    """SIGKILL a Ray study worker (``ray::_worker``, of this cluster only) once it has
+    ended a trial: it starts the next one at once, so the kill lands at the start of a
+    trial or inside one (between two, nothing is lost either). None when the command ended
+    first."""
+    while proc.poll() is None:
+        ended_by = _workers(_trials(url, study))
+        for pid in cluster.worker_pids("ray::_worker"):
+            if any(w.endswith(f":{pid}") for w in ended_by):
+                os.kill(pid, signal.SIGKILL)
+                return int(pid)
+        time.sleep(0.05)
+    return None
+
+
+def _explain(trials: list[Any]) -> str:
+    return ", ".join(f"{t.number} {t.state.name} {t.system_attrs.get('failed_trial', '')}"
+                     for t in trials)  # fmt: skip
+
+
+def test_a_ray_worker_killed_while_working_loses_no_trial(
+    ray_cluster: Any, postgres_database: str, tmp_path: Path
+) -> None:
+    killed = None
+    for attempt in range(1, ATTEMPTS + 1):
+        study = f"kill-{attempt}"
+        proc = subprocess.Popen(
+            _command(ray_cluster.address, postgres_database, study, TARGET, 3),
+            env=ray_cluster.env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        try:
+            killed = _kill_a_working_ray_worker(proc, ray_cluster, postgres_database, study)
+            out, err = proc.communicate(timeout=900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, err
+        trials = _trials(postgres_database, study)
+        why = _explain(trials)
+        assert optuna.trial.TrialState.RUNNING not in [t.state for t in trials], why
+        complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        # a trial the killed worker held failed on its stale heartbeat (or, if it never beat,
+        # one grace period after it was first seen) and was run again: every failed trial
+        # has a retry, and the study still reached its target
+        assert len(complete) >= TARGET, why
+        assert len(_workers(complete)) >= 2
+        for f in failed:
+            retried = [t for t in trials if t.system_attrs.get("failed_trial") == f.number]
+            assert retried, f"failed trial {f.number} was not retried: {why}"
+        assert json.loads(out)["new_trials"] >= TARGET
+        if killed is not None:
+            break
+    assert killed is not None, f"in {ATTEMPTS} runs the command ended before a Ray worker"
