@@ -12,7 +12,9 @@ session's control API, the same loopback endpoint and token ``ultrathink ctl`` u
   page draws: the equity, latency, throughput, price and resource series, the fills seen and
   an alert feed made by comparing each snapshot with the previous one (trading-state changes,
   breaker trips, kill switch, degraded mode, a stale feed, model fallbacks, the end of the
-  session). The session process's CPU and RSS are read with psutil from its pid.
+  session). The session process's CPU and RSS are read with psutil from its pid. A profiled
+  session's snapshots carry per-stage latency percentiles (``stages``: the profiler's last
+  recorded bars, see ``perf/profiler.py``): their p50 and p99 become one series per stage.
 * The browser gets Server-Sent Events (``/api/live/KEY/stream``): a full frame first, then
   one frame per new snapshot with only what is new. SSE rather than a WebSocket: the flow is
   one-way, EventSource reconnects by itself, and it is plain HTTP through Starlette.
@@ -55,6 +57,8 @@ MAX_FILLS = 5_000
 MAX_ALERTS = 1_000
 #: points in the first frame a page gets (the rest of the history is downsampled)
 FIRST_FRAME_POINTS = 2_000
+#: most price and stage-latency columns a watch keeps (a page draws a few of each)
+MAX_COLUMNS = 50
 
 _SERIES = ("wall_ns", "clock_ns", "equity", "p50_us", "p99_us", "bars_s", "decisions_s",
            "cpu_pct", "rss_mb")  # fmt: skip
@@ -168,6 +172,8 @@ class LiveWatch:
         self._proc = _process(pid)
         self.series: dict[str, list[float]] = {name: [] for name in _SERIES}
         self.prices: dict[str, list[float]] = {}
+        #: "STAGE p50" / "STAGE p99" (µs) of a profiled session, aligned with ``series``
+        self.stages: dict[str, list[float]] = {}
         self.series_base = 0
         self.fills = _Ring(MAX_FILLS)
         self.alerts = _Ring(MAX_ALERTS)
@@ -257,18 +263,9 @@ class LiveWatch:
             }
             for name in _SERIES:
                 self.series[name].append(row[name])
-            prices = snap.get("prices") or {}
             n = len(self.series["wall_ns"])
-            for symbol, price in prices.items():
-                col = self.prices.get(symbol)
-                if col is None:
-                    if len(self.prices) >= 50:
-                        continue  # a page draws a few symbols; never an unbounded dict
-                    col = self.prices[symbol] = [float("nan")] * (n - 1)
-                col.append(float(price))
-            for col in self.prices.values():
-                if len(col) < n:
-                    col.append(float("nan"))
+            _append_columns(self.prices, snap.get("prices") or {}, n)
+            _append_columns(self.stages, _stage_points(snap.get("stages")), n)
             for fill in snap.get("recent_fills") or ():
                 key = tuple(fill)
                 if key not in self._fill_keys:
@@ -290,7 +287,7 @@ class LiveWatch:
         for name in _SERIES:
             col = self.series[name]
             col[:half] = col[:half:2]
-        for col in self.prices.values():
+        for col in (*self.prices.values(), *self.stages.values()):
             col[:half] = col[:half:2]
         self.series_base += n  # every cursor into the series is stale: pages get a full frame
 
@@ -320,6 +317,7 @@ class LiveWatch:
                     idx.append(n - 1)
                 series = {k: [v[i] for i in idx] for k, v in self.series.items()}
                 prices = {s: [v[i] for i in idx] for s, v in self.prices.items()}
+                stages = {s: [v[i] for i in idx] for s, v in self.stages.items()}
                 fills = self.fills.items[-1_000:]
                 alerts = self.alerts.items[-200:]
             else:
@@ -327,6 +325,7 @@ class LiveWatch:
                 start = cursor["n"]
                 series = {k: v[start:] for k, v in self.series.items()}
                 prices = {s: v[start:] for s, v in self.prices.items()}
+                stages = {s: v[start:] for s, v in self.stages.items()}
                 fills = self.fills.since(cursor["fills"])
                 alerts = self.alerts.since(cursor["alerts"])
             frame = {
@@ -338,6 +337,7 @@ class LiveWatch:
                 "process": self.process,
                 "series": series,
                 "prices": prices,
+                "stages": stages,
                 "fills": fills,
                 "alerts": alerts,
                 "ended": self.ended,
@@ -362,6 +362,36 @@ class LiveWatch:
             })  # fmt: skip
             self.version += 1
         return result
+
+
+def _append_columns(columns: dict[str, list[float]], values: Mapping[str, Any], n: int) -> None:
+    # one value per column for row n-1: NaN where a column has none; a new column starts
+    # with NaN for the rows before it; never more than MAX_COLUMNS columns
+    for name, value in values.items():
+        col = columns.get(name)
+        if col is None:
+            if len(columns) >= MAX_COLUMNS:
+                continue
+            col = columns[name] = [float("nan")] * (n - 1)
+        try:
+            col.append(float(value))
+        except (TypeError, ValueError):
+            col.append(float("nan"))
+    for col in columns.values():
+        if len(col) < n:
+            col.append(float("nan"))
+
+
+def _stage_points(stages: Any) -> dict[str, Any]:
+    # {"model": {"p50": 3.1, "p99": 9.0, ...}} -> {"model p50": 3.1, "model p99": 9.0}
+    if not isinstance(stages, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for name, stat in stages.items():
+        if isinstance(stat, Mapping) and "p50" in stat:
+            out[f"{name} p50"] = stat.get("p50")
+            out[f"{name} p99"] = stat.get("p99")
+    return out
 
 
 def _process(pid: int | None) -> Any:

@@ -116,3 +116,31 @@ def test_a_command_needs_an_operator_and_an_object() -> None:
     assert command_payload({"action": "halt"}, "ops")["operator"] == "ops"
     with pytest.raises(ValueError, match="JSON object"):
         command_payload(["halt"], "ops")
+
+
+def test_stage_latencies_become_one_p50_and_one_p99_series_per_stage() -> None:
+    w = watch()
+    w.apply(snap(1))  # not profiled yet: no stage column
+    w.apply(snap(2, stages={"model": {"p50": 3.0, "p90": 5.0, "p99": 9.0, "n": 12}}))
+    w.apply(snap(3, stages={"model": {"p50": 4.0, "p99": 8.0, "n": 13},
+                            "risk": {"p50": 0.5, "p99": 1.5, "n": 13},
+                            "error": {"message": "not a stage"}}))  # fmt: skip
+
+    first, cursor = w.frame(None)
+    stages = first["stages"]
+    assert set(stages) == {"model p50", "model p99", "risk p50", "risk p99"}
+    assert stages["model p50"][1:] == [3.0, 4.0] and math.isnan(stages["model p50"][0])
+    assert stages["risk p99"][2] == 1.5 and all(math.isnan(v) for v in stages["risk p99"][:2])
+    w.apply(snap(4))  # a snapshot without stages: a gap, not a repeated value
+    second, _ = w.frame(cursor)
+    assert math.isnan(second["stages"]["model p99"][0]) and len(second["stages"]["risk p50"]) == 1
+
+
+def test_stage_columns_are_thinned_with_the_series() -> None:
+    w = watch(max_points=8)
+    for seq in range(1, 10):
+        w.apply(snap(seq, stages={"bar": {"p50": float(seq), "p99": 2.0 * seq, "n": seq}}))
+
+    frame, _ = w.frame(None)
+    assert len(frame["stages"]["bar p50"]) == len(frame["series"]["wall_ns"]) < 9
+    assert frame["stages"]["bar p50"][-1] == 9.0

@@ -52,6 +52,45 @@
     ], layout("Session process", {yaxis: {title: "CPU %"},
       yaxis2: {title: "RSS MB", overlaying: "y", side: "right"}}), config);
     drawPrice(f, true);
+    drawStages(f, true);
+  }
+
+  // per-stage latency of a profiled session: p50 (solid) and p99 (dotted) of each stage,
+  // one legend entry per stage (clicking it hides both); redrawn from what the page keeps
+  const STAGE_POINTS = 2000;
+  const stageState = {x: [], cols: {}};
+  function drawStages(f, full) {
+    const cols = f.stages || {};
+    const n = f.series.wall_ns.length;
+    if (full) { stageState.x = []; stageState.cols = {}; }
+    const before = stageState.x.length;
+    stageState.x.push(...f.series.wall_ns.map(t));
+    for (const [k, v] of Object.entries(cols)) {
+      if (!stageState.cols[k]) stageState.cols[k] = new Array(before).fill(null);
+      stageState.cols[k].push(...v);
+    }
+    for (const col of Object.values(stageState.cols)) while (col.length < before + n) col.push(null);
+    const extra = stageState.x.length - STAGE_POINTS;
+    if (extra > 0) {
+      stageState.x.splice(0, extra);
+      for (const col of Object.values(stageState.cols)) col.splice(0, extra);
+    }
+    if (!full && !n) return;
+    const names = Array.from(new Set(Object.keys(stageState.cols).map((k) => k.split(" ")[0])));
+    const traces = [];
+    names.forEach((name, i) => {
+      for (const q of ["p50", "p99"]) {
+        const y = stageState.cols[`${name} ${q}`];
+        if (!y) continue;
+        traces.push({x: stageState.x, y: y, name: `${name}`, legendgroup: name,
+          showlegend: q === "p50", mode: "lines", connectgaps: true,
+          line: {width: q === "p50" ? 1.6 : 1, dash: q === "p50" ? "solid" : "dot",
+            color: `hsl(${(i * 137) % 360},60%,42%)`}});
+      }
+    });
+    Plotly.react("stages", traces, layout(names.length
+      ? "Stage latency, p50 solid · p99 dotted (µs, log)"
+      : "Stage latency: the session is not profiled", {yaxis: {type: "log"}}), config);
   }
 
   const priceState = {x: [], y: [], fills: []};
@@ -96,6 +135,7 @@
     Plotly.extendTraces("resources", {x: [wall, wall], y: [s.cpu_pct, s.rss_mb]}, [0, 1],
       MAX_BROWSER_POINTS);
     drawPrice(f, false);
+    drawStages(f, false);
   }
 
   function table(id, head, rows) {
@@ -141,6 +181,9 @@
     table("headroom", ["window", "tokens left"],
       Object.entries(s.rate_limits || {}).map(([k, v]) => [esc(k),
         `<meter min="0" max="${v.limit}" value="${v.available}"></meter> ${num(v.available, 1)} / ${num(v.limit, 0)}`]));
+    table("stage-table", ["stage", "p50", "p90", "p99", "bars"],
+      Object.entries(s.stages || {}).map(([k, v]) => [esc(k), num(v.p50), num(v.p90), num(v.p99),
+        esc(v.n === undefined ? (v.message || "") : v.n)]));
     table("limits", ["limit", "value"],
       Object.entries(s.limits || {}).map(([k, v]) => [esc(k), v === null ? "off" : num(v, 4)]));
     const lim = $("limit-name");
