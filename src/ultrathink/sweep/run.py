@@ -45,8 +45,13 @@ from ultrathink.sweep.spec import (
 )
 from ultrathink.sweep.store import SweepStore
 
-#: aim for batches of about this many seconds of work (per-task overhead stays << 5 %)
+#: aim for batches of about this many seconds of work on the local pool (a forked worker's
+#: round trip is well under a millisecond)
 TARGET_BATCH_S = 0.5
+#: and on Ray, whose per-task round trip is larger: the batch is sized so that it stays
+#: under 5 % of the work (measured in tests/benchmarks/test_bench_sweep_ray.py, see
+#: docs/scale-out.md)
+RAY_TARGET_BATCH_S = 1.0
 
 
 @dataclass
@@ -285,10 +290,10 @@ def _ray(ray: Any, plan_: Plan, batches: list[Batch]) -> Iterator[list[dict[str,
 
 # --- the driver -------------------------------------------------------------------------------
 def batches_of(plan_: Plan, todo: list[tuple[int, Point]], workers: int, db_path: str | None,
-               per_point_s: float) -> list[Batch]:  # fmt: skip
-    """Batches of about ``TARGET_BATCH_S`` of work, and at least 4 per worker when there are
+               per_point_s: float, target_s: float = TARGET_BATCH_S) -> list[Batch]:  # fmt: skip
+    """Batches of about ``target_s`` of work, and at least 4 per worker when there are
     enough points (so a slow batch does not leave the other workers idle at the end)."""
-    by_time = max(1, int(TARGET_BATCH_S / max(per_point_s, 1e-6)))
+    by_time = max(1, int(target_s / max(per_point_s, 1e-6)))
     by_spread = max(1, math.ceil(len(todo) / (workers * 4)))
     size = min(by_time, by_spread)
     s = plan_.spec
@@ -335,7 +340,9 @@ def execute(
                 on_progress(skipped + ran, len(plan_.points))
             # on Ray the cluster's CPUs set the spread of the batches, not this machine's
             spread = int(ray.cluster_resources().get("CPU", workers)) if ray else workers
-            batches = batches_of(plan_, todo[1:], max(1, spread), db_path, head[0]["elapsed_s"])
+            target = RAY_TARGET_BATCH_S if ray else TARGET_BATCH_S
+            batches = batches_of(plan_, todo[1:], max(1, spread), db_path, head[0]["elapsed_s"],
+                                 target)  # fmt: skip
             stream = _ray(ray, plan_, batches) if ray else _local(plan_, batches, workers)
             for results in stream:
                 store.add(sweep_id, results)
