@@ -33,6 +33,7 @@ import random
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,7 +48,13 @@ from ultrathink.feed import FeedPublisher
 from ultrathink.persistence import Store
 from ultrathink.stress.base import STRICT, RunContext, Scenario
 from ultrathink.stress.chaos import DETERMINISTIC, ultrathink_command
-from ultrathink.stress.invariants import check_process, check_run, state_digest, venue_diff
+from ultrathink.stress.invariants import (
+    check_process,
+    check_run,
+    read_rows,
+    state_digest,
+    venue_diff,
+)
 from ultrathink.stress.outcome import Case, Invariant, Outcome
 from ultrathink.stress.proxy import FAULT_KINDS, FaultProxy, Faults
 
@@ -84,6 +91,12 @@ class NetworkParams(BaseModel):
     drain_s: float = Field(default=30.0, gt=0, le=600)
     n_bars: int = Field(default=500, ge=50, le=100_000)
     model_timeout_ms: float = Field(default=20.0, gt=0, le=10_000)
+    #: the model session's pace (daily bars per wall second): the model_server breaker's
+    #: 2 s probe must get its chances, or a fault rate only measures an open breaker
+    bars_per_s: float = Field(default=40.0, gt=0, le=100_000)
+    #: appended to the feed sessions' config: the engine holds REDUCING for the market-data
+    #: breaker's recovery_timeout_s (60 s by default) after each failover, longer than a case
+    session_toml: str = "[hardening.market_data]\nrecovery_timeout_s = 1.0\n"
     train: tuple[str, ...] = (
         "--members", "gbm", "--param", "gbm_n_estimators=20", "--folds", "2",
     )  # fmt: skip
@@ -112,6 +125,7 @@ class NetworkScenario(Scenario):
         "duplicated_orders": "orders sent twice or fills stored twice, every case",
         "injected_faults": "faults the proxy injected, every kind, every case",
         "failed_sessions": "sessions that did not end cleanly",
+        "idle_feed_cases": "feed cases without a fill in the second half of their bars",
     }
     params_model = NetworkParams
     fault_model = NetworkCase
@@ -186,7 +200,7 @@ def _feed_case(
     work = ctx.work_dir / case.name
     work.mkdir(parents=True)
     db = work / "stress.db"
-    (work / "session.toml").write_text(DETERMINISTIC)
+    (work / "session.toml").write_text(DETERMINISTIC + p.session_toml)
     names = [f"N{i:02d}" for i in range(p.symbols)]
     sent: list[Bar] = []
     with (
@@ -243,6 +257,16 @@ def _feed_case(
     figures.update(_account(db, sent, res, feed, result))
     figures.update(_orders(db, res))
     figures["failed_sessions"] = 0 if session.returncode == 0 else 1
+    half = sent[len(sent) // 2].ts_ns
+    late_fills = read_rows(db, "SELECT COUNT(*) FROM fills WHERE run_id = 1 AND ts_ns >= ?",
+                           (half,))[0][0]  # fmt: skip
+    figures["fills_second_half"] = late_fills
+    figures["idle_feed_cases"] = 0 if late_fills else 1
+    result.invariants.append(Invariant(
+        "keeps_trading", late_fills > 0,
+        f"{late_fills} fills in the second half of the bars (state at the end: "
+        f"{res.get('trading_state')})",
+    ))  # fmt: skip
     return figures
 
 
@@ -330,6 +354,14 @@ class _ModelServer:
         self.env = {"ULTRATHINK_HOME": str(ctx.work_dir / "home")}
         self.server: subprocess.Popen[bytes] | None = None
         self.reference: str | None = None
+        self.error = "not ready"
+        self.port = 0
+        # trained and started beside the feed cases: both take seconds, mostly waiting
+        self._setup = threading.Thread(target=self._start, daemon=True)
+        self._setup.start()
+
+    def _start(self) -> None:
+        ctx, p = self.ctx, self.p
         ctx.log("network: training the model the server serves")
         done = subprocess.run(
             [*ultrathink_command(), "train", "--data", self.data, *p.train,
@@ -360,12 +392,14 @@ class _ModelServer:
             time.sleep(0.05)
         return 0
 
-    def _paper(self, db: Path, *extra: str) -> tuple[int | None, str, dict[str, Any]]:
+    def _paper(
+        self, db: Path, *extra: str, speed: str = "max"
+    ) -> tuple[int | None, str, dict[str, Any]]:
         db.parent.mkdir(parents=True, exist_ok=True)
         (db.parent / "session.toml").write_text(DETERMINISTIC)
         proc = _start([
             *ultrathink_command(), "paper", "--strategy", "ml", "--registry", str(self.registry),
-            "--data", self.data, "--speed", "max", "--db", str(db), "--json",
+            "--data", self.data, "--speed", speed, "--db", str(db), "--json",
             "--config", str(db.parent / "session.toml"), "--no-control", *extra,
         ], self.env)  # fmt: skip
         try:
@@ -377,6 +411,7 @@ class _ModelServer:
         return proc.returncode, err, (json.loads(out) if out.strip() else {})
 
     def case(self, case: NetworkCase, seed: int, result: Case) -> dict[str, Any]:
+        self._setup.join()
         if self.error:
             result.invariants.append(Invariant("no_crash", False, self.error))
             return {"failed_sessions": 1}
@@ -389,6 +424,7 @@ class _ModelServer:
             code, err, res = self._paper(
                 db, "--model-url", f"http://{proxy.url}",
                 "--model-timeout-ms", f"{self.p.model_timeout_ms:g}",
+                speed=f"{86_400 * self.p.bars_per_s:g}",
             )  # fmt: skip
             figures = _proxy_figures(proxy)
         result.invariants.append(check_process(code, err, what="session"))
@@ -421,6 +457,7 @@ class _ModelServer:
         return figures
 
     def close(self) -> None:
+        self._setup.join()
         if self.server is not None and self.server.poll() is None:
             self.server.terminate()
             try:
