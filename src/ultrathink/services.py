@@ -233,6 +233,11 @@ def _spec(request: RunRequest, profiler: ProfilerFactory | None) -> RunSpec:
     if request.dashboard_port is not None and not config.measure_latency:
         # the live page draws the decision latency; timing costs two clock reads a bar
         config = config.model_copy(update={"measure_latency": True})
+    if request.dashboard_port is not None and profiler is None:
+        # the live page draws per-stage latency: a profiler sampling about 2 bars a second
+        from ultrathink.perf.profiler import live_profiler
+
+        profiler = live_profiler
     return RunSpec(strategy, data, config, mode, db, request.resume, profiler=profiler)
 
 
@@ -375,6 +380,9 @@ def _dashboard(request: RunRequest, session: Session) -> Iterator[None]:
         return
     from ultrathink.web.dashboard_child import DashboardChild
 
+    from ultrathink.perf.profiler import attach_live_stages
+
+    attach_live_stages(session.engine)  # the snapshots carry the profiler's stage latencies
     child = DashboardChild(resolve_db(request.db), request.dashboard_port, session.run_id)
     child.start()
     try:

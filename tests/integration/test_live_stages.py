@@ -1,9 +1,7 @@
 """Per-stage latency on the live page's data path: a paced paper session run through the
-services seam with the live profiler attached (``execute_run(profiler=live_profiler,
-on_ready=...)``), followed by the dashboard's ``LiveWatch`` over the real control API.
-
-``paper --dashboard`` does not attach the profiler by itself yet (that glue is two lines in
-``services.py``, see docs/dashboard.md); this test uses the same two seams a caller has.
+services seam as ``paper --dashboard`` runs it (``RunRequest.dashboard_port``: the services
+give it the live profiler and point its snapshots at the profiler's stages), followed by the
+dashboard's ``LiveWatch`` over the real control API.
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ from typing import Any
 
 from ultrathink import services
 from ultrathink.engine.sessions import CONTROL_FILE_NAME, session_dir
-from ultrathink.perf.profiler import attach_live_stages, live_profiler
 from ultrathink.web.control_client import read_trusted
 from ultrathink.web.live import LiveWatch
 
@@ -26,21 +23,18 @@ def test_a_profiled_session_streams_its_stage_latencies_to_the_watch(tmp_path: P
     db = tmp_path / "u.db"
     request = services.RunRequest(
         mode="paper", data="synthetic:n_bars=200000,seed=3", speed=20_000.0, db=str(db),
-        control=True, overrides={"measure_latency": True},
+        control=True, dashboard_port=0,
     )  # fmt: skip
     sessions: list[Any] = []
 
     def ready(session: Any) -> None:
-        assert attach_live_stages(session.engine)
         sessions.append(session)
 
     outcome: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            outcome["result"] = services.execute_run(
-                request, profiler=live_profiler, on_ready=ready
-            )
+            outcome["result"] = services.execute_run(request, on_ready=ready)
         except BaseException as exc:  # reported by the test thread
             outcome["error"] = exc
 

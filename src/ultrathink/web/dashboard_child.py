@@ -63,6 +63,7 @@ class DashboardChild:
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
         self.login_url = ""
+        self._reader: threading.Thread | None = None
 
     def start(self) -> None:
         """Start it and print where the live page is; on failure print why and go on (the
@@ -86,7 +87,8 @@ class DashboardChild:
                         found.set()
             found.set()
 
-        threading.Thread(target=read, name="dashboard-output", daemon=True).start()
+        self._reader = threading.Thread(target=read, name="dashboard-output", daemon=True)
+        self._reader.start()
         found.wait(START_TIMEOUT_S)
         if not self.login_url:
             self.stop()
@@ -107,14 +109,20 @@ class DashboardChild:
 
     def stop(self) -> None:
         proc = self.proc
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15.0
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15.0
+            while proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        # the pipe ends with the process (its group may keep it open a little longer)
+        if self._reader is not None:
+            self._reader.join(5.0)
+        if proc.stdout is not None and (self._reader is None or not self._reader.is_alive()):
+            proc.stdout.close()
