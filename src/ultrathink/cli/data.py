@@ -1,16 +1,19 @@
-"""``ultrathink data``: inspect, validate or generate market data."""
+"""``ultrathink data``: inspect, validate, generate or replay (as a live feed) market data."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ultrathink.cli import _data_feed
 from ultrathink.cli._registry import CliContext, Command, sub_parser
 
 
 def _handle(args: argparse.Namespace, context: CliContext) -> int:
     from ultrathink import services
 
+    if args.data_cmd == "feed":
+        return _data_feed.run(args)
     if args.data_cmd == "generate":
         data = services.generate_data(args.spec, Path(args.out))
         print(f"wrote {len(data):,} bars of {len(data.symbols)} symbol(s) to {args.out}")
@@ -60,15 +63,21 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("spec", help="e.g. 'synthetic:n_bars=10000,seed=7,crash=20@5000/50'")
     g.add_argument("--out", required=True, help="PATH.csv, PATH.csv.gz or PATH.parquet")
+    _data_feed.add_parser(dsub)
 
 
 COMMAND = Command(
     name="data",
     order=80,
-    help="inspect, validate or generate market data",
+    help="inspect, validate, generate or replay market data (as a live feed)",
     description="The embedded datasets (sp500, nasdaq: daily, 1999-2018), CSV and Parquet "
-    "files, and a seeded synthetic generator. Files are validated row by row.",
-    examples=("ultrathink data inspect sp500", "ultrathink data validate broken.csv"),
+    "files, and a seeded synthetic generator. Files are validated row by row. `data feed` "
+    "replays a dataset as a live feed on loopback for `paper --feed`.",
+    examples=(
+        "ultrathink data inspect sp500",
+        "ultrathink data validate broken.csv",
+        "ultrathink data feed --port 9100",
+    ),
     configure=_configure,
     handler=_handle,
 )

@@ -265,6 +265,18 @@ class FeedPublisher:
         with self._cond:
             return self._cond.wait_for(lambda: self._accepted >= n, timeout_s)
 
+    def wait_drained(self, timeout_s: float) -> bool:
+        """Wait until no connected client has bytes waiting in its buffer; False on timeout.
+
+        What a publisher's buffers still hold when it is closed is lost; what they handed to
+        the OS is delivered. A finite replay calls this before ``close``.
+        """
+        with self._cond:
+            return self._cond.wait_for(self._drained, timeout_s)
+
+    def _drained(self) -> bool:
+        return all(c.dead is not None or not c.out for c in self._clients)
+
     def stats(self) -> PublisherStats:
         """A snapshot of the counters."""
         with self._cond:
@@ -418,6 +430,8 @@ class FeedPublisher:
                     with memoryview(client.out) as whole, whole[client.sent :] as pending:
                         sent = self._send(client, pending)  # views released before a resize
                     client.flush(sent)
+                    if not client.out:
+                        self._cond.notify_all()  # wait_drained
 
     def _reconcile(self) -> None:
         # apply what the publishing threads decided: close the dead, watch the backlogged
