@@ -378,9 +378,8 @@ def _dashboard(request: RunRequest, session: Session) -> Iterator[None]:
     if request.dashboard_port is None or session.engine.control is None:
         yield
         return
-    from ultrathink.web.dashboard_child import DashboardChild
-
     from ultrathink.perf.profiler import attach_live_stages
+    from ultrathink.web.dashboard_child import DashboardChild
 
     attach_live_stages(session.engine)  # the snapshots carry the profiler's stage latencies
     child = DashboardChild(resolve_db(request.db), request.dashboard_port, session.run_id)

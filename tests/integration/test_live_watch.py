@@ -66,8 +66,11 @@ def test_the_watch_follows_the_session_and_its_kill_switch_is_audited_with_the_o
         wait_until(lambda: len(watch.series["equity"]) >= 3, "three snapshots", proc)
         # the session publishes on a timer, so on a busy machine its first snapshots may all
         # come before its first bar: wait for the clock to move, never assume it has
-        wait_until(lambda: watch.series["clock_ns"][-1] > watch.series["clock_ns"][0],
-                   "the session clock to move", proc)
+        wait_until(
+            lambda: watch.series["clock_ns"][-1] > watch.series["clock_ns"][0],
+            "the session clock to move",
+            proc,
+        )
         wait_until(lambda: watch.process.get("rss_mb", 0) > 0, "a process sample", proc)
         first, cursor = watch.frame(None)
         assert first["snapshot"]["run_id"] == 1 and first["snapshot"]["trading_state"] == "ACTIVE"
