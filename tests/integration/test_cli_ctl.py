@@ -114,6 +114,24 @@ def test_halt_prints_what_changed(session: Any, ctl: Ctl) -> None:
     assert channel.commands == [Halt(operator="alice", reason="feed stale")]
 
 
+def test_a_command_sent_again_with_its_id_is_not_applied_twice(session: Any, ctl: Ctl) -> None:
+    _, channel = session
+
+    first = ctl("halt", "--operator", "alice", "--id", "op-halt-1")
+    again = ctl("halt", "--operator", "alice", "--id", "op-halt-1")
+    bad = ctl("halt", "--operator", "alice", "--id", "not an id")
+
+    assert first.out == "halt: trading_state ACTIVE → HALTED (positions flattened)\n"
+    assert again.code == 0
+    assert again.out == (
+        "halt: trading_state ACTIVE → HALTED (positions flattened) "
+        "[already applied: the first answer]\n"
+    )
+    assert bad.code == 2 and bad.err.startswith("error: id must be 1-64 characters")
+    assert bad.err.count("\n") == 1 and bad.err.rstrip().endswith("(HTTP 422)")
+    assert channel.commands == [Halt(operator="alice")]  # one run
+
+
 def test_an_empty_before_value_is_shown_as_empty_quotes() -> None:
     result = {
         "action": "halt",

@@ -114,6 +114,12 @@ def _common_options() -> argparse.ArgumentParser:
     g.add_argument("--url", help="control API base URL (loopback only), instead")
     g.add_argument("--token", help=f"bearer token for --url (default ${TOKEN_ENV})")
     g.add_argument("--json", action="store_true", help="print the raw JSON result")
+    g.add_argument(
+        "--id",
+        metavar="ID",
+        help="the command's id (default: a new one); the session applies an id once, so "
+        "sending a command whose answer was lost again with its id cannot apply it twice",
+    )
     return common
 
 
@@ -140,7 +146,7 @@ def cmd_ctl(args: argparse.Namespace, context: CliContext) -> int:
     for target in targets:
         prefix = f"{target.label}: " if len(targets) > 1 else ""
         try:
-            result = post_command(target.url, target.token, payload)
+            result = post_command(target.url, target.token, payload, command_id=args.id)
         except ControlClientError as exc:
             print(f"error: {prefix}{exc}", file=sys.stderr)
             code = 2
@@ -286,7 +292,9 @@ def format_result(result: dict[str, Any]) -> str:
         ]
         line = f"{action}: {', '.join(changed) or 'no change'}"
     message = result.get("message")
-    return f"{line} ({message})" if message else line
+    line = f"{line} ({message})" if message else line
+    # the session had applied this id already: this is its first answer, not a second run
+    return f"{line} [already applied: the first answer]" if result.get("repeat") else line
 
 
 COMMAND = Command(

@@ -27,8 +27,9 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.concurrency import run_in_threadpool
 
 from ultrathink.errors import ConfigError
-from ultrathink.hardening.overrides import Command, OverrideError, parse_command
+from ultrathink.hardening.overrides import Command, OverrideError, Status, parse_command
 from ultrathink.web.api_error import ApiError, api_error_response
+from ultrathink.web.command_ids import Answer, CommandLedger, pop_command_id, wait_answer
 from ultrathink.web.json_body import read_json
 
 __all__ = ["COMMAND_TIMEOUT_S", "METRICS_CONTENT_TYPE", "CommandChannel", "create_app"]
@@ -91,25 +92,60 @@ def _parse(payload: Any) -> Command:
         raise ApiError(422, str(exc)) from None
 
 
-async def _execute(channel: CommandChannel, command: Command, timeout_s: float) -> Response:
-    # the channel blocks until the kernel thread answers: keep it off the event loop
+def _answer(channel: CommandChannel, command: Command, timeout_s: float) -> Answer:
+    # blocks until the kernel thread answers (run it off the event loop); every outcome
+    # becomes an answer, so that the command ledger can give it to a repeat
     try:
-        result = await run_in_threadpool(channel.execute, command, timeout_s=timeout_s)
+        result = channel.execute(command, timeout_s=timeout_s)
     except OverrideError as exc:
-        raise ApiError(409, str(exc)) from None
+        return Answer(409, {"error": str(exc)})
     except TimeoutError as exc:
         detail = f" ({exc})" if str(exc) else ""
-        raise ApiError(
-            504,
+        return Answer(504, {"error": (
             f"the session did not answer the {command.action} command within "
-            f"{timeout_s:g} s{detail}; it may be busy or stuck: check its log, then retry",
-        ) from None
+            f"{timeout_s:g} s{detail}; it may be busy or stuck: check its log, then retry"
+        )})  # fmt: skip
     except Exception as exc:
         _log.exception("control command %s failed in the session", command.action)
-        raise ApiError(
-            500, f"the session failed to run the {command.action} command: {exc!r}"
-        ) from None
-    return JSONResponse(jsonable_encoder(result))
+        return Answer(500, {"error": f"the session failed to run the {command.action} command: "
+                                     f"{exc!r}"})  # fmt: skip
+    return Answer(200, jsonable_encoder(result))
+
+
+def _run_once(
+    channel: CommandChannel, command: Command, timeout_s: float, ledger: CommandLedger,
+    command_id: str,
+) -> Answer:  # fmt: skip
+    # the first request of an id: settled here, on the worker thread, so that the answer
+    # reaches the ledger even when the client is gone before it is sent
+    answer = Answer(500, {"error": f"the {command.action} command failed in the control API"})
+    try:
+        answer = _answer(channel, command, timeout_s)
+    finally:
+        # 504: cancelled before it started (``SessionControl.execute``): a retry may run it
+        ledger.settle(command_id, answer, forget=answer.status == 504)
+    return answer
+
+
+def _response(answer: Answer) -> Response:
+    if answer.status >= 400:
+        raise ApiError(answer.status, str(answer.body.get("error")))
+    return JSONResponse(answer.body, status_code=answer.status)
+
+
+async def _execute(
+    channel: CommandChannel, command: Command, timeout_s: float,
+    ledger: CommandLedger | None = None, command_id: str | None = None,
+) -> Response:  # fmt: skip
+    # the channel blocks until the kernel thread answers: keep it off the event loop
+    if ledger is None or command_id is None or isinstance(command, Status):
+        return _response(await run_in_threadpool(_answer, channel, command, timeout_s))
+    future, first = ledger.claim(command_id, command.model_dump())
+    if first:
+        answer = await run_in_threadpool(_run_once, channel, command, timeout_s, ledger, command_id)
+    else:  # a repeat: the first request's answer, never a second run
+        answer = await run_in_threadpool(wait_answer, future, timeout_s, command.action)
+    return _response(answer)
 
 
 def create_app(
@@ -141,11 +177,14 @@ def create_app(
         dependencies=[Depends(_require_token(token))],
     )
     app.add_exception_handler(ApiError, api_error_response)
+    ledger = CommandLedger()  # exactly-once: see ``command_ids``
 
     @app.post("/v1/commands")
     async def post_command(request: Request) -> Response:
-        command = _parse(await read_json(request))
-        return await _execute(channel, command, command_timeout_s)
+        payload = await read_json(request)
+        command_id = pop_command_id(payload)  # transport, not command: never an input
+        command = _parse(payload)
+        return await _execute(channel, command, command_timeout_s, ledger, command_id)
 
     # optional: ``status_json(since) -> bytes | None`` (``SessionControl`` has it; a channel
     # without it is asked the status command like any other)

@@ -26,7 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLIENT_TIMEOUT_S",
+    "COMMAND_ATTEMPTS",
+    "COMMAND_DEADLINE_S",
+    "CommandUnconfirmed",
     "ControlClientError",
+    "Sent",
     "StatusPoller",
     "default_operator",
     "get_status",
@@ -34,14 +38,36 @@ __all__ = [
     "loopback_url",
     "post_command",
     "read_trusted",
+    "send_command",
 ]
 
 #: The session answers within its own 10 s command timeout; allow for the round trip.
 CLIENT_TIMEOUT_S = 15.0
+#: How many times a command is sent at most when connections fail (same id every time).
+COMMAND_ATTEMPTS = 4
+#: Every attempt of one command, pauses included, within this many seconds.
+COMMAND_DEADLINE_S = 40.0
+#: The pause after the first failed attempt; doubled after each next one (at most 2 s).
+RETRY_PAUSE_S = 0.2
 
 
 class ControlClientError(UltrathinkError):
     """The control command could not be delivered or was refused by the session."""
+
+
+class CommandUnconfirmed(ControlClientError):
+    """Every attempt to send a command failed before its answer came back: the session may
+    or may not have applied it (``command_id`` finds it; ``attempts`` were made)."""
+
+    def __init__(self, message: str, command_id: str, attempts: int) -> None:
+        super().__init__(message)
+        self.command_id = command_id
+        self.attempts = attempts
+
+
+class _Retryable(Exception):
+    # the connection failed after the request may have left: send it again, same id
+    pass
 
 
 def default_operator() -> str:
@@ -104,9 +130,84 @@ def live_targets(db: Path) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def post_command(url: str, token: str, payload: dict[str, Any]) -> dict[str, Any]:
-    """POST one command to ``{url}/v1/commands``; the result, or ControlClientError."""
-    return _call(url, token, "/v1/commands", payload)
+def post_command(
+    url: str,
+    token: str,
+    payload: dict[str, Any],
+    *,
+    command_id: str | None = None,
+    timeout_s: float = CLIENT_TIMEOUT_S,
+    attempts: int = COMMAND_ATTEMPTS,
+    deadline_s: float = COMMAND_DEADLINE_S,
+) -> dict[str, Any]:
+    """POST one command to ``{url}/v1/commands``, exactly once; the result, or
+    ControlClientError.
+
+    The command carries an id (``command_id``, or a fresh uuid4 hex) that the session
+    remembers: when the connection fails before the answer arrived (reset, timeout, refused
+    after a first attempt), the command is sent again with the same id, at most ``attempts``
+    times in all, with a growing pause, within ``deadline_s``; the session answers a repeat
+    with the first answer (``"repeat": true``) instead of applying it twice. An HTTP error
+    answer (4xx, 5xx) is never retried. When every attempt failed the error says the command
+    may or may not have been applied, and how to check.
+    """
+    return send_command(url, token, payload, command_id=command_id, timeout_s=timeout_s,
+                        attempts=attempts, deadline_s=deadline_s).result  # fmt: skip
+
+
+class Sent:
+    """What ``send_command`` did: the session's answer, the id and the attempts it took."""
+
+    __slots__ = ("attempts", "command_id", "result")
+
+    def __init__(self, result: dict[str, Any], command_id: str, attempts: int) -> None:
+        self.result, self.command_id, self.attempts = result, command_id, attempts
+
+
+def send_command(
+    url: str,
+    token: str,
+    payload: dict[str, Any],
+    *,
+    command_id: str | None = None,
+    timeout_s: float = CLIENT_TIMEOUT_S,
+    attempts: int = COMMAND_ATTEMPTS,
+    deadline_s: float = COMMAND_DEADLINE_S,
+) -> Sent:
+    """``post_command``, also saying how many attempts it took (the stress scenario counts
+    retries). Raises ``CommandUnconfirmed`` when no attempt got an answer."""
+    import time
+    import uuid
+
+    if attempts < 1 or timeout_s <= 0 or deadline_s <= 0:
+        raise ValueError("attempts >= 1, timeout_s > 0 and deadline_s > 0")
+    command_id = command_id or uuid.uuid4().hex
+    body = {**payload, "id": command_id}
+    action = payload.get("action", "the")
+    start = time.monotonic()
+    deadline = start + deadline_s
+    last = ""
+    for attempt in range(1, attempts + 1):
+        left = deadline - time.monotonic()
+        try:
+            result = _call(url, token, "/v1/commands", body, timeout_s=min(timeout_s, left),
+                           retryable=True, first=attempt == 1)  # fmt: skip
+        except _Retryable as exc:
+            last = str(exc)
+            pause = min(RETRY_PAUSE_S * 2 ** (attempt - 1), 2.0)
+            if attempt == attempts or deadline - time.monotonic() <= pause + 0.05:
+                break
+            time.sleep(pause)
+            continue
+        return Sent(result, command_id, attempt)
+    raise CommandUnconfirmed(
+        f"the {action} command (id {command_id}) may or may not have been applied: no answer "
+        f"from the paper session at {url} after {attempt} attempts in "
+        f"{time.monotonic() - start:.1f} s (last: {last}); check `ultrathink ctl status`, or "
+        f"send it again with `--id {command_id}` (the session applies an id once)",
+        command_id,
+        attempt,
+    )
 
 
 def get_status(url: str, token: str, operator: str, timeout_s: float = 5.0) -> dict[str, Any]:
@@ -187,7 +288,13 @@ def _call(
     payload: dict[str, Any] | None,
     headers: dict[str, str] | None = None,
     timeout_s: float = 0.0,
+    *,
+    retryable: bool = False,
+    first: bool = True,
 ) -> dict[str, Any]:
+    # ``retryable``: a failure after the request may have left raises _Retryable (refused
+    # only when not ``first``: a first refusal means no session listens, nothing was sent)
+    import http.client
     import urllib.error  # lazy: 16 ms of imports every `ultrathink` start would pay
     import urllib.request
 
@@ -201,6 +308,7 @@ def _call(
     )  # fmt: skip
     # no proxies: an http_proxy setting must never receive the bearer token
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    reason: object
     try:
         with opener.open(request, timeout=timeout_s) as response:
             body = response.read()
@@ -210,18 +318,28 @@ def _call(
         finally:
             exc.close()  # an HTTPError holds the response open
     except urllib.error.URLError as exc:
-        raise ControlClientError(_unreachable(url, exc.reason, timeout_s)) from None
-    except TimeoutError:
-        raise ControlClientError(
-            f"the paper session at {url} did not answer within {timeout_s:g} s"
-        ) from None
-    except OSError as exc:  # connection reset mid-answer and the like
-        raise ControlClientError(_unreachable(url, exc, timeout_s)) from None
-    try:
-        result: dict[str, Any] = json.loads(body)
-    except ValueError:
-        raise ControlClientError(f"the server at {url} did not answer with JSON") from None
-    return result
+        reason = exc.reason
+    except (OSError, http.client.HTTPException) as exc:  # reset mid-answer, timeout and the like
+        reason = exc
+    else:
+        try:
+            result: dict[str, Any] = json.loads(body)
+        except ValueError:
+            if retryable:  # a cut answer: ask again
+                raise _Retryable(f"an answer that is not JSON ({len(body)} bytes)") from None
+            raise ControlClientError(f"the server at {url} did not answer with JSON") from None
+        return result
+    lost = isinstance(reason, OSError | http.client.HTTPException)
+    if retryable and lost and not (first and isinstance(reason, ConnectionRefusedError)):
+        raise _Retryable(_reason(reason, timeout_s)) from None
+    raise ControlClientError(_unreachable(url, reason, timeout_s)) from None
+
+
+def _reason(reason: object, timeout_s: float) -> str:
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout_s:.3g} s"
+    text = str(reason) or type(reason).__name__
+    return f"{type(reason).__name__}: {text}" if text != type(reason).__name__ else text
 
 
 def _server_error(exc: urllib.error.HTTPError) -> str:
