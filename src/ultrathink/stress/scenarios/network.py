@@ -19,6 +19,10 @@ Each fault entry is one case on one hop:
   latency, stalls, resets). The ML strategy falls back to its local model of the same version,
   so its orders must be exactly those of the same session without a server (compared by
   ``invariants.state_digest``), and every prediction must be answered or a counted fallback.
+* ``hop = "control"`` (operator -> the session's control API): a paced paper session and a
+  seeded sequence of operator commands sent through the proxy (chunk mode, both directions),
+  retried by the client with the same command id; every command must be in the audit trail
+  once at most, and exactly once when the client saw it applied (``stress/control_hop.py``).
 
 Every case also checks the store invariants (``check_run``) and the process (``check_process``).
 The proxy's draws are seeded (``seed * 1000 + case index``): the same seed gives the same faults
@@ -39,7 +43,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ultrathink.core.events import Bar
 from ultrathink.engine.feed_bars import read_feed_journal
@@ -48,6 +52,7 @@ from ultrathink.feed import FeedPublisher
 from ultrathink.persistence import Store
 from ultrathink.stress.base import STRICT, RunContext, Scenario
 from ultrathink.stress.chaos import DETERMINISTIC, ultrathink_command
+from ultrathink.stress.control_hop import control_case
 from ultrathink.stress.invariants import (
     check_process,
     check_run,
@@ -69,7 +74,7 @@ class NetworkCase(BaseModel):
     model_config = STRICT
 
     name: str = Field(pattern=r"^[a-z0-9_-]{1,40}$")
-    hop: Literal["feed", "model"]
+    hop: Literal["feed", "model", "control"]
     latency: float = _RATE
     latency_ms: float = Field(default=20.0, ge=0, le=10_000)
     jitter_ms: float = Field(default=10.0, ge=0, le=10_000)
@@ -78,6 +83,15 @@ class NetworkCase(BaseModel):
     reset: float = _RATE
     drop: float = _RATE
     duplicate: float = _RATE
+
+    @model_validator(mode="after")
+    def _no_drop_on_control(self) -> NetworkCase:
+        if self.hop == "control" and self.drop:
+            raise ValueError(
+                "drop is for the feed's lines; on the control hop a lost message is a reset "
+                f"(reset = ...), was drop = {self.drop}"
+            )
+        return self
 
 
 class NetworkParams(BaseModel):
@@ -97,6 +111,11 @@ class NetworkParams(BaseModel):
     #: appended to the feed sessions' config: the engine holds REDUCING for the market-data
     #: breaker's recovery_timeout_s (60 s by default) after each failover, longer than a case
     session_toml: str = "[hardening.market_data]\nrecovery_timeout_s = 1.0\n"
+    #: control hop: the commands sent, the session's pace, the client's timeout and attempts
+    control_commands: int = Field(default=40, ge=1, le=10_000)
+    control_bars_per_s: float = Field(default=20.0, gt=0, le=10_000)
+    control_timeout_s: float = Field(default=1.0, gt=0, le=60)
+    control_attempts: int = Field(default=5, ge=1, le=20)
     train: tuple[str, ...] = (
         "--members", "gbm", "--param", "gbm_n_estimators=20", "--folds", "2",
     )  # fmt: skip
@@ -123,6 +142,14 @@ class NetworkScenario(Scenario):
         "order_mismatches": "model cases whose orders and fills differ from the local run's",
         "lost_orders": "orders or fills at the venue missing from the store, every case",
         "duplicated_orders": "orders sent twice or fills stored twice, every case",
+        "control_commands": "operator commands sent through the proxy, every control case",
+        "applied_commands": "commands the client saw applied (first answer or a repeat's)",
+        "refused_commands": "commands the session refused (409, e.g. resume when not halted)",
+        "unconfirmed_commands": "commands the client gave up on (may or may not be applied)",
+        "command_retries": "attempts the client sent again (same id) after a failed one",
+        "command_repeats": "answers the session gave to a repeated id (not applied again)",
+        "duplicated_commands": "commands with more than one audit row (applied twice)",
+        "lost_commands": "commands the client saw applied or refused without an audit row",
         "injected_faults": "faults the proxy injected, every kind, every case",
         "failed_sessions": "sessions that did not end cleanly",
         "idle_feed_cases": "feed cases without a fill in the second half of their bars",
@@ -143,6 +170,9 @@ class NetworkScenario(Scenario):
                 result = Case(case.name)
                 if case.hop == "feed":
                     figures = _feed_case(ctx, params, case, seed, cfg.duration_s or 10.0, result)
+                elif case.hop == "control":
+                    figures = control_case(ctx, params, case, seed, cfg.duration_s or 10.0,
+                                           result)  # fmt: skip
                 else:
                     assert model is not None
                     figures = model.case(case, seed, result)
@@ -163,6 +193,8 @@ class NetworkScenario(Scenario):
         if "model" not in hops:
             outcome.skip(("model_requests", "model_fallbacks", "uncounted_fallbacks",
                           "order_mismatches"), "no model case")  # fmt: skip
+        if "control" not in hops:
+            outcome.skip(tuple(k for k in self.metrics if "command" in k), "no control case")
         return outcome
 
 
