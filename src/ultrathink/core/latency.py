@@ -1,29 +1,141 @@
-"""Latency percentiles from HdrHistogram (3 significant digits, 1 ns .. 60 s)."""
+"""Latency percentiles from HdrHistogram (3 significant digits, 1 ns .. 60 s).
+
+``histogram_ns`` fills the histogram from numpy: each value is rounded down to the lowest
+value of its HdrHistogram bucket (vectorised), and each distinct bucket is recorded once with
+its count, which gives exactly the counts (so the percentiles, min and max) of recording the
+values one by one, at about a hundredth of the cost for a million values (a Python call per
+value was 2-6 µs).
+
+``LatencyLog`` is a run's decision-latency record: one ``array('q').append`` per decision on
+the hot path, and, between two bars, values beyond ``limit`` folded into a histogram so a
+session of any length keeps a bounded amount (8 B per decision was the leak the endurance
+scenario found).
+"""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterable
 
+import numpy as np
 from hdrh.histogram import HdrHistogram
 
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
+#: HdrHistogram's range and precision for durations
+_LOWEST, _HIGHEST, _DIGITS = 1, 60_000_000_000, 3
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty HdrHistogram of durations in nanoseconds (1 ns .. 60 s, 3 digits)."""
+    return HdrHistogram(_LOWEST, _HIGHEST, _DIGITS)
+
+
+def record_many(hist: HdrHistogram, values_ns: Iterable[int] | np.ndarray) -> None:
+    """Record every value (clamped to 1 ns .. 60 s) as ``record_value`` one by one would."""
+    v = np.asarray(values_ns if isinstance(values_ns, np.ndarray) else _as_array(values_ns))
+    if v.size == 0:
+        return
+    v = np.clip(v.astype(np.int64, copy=False), _LOWEST, _HIGHEST)
+    # bucket lowest value: keep the top bits that resolve the bucket, clear the others
+    shift = np.maximum(_bit_length(v) - hist.sub_bucket_half_count_magnitude - 1, 0)
+    lowest = (v >> shift) << shift
+    values, counts = np.unique(lowest, return_counts=True)
+    record = hist.record_value
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+        record(value, count)
+
+
+def _as_array(values: Iterable[int]) -> np.ndarray:
+    if isinstance(values, array):
+        return (
+            np.frombuffer(values, dtype=np.int64)
+            if values.typecode == "q"
+            else np.asarray(values, dtype=np.int64)
+        )
+    return np.fromiter((int(x) for x in values), dtype=np.int64)
+
+
+def _bit_length(v: np.ndarray) -> np.ndarray:
+    # int.bit_length for positive int64s: frexp's exponent is exact (no float rounding issue
+    # up to 2**53; values here are at most 6e10)
+    return np.frexp(v.astype(np.float64))[1].astype(np.int64)
+
+
 def histogram_ns(values_ns: Iterable[int]) -> HdrHistogram:
     """An HdrHistogram of durations in nanoseconds (values above 60 s are clamped)."""
-    hist = HdrHistogram(1, 60_000_000_000, 3)
-    record = hist.record_value
-    for value in values_ns:
-        record(min(max(int(value), 1), 60_000_000_000))
+    hist = new_histogram()
+    record_many(hist, values_ns)
     return hist
 
 
 def percentiles_us(values_ns: Iterable[int]) -> dict[str, float] | None:
     """p50/p90/p99/p99.9/max and count of durations, in µs (None when there are none)."""
-    hist = histogram_ns(values_ns)
+    return _percentiles(histogram_ns(values_ns))
+
+
+def _percentiles(hist: HdrHistogram) -> dict[str, float] | None:
     if hist.get_total_count() == 0:
         return None
     out = {f"p{p:g}": hist.get_value_at_percentile(p) / 1000.0 for p in PERCENTILES}
     out["max"] = hist.get_max_value() / 1000.0
     out["count"] = float(hist.get_total_count())
     return out
+
+
+class LatencyLog:
+    """A run's decision latencies (ns), bounded.
+
+    ``values`` is appended to on the hot path (``values.append``, no Python frame). ``fold``,
+    called between two bars, moves all but the newest ``keep`` values into a histogram once
+    there are more than ``limit``; the array is trimmed in place, so the hot path's bound
+    ``append`` stays valid. The first ``skip`` values ever recorded (a strategy's warm-up)
+    are left out of ``percentiles_us``. ``window(since)`` reads what was recorded after an
+    absolute position, as a snapshot's window does.
+    """
+
+    def __init__(self, skip: int = 0, *, limit: int = 1 << 20, keep: int = 1 << 16) -> None:
+        if not 0 <= keep < limit:
+            raise ValueError("LatencyLog needs 0 <= keep < limit")
+        self.values: array[int] = array("q")
+        self.skip = max(int(skip), 0)
+        self.limit = limit
+        self.keep = keep
+        self.base = 0  # the absolute position of values[0]
+        self._hist: HdrHistogram | None = None
+
+    def __len__(self) -> int:
+        """Values recorded in all (folded or not)."""
+        return self.base + len(self.values)
+
+    def fold(self) -> None:
+        """Fold the oldest values into the histogram when there are more than ``limit``."""
+        n = len(self.values)
+        if n <= self.limit:
+            return
+        k = n - self.keep
+        start = min(max(self.skip - self.base, 0), k)
+        if start < k:
+            part = np.frombuffer(self.values, dtype=np.int64)[start:k].copy()
+            if self._hist is None:
+                self._hist = new_histogram()
+            record_many(self._hist, part)
+            del part
+        del self.values[:k]
+        self.base += k
+
+    def window(self, since: int) -> tuple[array[int], int]:
+        """The values recorded at absolute positions ``since`` onwards (those still held),
+        and the position to ask from next time."""
+        return self.values[max(since - self.base, 0) :], len(self)
+
+    def percentiles_us(self) -> dict[str, float] | None:
+        """``percentiles_us`` of every value after the first ``skip``."""
+        hist = new_histogram()
+        if self._hist is not None:
+            hist.add(self._hist)
+        start = max(self.skip - self.base, 0)
+        if start < len(self.values):
+            record_many(hist, np.frombuffer(self.values, dtype=np.int64)[start:])
+        return _percentiles(hist)

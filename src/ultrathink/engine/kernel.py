@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ultrathink.core.clock import LiveClock, TestClock
 from ultrathink.core.events import Bar
+from ultrathink.core.latency import LatencyLog
 from ultrathink.core.timing import TimingPoint
 from ultrathink.data.frame import MarketData
 from ultrathink.decision.strategy import Strategy
@@ -197,8 +198,9 @@ class Kernel:
         Paces a paper session on the wall clock.
     on_tick : callable or None
         Called at every new timestamp, after the clock moved (session upkeep).
-    latency_ns : array or None
-        When given, every ``on_bar`` duration in ns is appended (decision latency).
+    latency : LatencyLog or None
+        When given, every ``on_bar`` duration in ns is appended to its ``values`` (decision
+        latency), and folded at every flush so that it stays bounded.
     profiler : KernelProfiler or None
         Samples the loop stage by stage.
     stop : StopToken or None
@@ -217,7 +219,7 @@ class Kernel:
         chunk_size: int = 65_536,
         pacer: Pacer | None = None,
         on_tick: Callable[[], None] | None = None,
-        latency_ns: array[int] | None = None,
+        latency: LatencyLog | None = None,
         profiler: KernelProfiler | None = None,
         stop: StopToken | None = None,
         replay: Replay | None = None,
@@ -236,7 +238,9 @@ class Kernel:
         self.chunk_size = chunk_size
         self.pacer = pacer
         self.on_tick = on_tick
-        self.latency_ns = latency_ns
+        self.latency = latency
+        #: the raw values still held (the newest; see ``LatencyLog``)
+        self.latency_ns: array[int] | None = latency.values if latency is not None else None
         self.profiler = profiler
         self.stop = stop if stop is not None else StopToken()
         self.replay = replay
@@ -459,6 +463,8 @@ class Kernel:
         self.recorder.flush(*self._buf, positions)
         for buf in self._buf:
             buf.clear()
+        if self.latency is not None:
+            self.latency.fold()
 
     def flush_now(self) -> None:
         """Hand everything recorded so far to the store now."""

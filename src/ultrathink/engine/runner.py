@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 from ultrathink import __version__
 from ultrathink.core.enums import OrderStatus
-from ultrathink.core.latency import percentiles_us
 from ultrathink.engine.feed_bars import FeedBars
 from ultrathink.engine.guards import Guards
 from ultrathink.engine.inputs import SessionInputs
@@ -334,8 +333,5 @@ class Session:
 
 
 def _latency(kernel: Kernel, spec: RunSpec) -> dict[str, float] | None:
-    # decision latency after warm-up: the first bars of each symbol only feed indicators
-    if kernel.latency_ns is None:
-        return None
-    skip = spec.strategy.warmup_bars * spec.data.n_symbols
-    return percentiles_us(kernel.latency_ns[skip:])
+    # decision latency after warm-up (the log skips each symbol's first bars)
+    return kernel.latency.percentiles_us() if kernel.latency is not None else None

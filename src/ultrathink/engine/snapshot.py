@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 
 from ultrathink.core.events import Fill
-from ultrathink.core.latency import PERCENTILES
+from ultrathink.core.latency import PERCENTILES, LatencyLog
 from ultrathink.engine.working import WorkingOrders
 from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
@@ -142,7 +142,7 @@ class SnapshotPublisher:
         What to read.
     run_id, mode : int or None, str
         Identify the session.
-    latency_ns : array or None
+    latency : LatencyLog or None
         The kernel's decision latencies (ns), when measured: each snapshot reports the
         percentiles of those recorded since the previous one.
     interval_s : float
@@ -156,7 +156,7 @@ class SnapshotPublisher:
         source: SnapshotSource,
         run_id: int | None,
         mode: str,
-        latency_ns: array[int] | None = None,
+        latency: LatencyLog | None = None,
         *,
         interval_s: float = 0.25,
         check_every: int = 256,
@@ -166,7 +166,7 @@ class SnapshotPublisher:
         self._source = source
         self._run_id = run_id
         self._mode = mode
-        self._latency = latency_ns
+        self._latency = latency
         self._interval_ns = int(interval_s * 1e9)
         self.check_every = check_every
         self._wall_ns = wall_ns
@@ -273,8 +273,7 @@ class SnapshotPublisher:
         lat = self._latency
         if lat is None:
             return None, 0
-        window = lat[self._lat_from :]
-        self._lat_from = len(lat)
+        window, self._lat_from = lat.window(self._lat_from)
         if not window:
             return None, 0
         return window_percentiles_us(window), len(window)

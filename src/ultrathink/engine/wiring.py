@@ -18,7 +18,6 @@ pays nothing for them.
 from __future__ import annotations
 
 import time
-from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ultrathink.core.bus import MessageBus
 from ultrathink.core.clock import LiveClock, TestClock
 from ultrathink.core.enums import DenyReason
+from ultrathink.core.latency import LatencyLog
 from ultrathink.decision.sizing import SizingPolicy
 from ultrathink.engine.booking import ExecutionBooker, strategy_hook
 from ultrathink.engine.config import EngineConfig
@@ -148,7 +148,9 @@ def build_engine(
         clock, strategy, facade, router, booker, broker, risk, portfolio, recorder, kill,
         guards, crash,
     )  # fmt: skip
-    latency = array("q") if cfg.measure_latency else None
+    # decision latency after warm-up: the first bars of each symbol only feed indicators
+    warmup = spec.strategy.warmup_bars * spec.data.n_symbols
+    latency = LatencyLog(skip=warmup) if cfg.measure_latency else None
     live = _live(spec)
     snapshots = SnapshotPublisher(
         _snapshot_source(parts, working), run_id, spec.mode, latency,
@@ -259,7 +261,7 @@ def _kernel(
     inputs: SessionInputs,
     snapshots: SnapshotPublisher,
     control: SessionControl | None,
-    latency: array[int] | None,
+    latency: LatencyLog | None,
     stop: StopToken,
     io: SessionIO,
 ) -> Kernel:
@@ -289,7 +291,7 @@ def _kernel(
         )
     replay = io.replay(inputs, guards) if io.replay is not None else None
     kernel = Kernel(
-        parts, chunk_size=chunk, pacer=pacer, on_tick=tick, latency_ns=latency,
+        parts, chunk_size=chunk, pacer=pacer, on_tick=tick, latency=latency,
         profiler=profiler, stop=stop, replay=replay, position=position,
     )  # fmt: skip
     if live is not None:

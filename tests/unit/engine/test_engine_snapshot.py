@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from array import array
 
 import pytest
 
 from ultrathink.core.enums import DenyReason, Side, TradingState
 from ultrathink.core.events import Fill
+from ultrathink.core.latency import LatencyLog
 from ultrathink.engine.snapshot import (
     EngineSnapshot,
     PositionView,
@@ -69,7 +69,7 @@ class Book:
 
 
 def publisher(
-    book: Book, mono: Mono, latency: array[int] | None = None, **kw: object
+    book: Book, mono: Mono, latency: LatencyLog | None = None, **kw: object
 ) -> SnapshotPublisher:
     return SnapshotPublisher(
         book.source(), 42, "paper", latency, interval_s=0.25, wall_ns=lambda: WALL,
@@ -174,13 +174,13 @@ def test_a_snapshot_is_immutable_and_keeps_its_instant() -> None:
 
 def test_each_snapshot_reports_the_decision_latency_since_the_previous_one() -> None:
     book, mono = Book(), Mono()
-    latency = array("q")
+    latency = LatencyLog()
     pub = publisher(book, mono, latency)
 
-    latency.extend([1_000, 2_000, 3_000])
+    latency.values.extend([1_000, 2_000, 3_000])
     first = pub.publish(3, T0)
     second = pub.publish(3, T0)  # nothing new
-    latency.extend([50_000])
+    latency.values.extend([50_000])
     third = pub.publish(4, T0)
 
     assert first.decision_latency_us is not None
@@ -226,7 +226,7 @@ def test_a_snapshot_carries_the_newest_fills_prices_rate_headroom_and_strategy_s
         RateLimitConfig(windows=(RateWindow(limit=10, per_s=1.0),)), TestClock(T0)
     )
     assert limiter.check_order("AAA") is None
-    latency = array("q")
+    latency = LatencyLog()
     source = SnapshotSource(
         book.portfolio, book.working, book.risk,
         order_counts=lambda: book.counts, denials=lambda: book.denials,
@@ -237,7 +237,7 @@ def test_a_snapshot_carries_the_newest_fills_prices_rate_headroom_and_strategy_s
     pub = SnapshotPublisher(source, 1, "paper", latency, wall_ns=lambda: WALL, mono_ns=mono)
 
     mono.ns += 500 * MS
-    latency.extend([1_000] * 40)
+    latency.values.extend([1_000] * 40)
     snap = pub.publish(40, T0)
 
     assert len(snap.recent_fills) == RECENT_FILLS
@@ -266,10 +266,10 @@ def test_a_failing_strategy_stats_is_shown_not_raised() -> None:
 
 def test_the_latency_window_percentiles_are_exact_nearest_rank_values() -> None:
     book, mono = Book(), Mono()
-    latency = array("q")
+    latency = LatencyLog()
     pub = publisher(book, mono, latency)
-    latency.extend(range(1_000, 101_000, 1_000))  # 1..100 µs, shuffled below
-    latency.reverse()
+    latency.values.extend(range(1_000, 101_000, 1_000))  # 1..100 µs, shuffled below
+    latency.values.reverse()
 
     lat = pub.publish(100, T0).decision_latency_us
 
@@ -324,3 +324,16 @@ def test_the_stage_source_is_read_at_each_snapshot_and_a_failing_one_is_shown() 
 
     pub.stage_source = broken
     assert "boom" in pub.publish(3, T0).stages["error"]["message"]
+
+
+def test_a_window_reads_on_across_a_fold_of_the_latency_log() -> None:
+    book, mono = Book(), Mono()
+    latency = LatencyLog(limit=8, keep=2)
+    pub = publisher(book, mono, latency)
+    latency.values.extend([1_000] * 5)
+    assert pub.publish(5, T0).decision_latency_us["count"] == 5.0  # type: ignore[index]
+    latency.values.extend([2_000] * 5)
+    latency.fold()  # 10 > 8: the oldest 8 go into the histogram, the newest 2 stay
+    assert len(latency.values) == 2 and len(latency) == 10
+    lat = pub.publish(10, T0).decision_latency_us
+    assert lat is not None and lat["count"] == 2.0, "only what is still held of the new 5"
