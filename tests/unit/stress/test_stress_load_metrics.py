@@ -1,0 +1,37 @@
+"""The endurance verdicts of the load scenario (``stress/scenarios/load.py``): the RSS slope
+after warm-up and the p99 drift between the first and the last whole drift windows."""
+
+from __future__ import annotations
+
+from ultrathink.stress.scenarios.load import _endurance
+
+
+def per_second(p99s: list[float]) -> list[tuple[int, int, float, float, float]]:
+    # (second, bars, p50, p99, max) as the scenario keeps them
+    return [(1_000 + i, 100, 10.0, p99, 2 * p99) for i, p99 in enumerate(p99s)]
+
+
+def test_the_drift_compares_whole_windows_not_the_last_seconds() -> None:
+    # 10 s of warm-up, then four 10 s windows at p99 100, 105, 110, 110, then a 1-row tail
+    # whose p99 is 400: the tail is no window, so the drift is 100 -> 110
+    p99s = [900.0] * 10 + [100.0] * 10 + [105.0] * 10 + [110.0] * 10 + [110.0] * 10 + [400.0]
+    out = _endurance([], per_second(p99s), warmup_s=10.0, window_s=10.0)
+    assert out["p99_drift_pct"] == 10.0
+
+
+def test_a_half_window_at_the_end_counts() -> None:
+    p99s = [100.0] * 10 + [150.0] * 5
+    assert _endurance([], per_second(p99s), 0.0, 10.0)["p99_drift_pct"] == 50.0
+
+
+def test_fewer_than_two_whole_windows_is_not_measured() -> None:
+    assert _endurance([], per_second([100.0] * 12), 0.0, 10.0)["p99_drift_pct"] is None
+
+
+def test_the_rss_slope_is_taken_after_the_warm_up_in_mib_per_minute() -> None:
+    # (t_s, rss_mib, fds, store_mib): 1 MiB every 30 s after a 60 s warm-up that doubled it
+    samples = [(float(t), 200.0 + t, 10, 1.0) for t in range(0, 60, 5)]
+    samples += [(float(t), 300.0 + (t - 60) / 30.0, 10, 1.0) for t in range(60, 600, 5)]
+    out = _endurance(samples, [], warmup_s=60.0, window_s=60.0)
+    assert out["rss_slope_mb_per_min"] == 2.0
+    assert out["max_fds"] == 10 and out["store_mb"] == 1.0
