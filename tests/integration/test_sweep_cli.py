@@ -177,9 +177,13 @@ BIG = ["--grid", "fast=2:40:1", "--grid", "slow=60:200:10", "--where", "fast < s
 
 @pytest.mark.parametrize("how", ["kill -9", "ctrl-c"])
 def test_a_stopped_driver_resumes_and_stores_every_point_once(tmp_path: Path, how: str) -> None:
-    proc = subprocess.Popen([CLI, "sweep", *BIG, "--json"], env=_env(tmp_path),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    # a background child may inherit SIGINT ignored (a non-interactive shell's `&`), and a
+    # process started so keeps ignoring it: restore the default, as a terminal has it
+    proc = subprocess.Popen(
+        [CLI, "sweep", *BIG, "--json"], env=_env(tmp_path), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     try:
         _wait(lambda: _stored(tmp_path) >= 20, "the first points to be stored")
         workers = _children(proc.pid)
