@@ -155,9 +155,11 @@ class Admin:
                     409, {"error": f"{kind} failed, still serving "
                           f"{', '.join(app.routing.versions())}: {exc}", "status": 409},
                 )  # fmt: skip
+            # the event first: whoever sees the new routing finds the record of the change
+            # (a test read the rolled-back routing, then no canary_rollback row yet)
+            await asyncio.to_thread(app.store.event, kind, who, detail)
             app.install(models, routing, need, control["generation"], control["reloads"])
             self._seen_mtime = app.run_dir.control_mtime()
-        await asyncio.to_thread(app.store.event, kind, who, detail)
         applied = await self._wait_for_workers(control["generation"])
         return json_response(
             200,
