@@ -111,6 +111,8 @@ class Admin:
             return
         models = app.models.with_models(loaded, routing.versions())
         app.install(models, routing, stale, control["generation"], reloads)
+        # published at once, not at the next stats tick: the admin worker waits for it
+        await asyncio.to_thread(app.run_dir.write_stats, app.worker, app.snapshot())
 
     # --- one change, the same way for every admin route -------------------------------------
     async def _change(self, who: str, kind: str, plan: Any, detail: dict[str, Any]) -> Response:
@@ -160,6 +162,8 @@ class Admin:
             await asyncio.to_thread(app.store.event, kind, who, detail)
             app.install(models, routing, need, control["generation"], control["reloads"])
             self._seen_mtime = app.run_dir.control_mtime()
+            # published at once: every worker's /v1/models shows this generation from now on
+            await asyncio.to_thread(app.run_dir.write_stats, app.worker, app.snapshot())
         applied = await self._wait_for_workers(control["generation"])
         return json_response(
             200,
