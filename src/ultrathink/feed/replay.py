@@ -95,26 +95,23 @@ def wait_for_client(
     publisher: FeedPublisher, timeout_s: float, should_stop: StopCheck = _never
 ) -> bool:
     """Wait until a client is connected; False after ``timeout_s`` or when stopped."""
-    clock = LiveClock()
-    deadline = clock.monotonic_ns() + int(timeout_s * _NS)
-    while not should_stop():
-        left_s = (deadline - clock.monotonic_ns()) / _NS
-        if publisher.wait_for_clients(1, max(min(left_s, _SLICE_S), 0.0)):
-            return True
-        if left_s <= 0:
-            return False
-    return False
+    return _wait(lambda t: publisher.wait_for_clients(1, t), timeout_s, should_stop)
 
 
 def wait_drained(
     publisher: FeedPublisher, timeout_s: float, should_stop: StopCheck = _never
 ) -> bool:
     """Wait until the clients' buffers are empty (``FeedPublisher.wait_drained``), bounded."""
+    return _wait(publisher.wait_drained, timeout_s, should_stop)
+
+
+def _wait(wait: Callable[[float], bool], timeout_s: float, should_stop: StopCheck) -> bool:
+    # ``wait(t)`` blocks at most t s; sliced so that ``should_stop`` is seen every _SLICE_S
     clock = LiveClock()
     deadline = clock.monotonic_ns() + int(timeout_s * _NS)
     while not should_stop():
         left_s = (deadline - clock.monotonic_ns()) / _NS
-        if publisher.wait_drained(max(min(left_s, _SLICE_S), 0.0)):
+        if wait(max(min(left_s, _SLICE_S), 0.0)):
             return True
         if left_s <= 0:
             return False
