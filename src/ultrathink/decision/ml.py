@@ -35,6 +35,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ultrathink.core.events import Bar, OrderDenied
 from ultrathink.core.timing import TimingPoint
+from ultrathink.decision.ml_kernel import gather_checked
 from ultrathink.decision.strategy import Strategy
 from ultrathink.errors import StrategyError
 from ultrathink.features.spec import WARMUP_BARS
@@ -168,9 +169,11 @@ class MLStrategy(Strategy):
             self.bundle.remote.bind_audit(self._remote_note)
         self._symbols: dict[str, _SymbolState] = {}
         self._x = np.empty(len(self.bundle.feature_index))
+        self._index = np.ascontiguousarray(self.bundle.feature_index, dtype=np.int64)
         width = self.bundle.high - self.bundle.low
-        self._lo = self.bundle.low - self.params.range_tolerance * width
-        self._hi = self.bundle.high + self.params.range_tolerance * width
+        tolerance = self.params.range_tolerance
+        self._lo = np.ascontiguousarray(self.bundle.low - tolerance * width, dtype=np.float64)
+        self._hi = np.ascontiguousarray(self.bundle.high + tolerance * width, dtype=np.float64)
         age = self.params.max_model_age_days
         self._expiry_ns = (
             self.bundle.train_end_ns + int(age * _NS_PER_DAY) if age is not None else 2**62
@@ -200,8 +203,8 @@ class MLStrategy(Strategy):
         if bundle.train_start_ns <= bar.ts_ns <= bundle.train_end_ns:
             self.n_in_sample_bars += 1
         x = self._x
-        np.take(row, bundle.feature_index, out=x)
-        reason = self._distrust(x, bar.ts_ns)
+        checked = gather_checked(row, self._index, self._lo, self._hi, x)
+        reason = self._distrust(x, bar.ts_ns) if checked or bar.ts_ns > self._expiry_ns else ""
         if reason:
             self._hold(bar, reason)
             return

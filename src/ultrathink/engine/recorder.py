@@ -43,8 +43,6 @@ class Recorder:
         "audit",
         "denial_reasons",
         "denials_by_symbol",
-        "eq_cash",
-        "eq_exposed",
         "eq_ts",
         "eq_value",
         "event",
@@ -76,8 +74,6 @@ class Recorder:
         self.denials_by_symbol: dict[tuple[str, str], int] = {}
         self.eq_ts: list[np.ndarray] = []
         self.eq_value: list[np.ndarray] = []
-        self.eq_cash: list[np.ndarray] = []
-        self.eq_exposed: list[np.ndarray] = []
         self._merged = 0  # the chunks before this index are already joined
 
     def denied(self, denial: OrderDenied) -> None:
@@ -117,12 +113,9 @@ class Recorder:
         point are those after the last fill at or before it.
         """
         ts_arr = np.asarray(ts, dtype=np.int64)
-        idx = np.searchsorted(np.asarray(self._state_ts, dtype=np.int64), ts_arr, "right") - 1
-        cash = np.asarray(self._state_cash, dtype=np.float64)[idx]
+        cash, _ = self._account_at(ts_arr, exposure=False)
         self.eq_ts.append(ts_arr)
         self.eq_value.append(np.asarray(equity, dtype=np.float64))
-        self.eq_cash.append(cash)
-        self.eq_exposed.append(np.asarray(self._state_exp, dtype=bool)[idx])
         if self._sink is not None:
             self._sink(
                 {
@@ -142,12 +135,22 @@ class Recorder:
         if len(self.eq_ts) - self._merged >= _MERGE_CHUNKS:
             self._merge_curve()
 
+    def _account_at(
+        self, ts: np.ndarray, *, exposure: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        # cash (and "any position open") at each point: those after the last fill at or
+        # before it; they change only on fills, so they are kept per fill, not per point
+        idx = np.searchsorted(np.asarray(self._state_ts, dtype=np.int64), ts, "right") - 1
+        cash = np.asarray(self._state_cash, dtype=np.float64)[idx]
+        exposed = np.asarray(self._state_exp, dtype=bool)[idx] if exposure else None
+        return cash, exposed
+
     def _merge_curve(self) -> None:
-        # a live session flushes small chunks (every wait, at most every 0.1 s): four arrays
-        # of a few points each cost ~0.5 KB of headers; the recent ones are joined into one,
-        # so the curve costs its 25 bytes a point and not a header per flush
+        # a live session flushes small chunks (every wait, at most every 0.1 s): two arrays
+        # of a few points each cost ~0.25 KB of headers; the recent ones are joined into one,
+        # so the curve costs its 16 bytes a point (ts, equity) and not a header per flush
         start = self._merged
-        for parts in (self.eq_ts, self.eq_value, self.eq_cash, self.eq_exposed):
+        for parts in (self.eq_ts, self.eq_value):
             parts[start:] = [np.concatenate(parts[start:])]
         self._merged = len(self.eq_ts)
 
@@ -157,9 +160,7 @@ class Recorder:
         def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
             return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
-        return (
-            cat(self.eq_ts, np.int64),
-            cat(self.eq_value, np.float64),
-            cat(self.eq_cash, np.float64),
-            cat(self.eq_exposed, bool),
-        )
+        ts = cat(self.eq_ts, np.int64)
+        cash, exposed = self._account_at(ts)
+        assert exposed is not None
+        return ts, cat(self.eq_value, np.float64), cash, exposed

@@ -34,3 +34,23 @@ def test_many_small_flushes_are_joined_and_the_curve_is_unchanged() -> None:
     assert cash.tolist() == [1_000.0] * len(expected_ts) and not exposed.any()
     sent = np.concatenate([b["equity"][0] for b in batches if b["equity"] is not None])
     assert sent.tolist() == expected_ts, "the store receives every chunk as it was"
+
+
+def test_cash_and_exposure_per_point_are_those_after_the_last_fill_at_or_before_it() -> None:
+    # only ts and equity are kept per point; cash and exposure are derived from the fills
+    from ultrathink.core.events import Fill, Side
+
+    batches: list[dict[str, Any]] = []
+    recorder = Recorder(batches.append, 1_000.0)
+    recorder.flush([1, 2], [1_000.0, 1_000.0])
+    recorder.fill(Fill(3, "c1", "f1", "SPY", Side.BUY, 1.0, 100.0, 0.0), 900.0, True)
+    recorder.flush([3, 4], [1_000.0, 1_001.0])  # the fill at 3 counts at point 3
+    recorder.fill(Fill(5, "c2", "f2", "SPY", Side.SELL, 1.0, 102.0, 0.0), 1_002.0, False)
+    recorder.flush([6], [1_002.0])
+    ts, equity, cash, exposed = recorder.equity_curve()
+    assert ts.tolist() == [1, 2, 3, 4, 6]
+    assert equity.tolist() == [1_000.0, 1_000.0, 1_000.0, 1_001.0, 1_002.0]
+    assert cash.tolist() == [1_000.0, 1_000.0, 900.0, 900.0, 1_002.0]
+    assert exposed.tolist() == [False, False, True, True, False]
+    sent_cash = np.concatenate([b["equity"][2] for b in batches if b["equity"] is not None])
+    assert sent_cash.tolist() == cash.tolist(), "the store gets the same cash per point"
