@@ -27,7 +27,9 @@ is the wall clock then minus their ``ts``, recorded once per bar in an HdrHistog
 per wall-clock second, for the series a stress report draws). A load generator stamps each
 bar with its intended arrival time, so for it the age is the latency from the intended
 time to the decision and its orders (``on_bar`` places them), coordinated omission
-included; for a real feed of period bars it also counts the bar's period.
+included; for a real feed of period bars it also counts the bar's period. The process's
+garbage collections while live are counted and timed per wall second too (``GcMonitor``;
+the kernel pauses the cyclic collector, so there are usually none).
 
 Source switches (failover to the backup and back) happen on the feed thread; they are
 handed to the kernel thread and applied as session inputs (``feed_switch``) at the next
@@ -165,6 +167,7 @@ class FeedBars:
         self._ages = _Ages()
         self._last: tuple[int, int] | None = None  # the last group handed over: (ts, size)
         self._ahead: dict[str, int] = {}  # each symbol's newest ts taken
+        self._gc: Any = None  # the process's collections while live (perf.process.GcMonitor)
 
     # -- what the engine reads of its data ---------------------------------------------------
     def __len__(self) -> int:
@@ -229,6 +232,10 @@ class FeedBars:
         with self._lock:
             self._client = client
         client.start()
+        from ultrathink.perf.process import GcMonitor  # the profiler's; loaded when live
+
+        self._gc = GcMonitor()
+        self._gc.start()
         try:
             while True:
                 group = self._next_group(client)
@@ -360,6 +367,8 @@ class FeedBars:
             client.close()
             self._final = client.stats()
             self._ages.flush()
+        if self._gc is not None:
+            self._gc.stop()
         if self._journal is not None:
             self._journal.close()
             self._journal = None
@@ -377,6 +386,13 @@ class FeedBars:
             "age_us": self._ages.percentiles(), "age_series": list(self._ages.series),
             "age_histogram": self._ages.encoded(),
         }  # fmt: skip
+        if self._gc is not None:  # the kernel pauses the collector: usually none at all
+            out["gc"] = {
+                "collections": self._gc.n_collections, "collected": self._gc.collected,
+                "pause_max_us": self._gc.pauses.summary()["max_us"],
+                "pause_total_ms": self._gc.pauses.total_ns / 1e6,
+                "series": [list(row) for row in self._gc.series],
+            }  # fmt: skip
         if feed is not None:
             out.update(
                 source=feed.source, received=feed.received, heartbeats=feed.heartbeats,

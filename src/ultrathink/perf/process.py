@@ -16,6 +16,7 @@ import gc
 import os
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,9 @@ def process_usage(start: ProcessSample, end: ProcessSample) -> dict[str, float]:
 class GcMonitor:
     """Counts collections per generation and times their pauses through ``gc.callbacks``."""
 
+    #: wall seconds of ``series`` kept (a day of seconds with a collection)
+    MAX_SERIES = 86_400
+
     def __init__(self, timer: Callable[[], int] = time.perf_counter_ns) -> None:
         self._timer = timer
         self._t0 = 0
@@ -129,6 +133,9 @@ class GcMonitor:
         self.uncollectable = 0
         self.pauses = Durations()
         self.enabled_at_start: bool | None = None
+        #: per wall-clock second with a collection: [unix second, collections, pause µs total,
+        #: longest pause µs] (a session's GC over time)
+        self.series: deque[list[float]] = deque(maxlen=self.MAX_SERIES)
 
     def start(self) -> None:
         """Start listening (idempotent)."""
@@ -151,6 +158,15 @@ class GcMonitor:
         self.collected += int(info.get("collected", 0))
         self.uncollectable += int(info.get("uncollectable", 0))
         self.pauses.record(dt)
+        second, pause_us = int(time.time()), dt / 1e3
+        series = self.series
+        if series and series[-1][0] == second:
+            row = series[-1]
+            row[1] += 1
+            row[2] += pause_us
+            row[3] = max(row[3], pause_us)
+        else:
+            series.append([second, 1, pause_us, pause_us])
 
     @property
     def n_collections(self) -> int:

@@ -697,6 +697,11 @@ def test_gc_monitor_counts_collections_and_times_their_pauses() -> None:
     assert doc["pause"]["count"] == doc["n_collections"] and doc["pause"]["max_us"] > 0
     gc.collect()
     assert monitor.n_collections == doc["n_collections"]  # stopped: no longer listening
+    # per wall second: the collections and their pause total and maximum (µs)
+    assert sum(row[1] for row in monitor.series) == doc["n_collections"]
+    assert all(row[2] >= row[3] > 0 for row in monitor.series)
+    longest = max(row[3] for row in monitor.series)
+    assert abs(longest - doc["pause"]["max_us"]) <= 0.001 * longest + 0.001  # HdrHistogram
 
 
 def test_process_sample_reads_cpu_and_memory() -> None:

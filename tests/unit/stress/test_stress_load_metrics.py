@@ -3,7 +3,7 @@ after warm-up and the p99 drift between the first and the last whole drift windo
 
 from __future__ import annotations
 
-from ultrathink.stress.scenarios.load import _endurance
+from ultrathink.stress.scenarios.load import Sample, _cpu_and_gc, _endurance
 
 
 def per_second(p99s: list[float]) -> list[tuple[int, int, float, float, float]]:
@@ -29,9 +29,22 @@ def test_fewer_than_two_whole_windows_is_not_measured() -> None:
 
 
 def test_the_rss_slope_is_taken_after_the_warm_up_in_mib_per_minute() -> None:
-    # (t_s, rss_mib, fds, store_mib): 1 MiB every 30 s after a 60 s warm-up that doubled it
-    samples = [(float(t), 200.0 + t, 10, 1.0) for t in range(0, 60, 5)]
-    samples += [(float(t), 300.0 + (t - 60) / 30.0, 10, 1.0) for t in range(60, 600, 5)]
+    # 1 MiB every 30 s after a 60 s warm-up that doubled it
+    samples = [Sample(float(t), 200.0 + t, 10, 1.0, 50.0, 20.0) for t in range(0, 60, 5)]
+    samples += [
+        Sample(float(t), 300.0 + (t - 60) / 30.0, 10, 1.0, 50.0, 20.0) for t in range(60, 600, 5)
+    ]
     out = _endurance(samples, [], warmup_s=60.0, window_s=60.0)
     assert out["rss_slope_mb_per_min"] == 2.0
     assert out["max_fds"] == 10 and out["store_mb"] == 1.0
+
+
+def test_cpu_is_averaged_over_samples_and_gc_is_the_sessions_own_count() -> None:
+    samples = [Sample(float(t), 100.0, 10, 1.0, cpu, 70.0) for t, cpu in enumerate([40, 60, 95])]
+    gc = {"collections": 3, "pause_max_us": 1250.0}
+    out = _cpu_and_gc(samples, gc)
+    assert out == {
+        "mean_cpu_pct": 65.0, "max_cpu_pct": 95, "generator_cpu_pct": 70.0,
+        "gc_collections": 3, "gc_pause_max_ms": 1.25,
+    }  # fmt: skip
+    assert set(_cpu_and_gc([], None).values()) == {None}, "nothing sampled: not measured"

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,19 @@ from ultrathink.stress.outcome import Case, Invariant, Outcome
 from ultrathink.stress.scenario import ConstantShape, StepsShape
 
 _MIB = 1 << 20
+
+
+class Sample(NamedTuple):
+    """One reading of the session (and the generator) every ``sample_s``."""
+
+    t: float  # seconds since sampling began
+    rss_mb: float
+    fds: int
+    store_mb: float
+    cpu_pct: float  # the session's CPU (user + system) over the interval, % of one core
+    generator_cpu_pct: float
+
+
 #: the generator and the session must each be ready within this (a busy machine is slow)
 _READY_S = 180.0
 
@@ -108,6 +121,12 @@ class LoadScenario(Scenario):
         "the last, %",
         "max_rss_mb": "the session's largest RSS, MiB",
         "max_fds": "the session's most open file descriptors",
+        "mean_cpu_pct": "the session's CPU over the run, % of one core (sampled per sample_s)",
+        "max_cpu_pct": "the session's busiest sample, % of one core",
+        "generator_cpu_pct": "the load generator's CPU over the run, % of one core",
+        "gc_collections": "garbage collections in the session while live (the kernel pauses "
+        "the cyclic collector)",
+        "gc_pause_max_ms": "the session's longest garbage-collector pause, ms",
         "store_mb": "the store's size at the end, MiB",
         "orders": "orders the session placed",
         "lost_orders": "orders at the venue missing from the store, or the reverse",
@@ -171,7 +190,7 @@ class _Run:
         self.session_code: int | None = None
         self.session_err = ""
         self.generator_err = ""
-        self.samples: list[tuple[float, float, int, float]] = []  # t, rss MiB, fds, store MiB
+        self.samples: list[Sample] = []
 
     def go(self) -> None:
         log, params = self.ctx.log, self.params
@@ -198,7 +217,9 @@ class _Run:
             )  # fmt: skip
             log(f"load: {spec} bars/s:s over {params.symbols} symbols")
             stop_sampling = threading.Event()
-            sampler = threading.Thread(target=self._sample, args=(session.pid, stop_sampling))
+            sampler = threading.Thread(
+                target=self._sample, args=(session.pid, gen.pid, stop_sampling)
+            )
             sampler.start()
             try:
                 line = gen.stdout.readline()  # the generator's report: the phases are over
@@ -236,24 +257,35 @@ class _Run:
             last = size
             time.sleep(0.1)
 
-    def _sample(self, pid: int, stop: threading.Event) -> None:
+    def _sample(self, pid: int, generator_pid: int, stop: threading.Event) -> None:
         import psutil
 
+        def cpu_s(p: Any) -> float:
+            times = p.cpu_times()
+            return float(times.user + times.system)
+
         try:
-            proc = psutil.Process(pid)
+            proc, gen = psutil.Process(pid), psutil.Process(generator_pid)
+            last = (time.monotonic(), cpu_s(proc), cpu_s(gen))
         except psutil.Error:
             return
-        t0 = time.monotonic()
+        t0 = last[0]
         while not stop.wait(self.params.sample_s):
             try:
                 rss = proc.memory_info().rss / _MIB
                 fds = proc.num_fds()
+                now = (time.monotonic(), cpu_s(proc), cpu_s(gen))
             except psutil.Error:
                 return
             store = sum(
                 p.stat().st_size for p in self.db.parent.glob(self.db.name + "*") if p.is_file()
             )
-            self.samples.append((time.monotonic() - t0, rss, fds, store / _MIB))
+            pct = 100.0 / max(now[0] - last[0], 1e-9)
+            self.samples.append(Sample(
+                now[0] - t0, rss, fds, store / _MIB,
+                round((now[1] - last[1]) * pct, 1), round((now[2] - last[2]) * pct, 1),
+            ))  # fmt: skip
+            last = now
 
 
 def _measure(
@@ -326,6 +358,7 @@ def _measure(
         m["achieved_rate"] = 0.0
     m["recovery_s"] = _recovery(series, phases, params.recovery_factor)
     m.update(_endurance(run.samples, series, params.warmup_s, params.drift_window_s))
+    m.update(_cpu_and_gc(run.samples, feed.get("gc")))
     for key, why in (
         ("rss_slope_mb_per_min", "fewer than 3 samples after warmup_s"),
         ("p99_drift_pct", "fewer than two whole drift windows after warmup_s"),
@@ -350,11 +383,30 @@ def _measure(
                                   "bars decided/s": [r[1] for r in series]}, "s"),
         ))  # fmt: skip
     if run.samples:
+        times = [s.t for s in run.samples]
         outcome.figures.append((
             "the session's resources", f"sampled every {params.sample_s:g} s",
-            series_figure([s[0] for s in run.samples], {
-                "RSS MiB": [s[1] for s in run.samples], "open fds": [s[2] for s in run.samples],
-                "store MiB": [s[3] for s in run.samples]}, "s"),
+            series_figure(times, {
+                "RSS MiB": [s.rss_mb for s in run.samples],
+                "open fds": [s.fds for s in run.samples],
+                "store MiB": [s.store_mb for s in run.samples]}, "s"),
+        ))  # fmt: skip
+        outcome.figures.append((
+            "CPU per sample",
+            f"% of one core over each {params.sample_s:g} s: the session and the load generator "
+            "(on 2 cores, 200 % is the machine)",
+            series_figure(times, {
+                "session CPU %": [s.cpu_pct for s in run.samples],
+                "generator CPU %": [s.generator_cpu_pct for s in run.samples]}, "s"),
+        ))  # fmt: skip
+    gc_series = (feed.get("gc") or {}).get("series") or []
+    if gc_series:
+        t0 = series[0][0] if series else gc_series[0][0]
+        outcome.figures.append((
+            "garbage collection per second", "the session's collections and pause time",
+            series_figure([r[0] - t0 for r in gc_series], {
+                "collections": [r[1] for r in gc_series],
+                "pause ms": [r[2] / 1000 for r in gc_series]}, "s"),
         ))  # fmt: skip
     outcome.series["per_second"] = series[-3600:]
 
@@ -392,20 +444,32 @@ def _recovery(
     return None  # never back within the run
 
 
+def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, float | None]:
+    cpu = [s.cpu_pct for s in samples]
+    gen = [s.generator_cpu_pct for s in samples]
+    return {
+        "mean_cpu_pct": round(statistics.fmean(cpu), 1) if cpu else None,
+        "max_cpu_pct": max(cpu) if cpu else None,
+        "generator_cpu_pct": round(statistics.fmean(gen), 1) if gen else None,
+        "gc_collections": gc["collections"] if gc else None,
+        "gc_pause_max_ms": round(gc["pause_max_us"] / 1000, 3) if gc else None,
+    }
+
+
 def _endurance(
-    samples: list[tuple[float, float, int, float]],
+    samples: list[Sample],
     series: Sequence[tuple[Any, ...]],
     warmup_s: float,
     window_s: float,
 ) -> dict[str, float | None]:
     out: dict[str, float | None] = {
-        "max_rss_mb": round(max(s[1] for s in samples), 1) if samples else None,
-        "max_fds": max(s[2] for s in samples) if samples else None,
-        "store_mb": round(samples[-1][3], 2) if samples else None,
+        "max_rss_mb": round(max(s.rss_mb for s in samples), 1) if samples else None,
+        "max_fds": max(s.fds for s in samples) if samples else None,
+        "store_mb": round(samples[-1].store_mb, 2) if samples else None,
         "rss_slope_mb_per_min": None,
         "p99_drift_pct": None,
     }
-    steady = [(t, rss) for t, rss, _, _ in samples if t >= warmup_s]
+    steady = [(s.t, s.rss_mb) for s in samples if s.t >= warmup_s]
     if len(steady) >= 3:
         slope = statistics.linear_regression([t for t, _ in steady], [r for _, r in steady])
         out["rss_slope_mb_per_min"] = round(slope.slope * 60.0, 3)
