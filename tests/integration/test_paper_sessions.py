@@ -74,3 +74,28 @@ def test_two_sessions_on_one_store_are_both_reachable_and_halt_all_stops_both(
     with Store(db) as store:
         assert sorted(r.status for r in store.list_runs()) == ["interrupted", "interrupted"]
     assert not (session_dir(db, 1) / CONTROL_FILE_NAME).exists(), "removed when it stopped"
+
+
+def test_a_deleted_stores_session_files_are_moved_aside_not_replayed(tmp_path: Path) -> None:
+    # a store deleted without its .sessions directory: the next store's run 1 must not
+    # find the old run 1's venue journal (it refused to start before, with a fill-id error)
+    db = tmp_path / "u.db"
+    argv = [EXE, "paper", "--data", "synthetic:n_bars=400,seed=3", "--speed", "max", "--db",
+            str(db), "--json"]  # fmt: skip
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert first.returncode == 0, first.stderr
+    old_journal = (session_dir(db, 1) / "venue.sqlite").read_bytes()
+    for path in tmp_path.glob("u.db*"):
+        if path.is_file():
+            path.unlink()
+
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["run_id"] == 1
+    notes = [line for line in again.stderr.splitlines() if line.startswith("note: run 1 is new")]
+    assert len(notes) == 1, again.stderr
+    (stale,) = session_dir(db, 1).glob("stale-*")
+    assert notes[0].endswith(f"moved them to {stale}")
+    assert (stale / "venue.sqlite").read_bytes() == old_journal, "kept, not deleted"
+    assert json.loads(again.stdout)["fills"] == json.loads(first.stdout)["fills"]

@@ -15,6 +15,7 @@ limits by default. ``run(spec)`` does all of it in one call.
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +36,7 @@ from ultrathink.engine.sessions import (
     INPUTS_NAME,
     VENUE_JOURNAL_NAME,
     RunLock,
+    archive_stale,
     session_dir,
 )
 from ultrathink.engine.spec import RunSpec
@@ -165,6 +167,7 @@ class Session:
             )  # fmt: skip
             if spec.mode == "paper":
                 self._lock_session(self.run_id)
+                self._archive_stale()
         from ultrathink.persistence import WriteBatch
         from ultrathink.persistence.process_writer import ProcessStoreWriter
 
@@ -199,6 +202,18 @@ class Session:
         directory = session_dir(self.spec.db_path, run_id)
         self._lock = RunLock(directory, run_id).acquire()
         self.directory = directory
+
+    def _archive_stale(self) -> None:
+        # a new run's directory must be empty: another store's journal would be replayed
+        assert self.directory is not None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = archive_stale(self.directory, stamp)
+        if moved is not None:
+            print(
+                f"note: run {self.run_id} is new in this store but {self.directory} held "
+                f"another store's session files (a deleted store?): moved them to {moved}",
+                file=sys.stderr, flush=True,
+            )  # fmt: skip
 
     def _session_io(self, store: Store, put: BatchSink) -> BatchSink:
         # the venue journal and the input log; a resume replays into them first

@@ -7,6 +7,8 @@ Every paper run of a store has a session directory next to the store::
         venue.sqlite   the paper venue's journal (execution/journal.py)
         inputs.jsonl   the session's input log (engine/inputs.py)
         control.json   url + token of the control endpoint while it serves (mode 0600)
+        feed.ndjson    a feed session's bars, as received
+        stale-<time>/  a deleted store's files found by a new run of the same id (moved aside)
 
 The lock is an advisory ``flock`` on ``lock``: the kernel releases it when the process
 exits, however it exits (``kill -9`` included), so a crashed run can be resumed at once and a
@@ -43,6 +45,29 @@ def sessions_root(db_path: Path) -> Path:
 def session_dir(db_path: Path, run_id: int) -> Path:
     """The session directory of run ``run_id`` of the store at ``db_path``."""
     return sessions_root(db_path) / f"run-{run_id}"
+
+
+#: what a session writes; found in the directory of a run the store has just created, they
+#: belong to a store that was deleted (run ids start again at 1)
+SESSION_FILES = (VENUE_JOURNAL_NAME, INPUTS_NAME, FEED_JOURNAL_NAME)
+
+
+def archive_stale(directory: Path, stamp: str) -> Path | None:
+    """Move a new run's leftover session files into ``directory/stale-<stamp>/``.
+
+    A store deleted without its ``.sessions`` directory leaves ``run-1/`` ... behind, and the
+    next store's run 1 would find another store's venue journal. The files are kept, not
+    deleted: returns where they went (None when there were none). Call it with the run's
+    lock held.
+    """
+    found = [directory / name for name in SESSION_FILES if (directory / name).exists()]
+    if not found:
+        return None
+    target = directory / f"stale-{stamp}"
+    target.mkdir()
+    for path in found:
+        path.rename(target / path.name)
+    return target
 
 
 class RunLock:
