@@ -26,7 +26,9 @@ def format_snapshot(s: dict[str, Any]) -> str:
         + (", ".join(f"{o[0]} {o[2]} {o[3]:g} {o[1]}" for o in s["working_orders"]) or "none"),
         "ended orders: "
         + (", ".join(f"{k} {v:,}" for k, v in s["order_counts"].items()) or "none")
-        + f"; fills {s['n_fills']:,}; denials: "
+        + f"; fills {s['n_fills']:,}"
+        + (f" ({dup:,} duplicates dropped)" if (dup := s.get("n_duplicate_fills")) else "")
+        + "; denials: "
         + (", ".join(f"{k} {v:,}" for k, v in s["denials"].items()) or "none"),
     ]
     lat = s.get("decision_latency_us")

@@ -87,6 +87,8 @@ class EngineSnapshot:
     rate_limits: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     #: the strategy's decision statistics (model version, fallbacks, holds)
     strategy: Mapping[str, Any] = field(default_factory=dict)
+    #: fills the venue reported twice (same fill id): dropped, audited, never booked
+    n_duplicate_fills: int = 0
     #: the session process's garbage collector: collections per generation
     gc_collections: tuple[int, ...] = ()
     #: per-stage latency of the profiler's recent sampled bars (µs): ``{stage: {"p50", "p90",
@@ -119,6 +121,7 @@ class SnapshotSource:
         recent_fills: Callable[[], Sequence[Fill]] = tuple,
         rate_limits: Callable[[], Mapping[str, Mapping[str, float]]] | None = None,
         strategy_stats: Callable[[], Mapping[str, Any]] | None = None,
+        duplicate_fills: Callable[[], int] | None = None,
     ) -> None:
         self.portfolio = portfolio
         self.working = working
@@ -131,6 +134,7 @@ class SnapshotSource:
         self.recent_fills = recent_fills
         self.rate_limits = rate_limits
         self.strategy_stats = strategy_stats
+        self.duplicate_fills = duplicate_fills
 
 
 class SnapshotPublisher:
@@ -236,6 +240,7 @@ class SnapshotPublisher:
             disabled_symbols=tuple(sorted(risk.disabled_symbols)), limits=src.limits(),
             order_counts=dict(src.order_counts()), denials=dict(src.denials()),
             n_fills=src.n_fills(),
+            n_duplicate_fills=src.duplicate_fills() if src.duplicate_fills is not None else 0,
             hardening=dict(src.hardening()) if src.hardening is not None else {},
             decision_latency_us=latency, bars_per_s=rate, decisions_per_s=decisions / span_s,
             recent_fills=tuple(

@@ -234,6 +234,7 @@ def _snapshot_source(parts: KernelParts, working: WorkingOrders) -> SnapshotSour
         recent_fills=lambda: recorder.all_fills[-RECENT_FILLS:],
         rate_limits=limiter.headroom if limiter is not None else None,
         strategy_stats=parts.strategy.stats,
+        duplicate_fills=lambda: booker.n_duplicate_fills,
     )  # fmt: skip
 
 

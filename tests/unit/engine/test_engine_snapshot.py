@@ -232,7 +232,7 @@ def test_a_snapshot_carries_the_newest_fills_prices_rate_headroom_and_strategy_s
         order_counts=lambda: book.counts, denials=lambda: book.denials,
         n_fills=lambda: len(fills), hardening=None, limits=dict,
         recent_fills=lambda: fills, rate_limits=limiter.headroom,
-        strategy_stats=lambda: {"fallbacks": {"forest": 2}},
+        strategy_stats=lambda: {"fallbacks": {"forest": 2}}, duplicate_fills=lambda: 3,
     )  # fmt: skip
     pub = SnapshotPublisher(source, 1, "paper", latency, wall_ns=lambda: WALL, mono_ns=mono)
 
@@ -249,6 +249,7 @@ def test_a_snapshot_carries_the_newest_fills_prices_rate_headroom_and_strategy_s
     assert snap.strategy == {"fallbacks": {"forest": 2}}
     assert snap.decisions_per_s == pytest.approx(80.0)
     assert len(snap.gc_collections) == 3
+    assert snap.n_duplicate_fills == 3, "the venue's repeated fills, dropped by the booker"
     assert json.loads(json.dumps(snap.to_dict()))["recent_fills"][0][1] == "AAA"
 
 
@@ -337,3 +338,19 @@ def test_a_window_reads_on_across_a_fold_of_the_latency_log() -> None:
     assert len(latency.values) == 2 and len(latency) == 10
     lat = pub.publish(10, T0).decision_latency_us
     assert lat is not None and lat["count"] == 2.0, "only what is still held of the new 5"
+
+
+def test_ctl_status_shows_dropped_duplicate_fills_only_when_there_were_some() -> None:
+    from ultrathink.cli._status import format_snapshot
+
+    book, mono = Book(), Mono()
+    count = [0]
+    source = book.source()
+    source.duplicate_fills = lambda: count[0]
+    pub = SnapshotPublisher(source, 7, "paper", None, wall_ns=lambda: WALL, mono_ns=mono)
+    quiet = format_snapshot(pub.publish(1, T0).to_dict())
+    count[0] = 2
+    noisy = format_snapshot(pub.publish(2, T0).to_dict())
+
+    assert "duplicates" not in quiet
+    assert "; fills 0 (2 duplicates dropped); denials: none" in noisy
