@@ -224,7 +224,7 @@ def _spec(request: RunRequest, profiler: ProfilerFactory | None) -> RunSpec:
             strategy, request.registry, request.db, **_remote(request, config)
         ):
             config = config.model_copy(update={"measure_latency": True})
-        data = _data(request)
+        data = _data(request, config)
         mode = request.mode
     if isinstance(data, FeedBars):
         config = config.model_copy(update={"speed": None})  # the feed is the pace
@@ -299,14 +299,15 @@ def _resumable(
             )
         if request.speed is not None:
             raise ConfigError("--speed is for a replay; a --feed session trades the feed live")
-        return strategy, _feed_bars(request, record.data_name.removeprefix(FEED_PREFIX)), config
+        symbols = record.data_name.removeprefix(FEED_PREFIX)
+        return strategy, _feed_bars(request, symbols, config), config
     if request.feed is not None:
         raise ConfigError(f"run {request.resume} replayed {record.data_name}; drop --feed")
     name = request.data or record.data_name.removeprefix("embedded:")
     return strategy, slice_data(load(name), request.start, request.end), config
 
 
-def _data(request: RunRequest) -> MarketData | FeedBars:
+def _data(request: RunRequest, config: EngineConfig) -> MarketData | FeedBars:
     # the bars of a new run: stored data, or a paper session's live feed
     if request.feed is None:
         if request.symbols is not None:
@@ -320,12 +321,16 @@ def _data(request: RunRequest) -> MarketData | FeedBars:
             raise ConfigError(f"{flag} is for a replay; a --feed session trades the feed live")
     if not request.symbols:
         raise ConfigError("--feed needs the session's symbols: --symbols SPY[,QQQ...]")
-    return _feed_bars(request, request.symbols)
+    return _feed_bars(request, request.symbols, config)
 
 
-def _feed_bars(request: RunRequest, symbols: str) -> FeedBars:
+def _feed_bars(request: RunRequest, symbols: str, config: EngineConfig) -> FeedBars:
     assert request.feed is not None
-    return FeedBars(request.feed, symbols.split(","))
+    feed = config.feed
+    return FeedBars(
+        request.feed, symbols.split(","), config=feed.client, group_wait_s=feed.group_wait_s,
+        stale_s=feed.stale_s,
+    )  # fmt: skip
 
 
 def check_output_path(path: str, option: str) -> Path:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ultrathink.execution.costs import PaperBrokerConfig
+from ultrathink.feed.config import FeedConfig
 from ultrathink.hardening.breaker import BreakerConfig
 from ultrathink.hardening.crash import CrashConfig
 from ultrathink.hardening.degraded import DegradedConfig
@@ -160,6 +161,26 @@ class ControlConfig(BaseModel):
         return value
 
 
+class LiveFeedConfig(BaseModel):
+    """A paper session's live feed (``paper --feed``, ``engine/feed_bars.py``, docs/feed.md)."""
+
+    model_config = _STRICT
+
+    group_wait_s: float = Field(
+        default=0.05, ge=0, le=60,
+        description="longest wait for the other symbols' bars of a timestamp before it is "
+        "traded without them",
+    )  # fmt: skip
+    stale_s: float = Field(
+        default=10.0, gt=0, le=86_400,
+        description="wall seconds without a bar before the feed watchdog reduces trading",
+    )  # fmt: skip
+    client: FeedConfig = Field(
+        default=FeedConfig(),
+        description="the feed client: queue size, stall and failback thresholds, reconnects",
+    )
+
+
 class EngineConfig(BaseModel):
     """Everything one run needs besides data and strategy."""
 
@@ -175,6 +196,7 @@ class EngineConfig(BaseModel):
     )
     hardening: HardeningConfig = HardeningConfig()
     control: ControlConfig = ControlConfig()
+    feed: LiveFeedConfig = LiveFeedConfig()
     chunk_size: int = Field(default=65_536, ge=1, le=10_000_000)
     measure_latency: bool = Field(
         default=False, description="record every on_bar duration (decision latency)"
