@@ -204,3 +204,28 @@ def test_bad_feed_options_get_a_one_line_error(
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_bars_past_max_bar_age_are_shed_as_stale_and_accounted(
+    tmp_path: Path, publisher: FeedPublisher
+) -> None:
+    # deadline shedding: the old backlog is dropped and counted, the fresh bars are traded
+    db = tmp_path / "u.db"
+    config = tmp_path / "feed.toml"
+    config.write_text("[feed]\nmax_bar_age_s = 30\n")
+    proc = start(db, *feed_url(publisher), "--config", str(config))
+    try:
+        assert publisher.wait_for_clients(1, DEADLINE_S)
+        old = make_bars(20)  # stamped in 2024: far past 30 s
+        fresh_t0 = time.time_ns() - 5_000_000_000
+        fresh = [b._replace(ts_ns=fresh_t0 + (b.ts_ns - T0) // MINUTE * 1_000_000)
+                 for b in make_bars(25, seed=8)]  # fmt: skip
+        publisher.publish_bars(old)
+        publisher.publish_bars(fresh)
+        wait_until(lambda: journal_lines(db) == len(fresh), "the fresh bars journaled", proc)
+    finally:
+        result = stop(proc)
+    feed = result["feed"]
+    assert feed["stale"] == len(old) and result["n_bars"] == len(fresh) == feed["journaled"]
+    assert feed["unaccounted"] == 0 and feed["late"] == 0 and feed["unreleased"] == 0
+    assert feed["taken"] == len(old) + len(fresh)

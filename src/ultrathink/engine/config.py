@@ -175,6 +175,12 @@ class LiveFeedConfig(BaseModel):
         default=10.0, gt=0, le=86_400,
         description="wall seconds without a bar before the feed watchdog reduces trading",
     )  # fmt: skip
+    max_bar_age_s: float | None = Field(
+        default=None, gt=0, le=86_400,
+        description="drop (count as stale) a bar older than this (wall clock minus its ts) "
+        "when the kernel takes it; None: never (a feed stamping bars with their open time "
+        "sends each one a bar period old)",
+    )  # fmt: skip
     client: FeedConfig = Field(
         default=FeedConfig(),
         description="the feed client: queue size, stall and failback thresholds, reconnects",

@@ -18,9 +18,14 @@ A group is released to the kernel when every symbol of the session has either a 
 timestamp or a later one (the feed delivers each symbol's bars in order), or when
 ``group_wait_s`` has passed since its first bar arrived (a symbol that skipped a bar). A bar
 at or before the last released timestamp is **late**: it is dropped and counted, since the
-session's clock never goes back and a timestamp's bars are traded together. Everything that
-arrives is accounted for: the client's own counters (``FeedStats``: malformed, duplicates,
-shed, ...) plus ``late``; ``processed`` is what the kernel took.
+session's clock never goes back and a timestamp's bars are traded together. With
+``max_age_s`` set, a bar already older than that when the kernel takes it from the client
+(wall clock minus its ``ts``) is **stale**: dropped and counted, unjournaled, so that after a
+burst the session trades fresh bars instead of working through a backlog whose decisions
+would all be late (deadline shedding; off by default, since a feed whose ``ts`` is a bar's
+open time sends every bar a bar period old). Everything that arrives is accounted for: the
+client's own counters (``FeedStats``: malformed, duplicates, shed, ...) plus ``late`` and
+``stale``; ``processed`` is what the kernel took.
 
 Each timestamp's bars are measured when the kernel asks for the next ones: their **age**
 is the wall clock then minus their ``ts``, recorded once per bar in an HdrHistogram (and
@@ -113,6 +118,9 @@ class FeedBars:
         Longest wait for the other symbols' bars of a timestamp.
     stale_s : float
         Wall seconds without a bar before the session's feed watchdog reduces trading.
+    max_age_s : float or None
+        Drop (and count as ``stale``) a bar older than this when the kernel takes it; None:
+        never.
     """
 
     live = True
@@ -125,12 +133,15 @@ class FeedBars:
         config: FeedConfig | None = None,
         group_wait_s: float = 0.05,
         stale_s: float = 10.0,
+        max_age_s: float | None = None,
     ) -> None:
         clean = sorted({s.strip() for s in symbols if s.strip()})
         if not clean:
             raise ConfigError("--feed needs the session's symbols: --symbols SPY[,QQQ...]")
-        if group_wait_s < 0 or stale_s <= 0:
-            raise ConfigError("the feed's group wait must be >= 0 and its stale time > 0")
+        if group_wait_s < 0 or stale_s <= 0 or (max_age_s is not None and max_age_s <= 0):
+            raise ConfigError(
+                "the feed's group wait must be >= 0, its stale time and max bar age > 0"
+            )
         self.addresses = parse_feed_urls(urls)
         self.urls = urls
         self.symbols: tuple[str, ...] = tuple(clean)
@@ -138,6 +149,8 @@ class FeedBars:
         self.config = config or FeedConfig()
         self.group_wait_s = group_wait_s
         self.stale_s = stale_s
+        self.max_age_s = max_age_s
+        self._max_age_ns = None if max_age_s is None else int(max_age_s * 1e9)
         self.history: list[Bar] = []
         self.ts_ns = np.zeros(0, dtype=np.int64)
         self._journal_path: Path | None = None
@@ -153,6 +166,7 @@ class FeedBars:
         self._lock = threading.Lock()
         #: counters of what this side did (the client counts the rest)
         self.late = 0
+        self.stale = 0  # older than max_age_s when taken
         self.groups = 0
         self.released = 0  # bars handed to the kernel
         self.taken = 0
@@ -283,12 +297,18 @@ class FeedBars:
                     inbox.append(first)
                     inbox.extend(client.drain(_BATCH - 1))
         pop = inbox.popleft
+        max_age = self._max_age_ns
+        oldest_fresh = -1 if max_age is None else time.time_ns() - max_age
         while inbox:
             bar = pop()
             self.taken += 1
             ts = bar[0]
             if ts <= self.released_ts:
                 self.late += 1
+            elif ts < oldest_fresh:  # past its deadline already: shed, not traded late
+                self.stale += 1
+                if ts > ahead.get(bar[1], -1):
+                    ahead[bar[1]] = ts
             else:
                 entry = pending.get(ts)
                 if entry is None:
@@ -380,8 +400,8 @@ class FeedBars:
         feed = client.stats() if client is not None else getattr(self, "_final", None)
         out: dict[str, Any] = {
             "urls": self.urls, "history": len(self.history), "taken": self.taken,
-            "late": self.late, "groups": self.groups, "released": self.released,
-            "journaled": self.journaled,
+            "late": self.late, "stale": self.stale, "groups": self.groups,
+            "released": self.released, "journaled": self.journaled,
             "unreleased": sum(len(g) for _, g in self._pending.values()) + len(self._inbox),
             "age_us": self._ages.percentiles(), "age_series": list(self._ages.series),
             "age_histogram": self._ages.encoded(),

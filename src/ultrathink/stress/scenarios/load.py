@@ -80,6 +80,10 @@ class LoadParams(BaseModel):
         "--data", "sp500", "--members", "gbm", "--param", "gbm_n_estimators=50", "--folds", "2",
     )  # fmt: skip
     deadline_ms: float = Field(default=1.0, gt=0, le=60_000)
+    #: the session's deadline shedding (``[feed] max_bar_age_s``): a bar older than this when
+    #: the kernel takes it is dropped as ``stale`` and counted (a failure in success_rate);
+    #: None: every bar is traded however late
+    max_bar_age_ms: float | None = Field(default=None, gt=0, le=3_600_000)
     sample_s: float = Field(default=1.0, gt=0, le=60)
     warmup_s: float = Field(default=60.0, ge=0)
     drain_s: float = Field(default=60.0, gt=0, le=3600)
@@ -111,6 +115,7 @@ class LoadScenario(Scenario):
         "generator_max_lag_ms": "the generator's largest lag behind its schedule, ms",
         "processed": "bars the session decided",
         "shed": "bars the feed client shed for room (counted, with a reason)",
+        "stale": "bars the session shed as older than its max_bar_age_s when taken (counted)",
         "late": "bars dropped as older than the session's clock",
         "unaccounted_events": "bars neither processed nor dropped with a reason (must be 0)",
         "success_rate": "bars decided within deadline_ms of their intended time / offered",
@@ -207,7 +212,9 @@ class _Run:
             if "ready" not in ready:
                 raise RuntimeError("the load generator did not start")
             config = self.ctx.work_dir / "session.toml"
-            config.write_text(DETERMINISTIC)
+            age = params.max_bar_age_ms
+            feed = "" if age is None else f"\n[feed]\nmax_bar_age_s = {age / 1000!r}\n"
+            config.write_text(DETERMINISTIC + feed)
             names = ",".join(generator_symbols(params.symbols))
             session = subprocess.Popen(
                 [*ultrathink_command(), "paper", "--feed", ready["ready"], "--symbols", names,
@@ -316,11 +323,12 @@ def _measure(
     m["processed"] = processed
     m["shed"] = sum((feed.get("shed") or {}).values())
     m["late"] = feed.get("late", 0)
+    m["stale"] = feed.get("stale", 0)
     bars_received = feed["received"] - feed["heartbeats"]
     unaccounted = (
         abs(gen["sent"] - bars_received)  # lost between the generator and the client
         + abs(feed.get("unaccounted", 0))  # the client's own accounting
-        + abs(feed["delivered"] - feed["late"] - feed["released"] - feed["unreleased"])
+        + abs(feed["delivered"] - feed["late"] - m["stale"] - feed["released"] - feed["unreleased"])
         + abs(feed["released"] - processed)  # every released bar decided
     )
     m["unaccounted_events"] = unaccounted
@@ -328,7 +336,7 @@ def _measure(
         Invariant(
             "events_accounted", unaccounted == 0,
             f"{gen['sent']:,} sent = {processed:,} decided + {m['shed']:,} shed + "
-            f"{m['late']:,} late + {feed['duplicates']:,} duplicates + "
+            f"{m['late']:,} late + {m['stale']:,} stale + {feed['duplicates']:,} duplicates + "
             f"{sum((feed.get('malformed') or {}).values()):,} malformed + "
             f"{feed['unreleased'] + feed['queued']:,} waiting at the stop"
             + ("" if unaccounted == 0 else f"; {unaccounted} unaccounted"),

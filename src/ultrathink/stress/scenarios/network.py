@@ -333,7 +333,7 @@ def _account(
     missing = len(sent_keys - set(keys))
     shed = sum((feed.get("shed") or {}).values())
     waiting = feed.get("unreleased", 0) + feed.get("queued", 0) + feed.get("held", 0)
-    late = feed.get("late", 0)
+    late = feed.get("late", 0) + feed.get("stale", 0)
     lost = missing - late - shed - waiting
     decided = int(res.get("n_bars") or 0)
     result.invariants.append(Invariant(
