@@ -60,13 +60,28 @@ def archive_stale(directory: Path, stamp: str) -> Path | None:
     deleted: returns where they went (None when there were none). Call it with the run's
     lock held.
     """
-    found = [directory / name for name in SESSION_FILES if (directory / name).exists()]
+    # with their SQLite sidecars (venue.sqlite-wal, -shm): an old WAL next to a new journal
+    # would be replayed into it
+    found = sorted(p for name in SESSION_FILES for p in directory.glob(name + "*"))
     if not found:
         return None
     target = directory / f"stale-{stamp}"
-    target.mkdir()
-    for path in found:
-        path.rename(target / path.name)
+    n = 1
+    try:
+        while True:
+            try:
+                target.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                target = directory / f"stale-{stamp}-{n}"
+        for path in found:
+            path.rename(target / path.name)
+    except OSError as exc:
+        raise ConfigError(
+            f"{directory} holds another store's session files and they cannot be moved "
+            f"aside ({exc}); move or delete them, then start the session again"
+        ) from None
     return target
 
 

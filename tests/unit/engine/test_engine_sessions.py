@@ -175,3 +175,29 @@ def test_live_sessions_lists_only_held_sessions_with_a_control_file(tmp_path: Pa
     assert sessions[0].content == {"url": "http://127.0.0.1:1", "token": "t"}
     assert sessions[0].control_file == root / "run-2" / CONTROL_FILE_NAME
     assert live_sessions(db) == [], "every lock released"
+
+
+def test_archive_stale_moves_journals_with_their_sqlite_sidecars(tmp_path: Path) -> None:
+    from ultrathink.engine.sessions import archive_stale
+
+    run = tmp_path / "run-1"
+    run.mkdir()
+    for name in ("venue.sqlite", "venue.sqlite-wal", "venue.sqlite-shm", "inputs.jsonl",
+                 "feed.ndjson", LOCK_NAME):  # fmt: skip
+        (run / name).write_text(name)
+    assert archive_stale(tmp_path / "empty", "T") is None
+
+    first = archive_stale(run, "20261206T000000Z")
+    assert first == run / "stale-20261206T000000Z"
+    assert sorted(p.name for p in first.iterdir()) == [
+        "feed.ndjson",
+        "inputs.jsonl",
+        "venue.sqlite",
+        "venue.sqlite-shm",
+        "venue.sqlite-wal",
+    ]
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME, first.name], "the lock stays"
+    (run / "venue.sqlite").write_text("again")  # a second deleted store, the same second
+    second = archive_stale(run, "20261206T000000Z")
+    assert second == run / "stale-20261206T000000Z-2"
+    assert (second / "venue.sqlite").read_text() == "again"
