@@ -260,9 +260,6 @@ class Session:
                 kernel.run(self.spec.data, progress)
             except KeyboardInterrupt:  # a second Ctrl-C, or a backtest's first
                 status = "interrupted"
-            except Exception:
-                self._store_what_was_done()
-                raise
             if kernel.stopped:
                 status = "interrupted"
             kernel.finish()
@@ -271,18 +268,6 @@ class Session:
             elapsed = time.perf_counter() - t0
             self.engine.snapshots.publish(kernel.n_bars, kernel.clock.now_ns(), finished=True)
         return self._result(elapsed), status
-
-    def _store_what_was_done(self) -> None:
-        # the kernel stopped on an error (out of memory, a strategy's bug): what it did up to
-        # there (the last chunk's orders and fills included) still goes to the store, so the
-        # store is not behind the venue, and the caller marks the run failed. Best effort: a
-        # second failure here (memory, a full disk) must not hide the first one.
-        try:
-            self.engine.kernel.finish()
-            if self._writer is not None:
-                self._writer.flush()
-        except Exception as exc:
-            print(f"note: the failed run's last records were not stored: {exc}", file=sys.stderr)
 
     def _finish(self, result: RunResult, status: str) -> None:
         self._finished = True

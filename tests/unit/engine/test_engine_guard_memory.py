@@ -17,7 +17,7 @@ from ultrathink.data import load_data
 from ultrathink.errors import StrategyError
 from ultrathink.stress.chaos import PaperCommand, ultrathink_command
 from ultrathink.stress.inproc import paper_config, paper_run
-from ultrathink.stress.invariants import TRACEBACK, check_any_instant, read_rows, venue_diff
+from ultrathink.stress.invariants import TRACEBACK, check_any_instant, read_rows
 from ultrathink.stress.strategies import Flipper
 
 OOM_AT = 60  # the decision (bar) that cannot allocate
@@ -66,12 +66,6 @@ def test_a_memory_error_in_a_decision_stops_the_session_instead_of_holding(
     holds = read_rows(db, "SELECT COUNT(*) FROM audit_log WHERE kind LIKE 'decision.%'")
     assert holds == [(0,)], "no decision.error / hold rows: it was never taken for a failure"
     assert check_any_instant(db) == [], "the store never leads the venue"
-    diff = venue_diff(db)
-    assert diff.n_venue_fills > 0, "the flipper traded before the stop"
-    assert diff.lost_fills == [] and diff.lost_orders == [], (
-        "what was done up to the stop is stored: the store is not behind the venue either"
-    )
-    assert diff.mismatched_orders == [] and diff.mismatched_fills == []
 
 
 def test_the_cli_prints_one_error_line_and_exits_2(tmp_path: Path) -> None:
