@@ -35,7 +35,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ultrathink.core.events import Bar, OrderDenied
 from ultrathink.core.timing import TimingPoint
-from ultrathink.decision.ml_kernel import gather_checked
+from ultrathink.decision.ml_kernel import NOT_FINITE, OUT_OF_RANGE, gather_checked
 from ultrathink.decision.strategy import Strategy
 from ultrathink.errors import StrategyError
 from ultrathink.features.spec import WARMUP_BARS
@@ -204,7 +204,7 @@ class MLStrategy(Strategy):
             self.n_in_sample_bars += 1
         x = self._x
         checked = gather_checked(row, self._index, self._lo, self._hi, x)
-        reason = self._distrust(x, bar.ts_ns) if checked or bar.ts_ns > self._expiry_ns else ""
+        reason = self._distrust(x, bar.ts_ns, checked)
         if reason:
             self._hold(bar, reason)
             return
@@ -263,16 +263,18 @@ class MLStrategy(Strategy):
         if self.bundle is not None and self.bundle.remote is not None:
             self.bundle.remote.close()
 
-    def _distrust(self, x: np.ndarray, ts_ns: int) -> str:
-        if not np.isfinite(x).all():
+    def _distrust(self, x: np.ndarray, ts_ns: int, checked: int) -> str:
+        # why not to trust this bar's inputs, from ``gather_checked``'s verdict (non-finite
+        # first, then the model's age, then the range); the names only on a failing bar
+        if checked == NOT_FINITE:
             bad = [n for n, v in zip(self._names(), x, strict=True) if not math.isfinite(v)]
             return f"nan_input: {', '.join(bad)}"
         if ts_ns > self._expiry_ns:
             days = self.params.max_model_age_days
             return f"model_expired: bar is more than {days} days after the training data"
-        outside = (x < self._lo) | (x > self._hi)
-        if outside.any():
-            names = [n for n, o in zip(self._names(), outside, strict=True) if o]
+        if checked == OUT_OF_RANGE:
+            bounds = zip(self._names(), x, self._lo, self._hi, strict=True)
+            names = [n for n, v, lo, hi in bounds if v < lo or v > hi]
             return f"out_of_range: {', '.join(names)}"
         return ""
 

@@ -5,7 +5,7 @@ Measured on this machine (12 features, ``timeit``): the numpy version (``np.take
 ``out=``, ``np.isfinite(x).all()``, ``((x < lo) | (x > hi)).any()``) cost 7.7 µs a bar, 16 %
 of a feed session's GIL time in a ``py-spy --gil`` profile at 20,000 bars/s; each numpy
 call on a 12-element array is mostly dispatch. One compiled call costs about 0.3 µs. The
-messages (which features, why) are still built by numpy, on the rare bar that fails.
+messages (which features, why) are built from its verdict, on the rare bar that fails.
 """
 
 from __future__ import annotations

@@ -305,10 +305,11 @@ class FeedBars:
             ts = bar[0]
             if ts <= self.released_ts:
                 self.late += 1
-            elif ts < oldest_fresh:  # past its deadline already: shed, not traded late
+                continue
+            if ts > ahead.get(bar[1], -1):
+                ahead[bar[1]] = ts
+            if ts < oldest_fresh:  # past its deadline already: shed, not traded late
                 self.stale += 1
-                if ts > ahead.get(bar[1], -1):
-                    ahead[bar[1]] = ts
             else:
                 entry = pending.get(ts)
                 if entry is None:
@@ -316,8 +317,6 @@ class FeedBars:
                     heapq.heappush(heap, ts)
                 else:
                     entry[1].append(bar)
-                if ts > ahead.get(bar[1], -1):
-                    ahead[bar[1]] = ts
                 head = heap[0]
                 if len(pending[head][1]) == n_symbols or (ts > head and self._passed(head)):
                     return self._release()
@@ -407,12 +406,7 @@ class FeedBars:
             "age_histogram": self._ages.encoded(),
         }  # fmt: skip
         if self._gc is not None:  # the kernel pauses the collector: usually none at all
-            out["gc"] = {
-                "collections": self._gc.n_collections, "collected": self._gc.collected,
-                "pause_max_us": self._gc.pauses.summary()["max_us"],
-                "pause_total_ms": self._gc.pauses.total_ns / 1e6,
-                "series": [list(row) for row in self._gc.series],
-            }  # fmt: skip
+            out["gc"] = {**self._gc.to_json(), "series": [list(r) for r in self._gc.series]}
         if feed is not None:
             out.update(
                 source=feed.source, received=feed.received, heartbeats=feed.heartbeats,

@@ -41,7 +41,7 @@ def test_the_rss_slope_is_taken_after_the_warm_up_in_mib_per_minute() -> None:
 
 def test_cpu_is_averaged_over_samples_and_gc_is_the_sessions_own_count() -> None:
     samples = [Sample(float(t), 100.0, 10, 1.0, cpu, 70.0) for t, cpu in enumerate([40, 60, 95])]
-    gc = {"collections": 3, "pause_max_us": 1250.0}
+    gc = {"n_collections": 3, "pause": {"max_us": 1250.0}}  # GcMonitor.to_json's shape
     out = _cpu_and_gc(samples, gc)
     assert out == {
         "mean_cpu_pct": 65.0, "max_cpu_pct": 95, "generator_cpu_pct": 70.0,

@@ -459,8 +459,8 @@ def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, f
         "mean_cpu_pct": round(statistics.fmean(cpu), 1) if cpu else None,
         "max_cpu_pct": max(cpu) if cpu else None,
         "generator_cpu_pct": round(statistics.fmean(gen), 1) if gen else None,
-        "gc_collections": gc["collections"] if gc else None,
-        "gc_pause_max_ms": round(gc["pause_max_us"] / 1000, 3) if gc else None,
+        "gc_collections": gc["n_collections"] if gc else None,
+        "gc_pause_max_ms": round(gc["pause"]["max_us"] / 1000, 3) if gc else None,
     }
 
 

@@ -333,13 +333,13 @@ def _account(
     missing = len(sent_keys - set(keys))
     shed = sum((feed.get("shed") or {}).values())
     waiting = feed.get("unreleased", 0) + feed.get("queued", 0) + feed.get("held", 0)
-    late = feed.get("late", 0) + feed.get("stale", 0)
-    lost = missing - late - shed - waiting
+    late, stale = feed.get("late", 0), feed.get("stale", 0)
+    lost = missing - late - stale - shed - waiting
     decided = int(res.get("n_bars") or 0)
     result.invariants.append(Invariant(
         "bars_accounted", lost == 0 and duplicated == 0 and invented == 0 and decided == len(keys),
-        f"{len(sent):,} sent = {len(set(keys)):,} decided once + {late} late + {shed} shed + "
-        f"{waiting} waiting at the stop" + (f" + {lost} LOST" if lost else "")
+        f"{len(sent):,} sent = {len(set(keys)):,} decided once + {late} late + {stale} stale + "
+        f"{shed} shed + {waiting} waiting at the stop" + (f" + {lost} LOST" if lost else "")
         + (f"; {duplicated} duplicated or out of order" if duplicated else "")
         + (f"; {invented} invented" if invented else "")
         + ("" if decided == len(keys) else f"; {decided} decided but {len(keys)} journaled"),
