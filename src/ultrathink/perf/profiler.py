@@ -182,11 +182,17 @@ def _noop() -> None:
 _PROBE_COST: dict[Timer, tuple[int, int]] = {}
 
 
-def probe_cost_ns(clock: Timer = time.perf_counter_ns, n: int = 500) -> tuple[int, int]:
+def probe_cost_ns(
+    clock: Timer = time.perf_counter_ns, n: int = 500, rounds: int = 9
+) -> tuple[int, int]:
     """(inside, outside): what a probe adds to a call within and around its timed span, ns.
 
-    Calibrated once per clock (best of 3 rounds of ``n`` calls to a no-op, with and without
-    a probe); only ``time.perf_counter_ns`` is calibrated, other clocks get (0, 0).
+    Calibrated once per clock: ``rounds`` rounds of ``n`` calls to a no-op with a probe, then
+    without, each reading the best round. Every reading is a per-round minimum, the inside
+    one too: a preempted round or a slow spell of a shared machine inflates that round only,
+    where a mean over all rounds would carry it into every later stage (an inflated inside
+    cost clamps a sub-µs stage to 0). Only ``time.perf_counter_ns`` is calibrated, other
+    clocks get (0, 0).
     """
     if clock is not time.perf_counter_ns:
         return 0, 0
@@ -195,8 +201,9 @@ def probe_cost_ns(clock: Timer = time.perf_counter_ns, n: int = 500) -> tuple[in
         return cached
     cycle: list[list[int]] = [[], [0], [0]]
     probe = _probe(_noop, 0, clock, cycle, (0, 0))
-    total = bare = math.inf
-    for _ in range(3):
+    total = bare = timed = math.inf
+    for _ in range(rounds):
+        cycle[1][0] = 0
         t0 = time.perf_counter_ns()
         for _ in range(n):
             probe()
@@ -205,8 +212,9 @@ def probe_cost_ns(clock: Timer = time.perf_counter_ns, n: int = 500) -> tuple[in
             _noop()
         t2 = time.perf_counter_ns()
         total, bare = min(total, (t1 - t0) / n), min(bare, (t2 - t1) / n)
+        timed = min(timed, cycle[1][0] / n)
     cost = max(total - bare, 0.0)
-    inside = min(max(cycle[1][0] / cycle[2][0] - bare, 0.0), cost)
+    inside = min(max(timed - bare, 0.0), cost)
     result = _PROBE_COST[clock] = (round(inside), round(cost - inside))
     return result
 
