@@ -15,6 +15,14 @@ The generator reports, as JSON lines on stdout:
   counts as ``behind``. A generator that could not keep up says so, so its limit is never
   taken for the session's.
 
+**Pacing.** The generator sleeps until ``_SPIN_NS`` before a timestamp is due, then spins
+to it. It first sets its timer slack to 1 µs (``prctl(PR_SET_TIMERSLACK)``, Linux; the
+standard library has no call for it, so ``ctypes``): with the default 50 µs slack a short
+sleep overshoots by up to that, which is why it used to sleep only when more than 300 µs
+early and spin the rest. At 20,000 bars/s over 4 symbols a timestamp is due every 200 µs, so
+it never slept and took ~80 % of a core of this 2-core machine from the session it loads
+(docs/stress.md gives the before and after).
+
 It then keeps the connection open (heartbeats) until its stdin closes, so the session can
 take every bar before the scenario stops it. Loopback only; every loop is bounded.
 """
@@ -22,11 +30,15 @@ take every bar before the scenario stops it. Loopback only; every loop is bounde
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
 import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+
+from hdrh.histogram import HdrHistogram
 
 from ultrathink.core.events import Bar
 from ultrathink.feed import FeedPublisher
@@ -36,6 +48,24 @@ __all__ = ["Phase", "main", "parse_phases", "symbols"]
 _NS = 1_000_000_000
 #: most timestamps published in one write when the generator catches up
 _MAX_BATCH = 512
+#: a wait shorter than this is spun, a longer one slept until this much is left (ns)
+_SPIN_NS = 20_000
+#: ``prctl`` option and the timer slack the generator asks for (ns)
+_PR_SET_TIMERSLACK = 29
+_SLACK_NS = 1_000
+#: lags above this (µs) are recorded as this
+_MAX_LAG_US = 60_000_000
+
+
+def precise_sleeps() -> bool:
+    """Ask the kernel for 1 µs timer slack on this process's sleeps (Linux); False elsewhere
+    or when refused (the sleeps then overshoot by up to the default 50 µs, nothing else)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_TIMERSLACK, _SLACK_NS, 0, 0, 0) == 0)
+    return False
 
 
 @dataclass(frozen=True)
@@ -54,6 +84,8 @@ class PhaseReport:
     sent: int = 0
     behind: int = 0
     max_lag_us: float = 0.0
+    #: p50, p99 and p99.9 of each write's lag behind its oldest timestamp's intended time
+    lag_us: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     per_second: list[int] = field(default_factory=list)
 
@@ -110,13 +142,14 @@ def run_phase(
     k = 0
     behind_ns = behind_us * 1000
     seconds = [0] * (int(phase.seconds) + 2)
+    lags = HdrHistogram(1, _MAX_LAG_US, 3)
     while k < n_groups:
         now = time.monotonic_ns()
         due = min(n_groups, int((now - start) / period_ns) + 1, k + _MAX_BATCH)
-        if due <= k:  # early: sleep most of the way, then the next loop is on time
+        if due <= k:  # early: sleep most of the way, then spin to the intended time
             wait = start + k * period_ns - now
-            if wait > 300_000:
-                time.sleep((wait - 200_000) / _NS)
+            if wait > _SPIN_NS:
+                time.sleep((wait - _SPIN_NS) / _NS)
             continue
         batch: list[Bar] = []
         for j in range(k, due):
@@ -126,6 +159,7 @@ def run_phase(
         sent_at = time.monotonic_ns()
         lag = sent_at - (start + int(k * period_ns))  # the oldest of the batch
         report.max_lag_us = max(report.max_lag_us, lag / 1000)
+        lags.record_value(min(max(lag // 1000, 1), _MAX_LAG_US))
         for j in range(k, due):
             if sent_at - (start + j * period_ns) > behind_ns:
                 report.behind += n_sym
@@ -136,6 +170,9 @@ def run_phase(
     report.elapsed_s = (time.monotonic_ns() - start) / _NS
     report.per_second = [n for n in seconds if n] or [0]
     report.max_lag_us = round(report.max_lag_us, 1)
+    report.lag_us = {
+        f"p{p:g}".replace(".", ""): float(lags.get_value_at_percentile(p)) for p in (50, 99, 99.9)
+    }
     return report
 
 
@@ -156,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     walk = _Walk(symbols(args.symbols), args.seed)
+    slack = precise_sleeps()
     # generous per-client buffer: a session that falls behind reads later, never loses bars
     with FeedPublisher(port=args.port, heartbeat_s=0.5, max_buffer_bytes=1 << 30) as pub:
         print(json.dumps({"ready": pub.url}), flush=True)
@@ -171,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             "sent": sum(r.sent for r in reports),
             "behind": sum(r.behind for r in reports),
             "max_lag_us": max(r.max_lag_us for r in reports),
+            "lag_p99_us": max(r.lag_us["p99"] for r in reports),
+            "precise_sleeps": slack,
             "publisher": asdict(pub.stats()),
         }
         print(json.dumps(out), flush=True)

@@ -52,6 +52,22 @@ def test_it_offers_every_bar_stamped_with_its_intended_time_and_reports_it() -> 
     # 200 timestamps/s, then 400/s: the intended times are 5 ms, then 2.5 ms apart
     assert gaps[0] == pytest.approx(5e6, abs=2) and gaps[-1] == pytest.approx(2.5e6, abs=2)
     assert report["behind"] >= 0 and report["max_lag_us"] >= 0
+    for phase in report["phases"]:  # every write's lag, in an HdrHistogram of µs
+        lag = phase["lag_us"]
+        assert 1 <= lag["p50"] <= lag["p99"] <= lag["p999"] <= phase["max_lag_us"] + 1
+    assert report["lag_p99_us"] == max(p["lag_us"]["p99"] for p in report["phases"])
+
+
+def test_it_asks_for_precise_sleeps_on_linux() -> None:
+    # the 1 µs timer slack that lets it sleep between timestamps 200 µs apart, not spin
+    if not sys.platform.startswith("linux"):
+        pytest.skip("prctl is Linux's")
+    code = (
+        "from pathlib import Path; from ultrathink.stress.loadgen import precise_sleeps; "
+        "print(precise_sleeps(), Path('/proc/self/timerslack_ns').read_text().strip())"
+    )  # in a process of its own: the slack stays with the process that asked
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["True", "1000"], done.stderr
 
 
 def test_bad_arguments_are_one_error_line_and_exit_2() -> None:

@@ -113,6 +113,8 @@ class LoadScenario(Scenario):
         "sent": "bars the generator sent",
         "generator_behind": "bars the generator sent more than 1 ms after their intended time",
         "generator_max_lag_ms": "the generator's largest lag behind its schedule, ms",
+        "generator_p99_lag_us": "p99 of the generator's lag behind its schedule (each write, "
+        "from its oldest bar's intended time to the end of the send), µs",
         "processed": "bars the session decided",
         "shed": "bars the feed client shed for room (counted, with a reason)",
         "stale": "bars the session shed as older than its max_bar_age_s when taken (counted)",
@@ -319,6 +321,7 @@ def _measure(
     m["peak_offered_rate"] = max(rate for rate, _ in phases)
     m["generator_behind"] = gen["behind"]
     m["generator_max_lag_ms"] = round(gen["max_lag_us"] / 1000, 3)
+    m["generator_p99_lag_us"] = gen["lag_p99_us"]
     processed = int(result.get("n_bars") or 0)
     m["processed"] = processed
     m["shed"] = sum((feed.get("shed") or {}).values())
