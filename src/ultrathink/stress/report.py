@@ -35,7 +35,8 @@ def document(name: str, reports: Sequence[ScenarioReport], options: RunOptions) 
         "started_utc": reports[0].started_utc if reports else None,
         "elapsed_s": round(sum(r.elapsed_s for r in reports), 3),
         "breached": [v.line() for r in reports for v in r.breached],
-        "machine": machine(),
+        # as the first scenario started (its code is the code measured), else as written
+        "machine": reports[0].machine if reports and reports[0].machine else machine(),
         "scenarios": [_scenario(r) for r in reports],
     }
 
@@ -91,6 +92,7 @@ def _scenario(r: ScenarioReport) -> dict[str, Any]:
         "ok": r.ok,
         "started_utc": r.started_utc,
         "elapsed_s": round(r.elapsed_s, 3),
+        "load_avg_1m": {"start": r.machine.get("load_avg_1m"), "end": r.load_avg_1m_end},
         "work_dir": str(r.work_dir),
         "metrics": {k: _num(v) for k, v in r.metrics.items()},
         "not_measured": o.not_measured,
@@ -117,8 +119,10 @@ def _sections(i: int, report: ScenarioReport, data: dict[str, Any]) -> list[tupl
 
     name = data["name"]
     head = f"{name}: {data['description']}"
-    note = f"seed {data['seed']}, {data['elapsed_s']:.1f} s" + (
-        f"; {data['note']}" if data["note"] else ""
+    load = data["load_avg_1m"]
+    note = (
+        f"seed {data['seed']}, {data['elapsed_s']:.1f} s, load {load['start']} → {load['end']}"
+        + (f"; {data['note']}" if data["note"] else "")
     )
     rows = "".join(
         f"<tr><td style=text-align:left>{html.escape(t['threshold'])}</td>"

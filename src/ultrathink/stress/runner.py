@@ -67,6 +67,10 @@ class ScenarioReport:
     elapsed_s: float
     work_dir: Path
     metrics: dict[str, float | None] = field(default_factory=dict)
+    #: ``machine()`` when the scenario started (its code is the code that ran), and the
+    #: 1-minute load average when it ended
+    machine: dict[str, Any] = field(default_factory=dict)
+    load_avg_1m_end: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,6 +141,7 @@ def run_scenarios(
         _fresh(work)
         log(f"{config.name}: {config.description}" + (" (quick)" if config.quick else ""))
         started = datetime.now(UTC).isoformat(timespec="seconds")
+        at_start = machine()
         t0 = time.perf_counter()
         outcome = config.implementation().run(RunContext(config, work, log))
         elapsed = time.perf_counter() - t0
@@ -147,19 +152,29 @@ def run_scenarios(
         }
         thresholds = merge(config.thresholds, overrides.get(config.name, []))
         verdicts = evaluate(thresholds, metrics, outcome.not_measured)
-        reports.append(ScenarioReport(config, outcome, verdicts, started, elapsed, work, metrics))
+        reports.append(
+            ScenarioReport(
+                config, outcome, verdicts, started, elapsed, work, metrics,
+                machine=at_start, load_avg_1m_end=load_avg_1m(),
+            )
+        )  # fmt: skip
         log(f"{config.name}: done in {elapsed:.1f} s")
     return reports
+
+
+def load_avg_1m() -> float:
+    """The machine's 1-minute load average now (0.0 where the OS has none)."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return round(load[0], 2)
 
 
 def machine() -> dict[str, Any]:
     """Where the figures were measured: cores, load, Python, platform, code version."""
     from ultrathink.engine.runner import code_version
 
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {
         "cpus": os.cpu_count(),
-        "load_avg_1m": round(load[0], 2),
+        "load_avg_1m": load_avg_1m(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "code": code_version(),

@@ -108,6 +108,10 @@ def test_an_override_breaches_and_the_reports_say_so(tmp_path: Path) -> None:
     }
     assert scenario["invariants"]["failed"] == 0 and scenario["invariants"]["checked"] == 12
     assert doc["machine"]["cpus"] and doc["version"] == 1
+    # read as the scenario started (the code that ran), the load at its start and end
+    assert doc["machine"] == done.machine and doc["machine"]["code"]
+    load = scenario["load_avg_1m"]
+    assert load["start"] == done.machine["load_avg_1m"] and load["end"] >= 0
     page = html_path.read_text()
     assert page.startswith("<!doctype html>") and "lost_orders &lt; 0" in page
     assert "plotly" in page and "broker faults per case" in page
