@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
-from ultrathink.perf.suite import benchmark
+from ultrathink.perf.suite import Measurement, benchmark
 
 ORDERS_PER_BATCH = 1_000
 
@@ -84,6 +85,63 @@ def store_writer(quick: bool) -> _Writer:
 def process_writer(quick: bool) -> _Writer:
     """``ProcessStoreWriter`` (the engine's writer process): orders/s."""
     return _Writer(quick, "process")
+
+
+class _LiveFlush:
+    # a live session's flushes: a batch of 100 equity points (one order in ten), handed to the
+    # writer process every 2 ms of idle time (a session flushes when the feed is quiet); each
+    # put is timed, on the kernel's thread, from the call to its return
+    def __init__(self, quick: bool) -> None:
+        self.n_puts = 100 if quick else 500
+        self._dir = Path(tempfile.mkdtemp(prefix="ultrathink-bench-"))
+        self._n = 0
+
+    def setup(self) -> None:
+        from ultrathink.persistence import Store
+        from ultrathink.persistence.process_writer import ProcessStoreWriter
+
+        self._n += 1
+        db = self._dir / f"f{self._n}.db"
+        with Store(db) as store:
+            self.run_id = store.create_run("paper", "bench", {}, {}, "bench", "h", "v", 0)
+        self.writer = ProcessStoreWriter(db)
+
+    def run(self) -> Measurement:
+        import numpy as np
+
+        from ultrathink.core.enums import Side
+        from ultrathink.core.events import Fill, OrderRequest
+        from ultrathink.persistence import WriteBatch
+
+        put, clock = self.writer.put, time.perf_counter_ns
+        events = [0] * self.n_puts
+        ts = np.arange(100, dtype=np.int64)
+        for i in range(self.n_puts):
+            orders: dict[str, Any] = {}
+            if i % 10 == 0:  # an order and its fill now and then
+                cid = f"C-{i}"
+                orders["requests"] = [OrderRequest(cid, i * 100, "SPY", Side.BUY, 1.0)]
+                orders["approvals"] = [cid]
+                orders["fills"] = [Fill(i * 100, cid, f"F-{i}", "SPY", Side.BUY, 1.0, 1e2, 0.01)]
+            batch = WriteBatch(self.run_id, equity=(ts + i * 100, ts * 1.0, ts * 1.0), **orders)
+            time.sleep(0.002)
+            t0 = clock()
+            put(batch)
+            events[i] = clock() - t0
+        self.writer.flush()
+        return Measurement(value=float(np.median(events)) / 1e3, events_ns=events)
+
+    def teardown(self) -> None:
+        self.writer.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@benchmark("persistence.live_flush", "persistence", "us", repeats=3)
+def live_flush(quick: bool) -> _LiveFlush:
+    """A live session's hand-off of a small batch to the writer process (median µs a put)."""
+    return _LiveFlush(quick)
 
 
 class _Verify:
