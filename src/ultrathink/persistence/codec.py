@@ -61,7 +61,7 @@ def _columns(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return list(zip(*rows, strict=True))
 
 
-def _raw(values: Sequence[Any], dtype: Any) -> bytes:
+def _raw(values: Sequence[Any] | np.ndarray, dtype: Any) -> bytes:
     return np.asarray(values, dtype=dtype).tobytes()
 
 
