@@ -83,6 +83,25 @@ def _status_kb() -> dict[str, int]:
     return out
 
 
+def run_queue_wait_s(pid: int) -> float | None:
+    """Seconds the threads of process ``pid`` have spent runnable but waiting for a CPU, in
+    all (the second field of each ``/proc/PID/task/TID/schedstat``); None where the kernel
+    does not keep it. Its growth over an interval is time lost to the scheduler, apart from
+    the process's own work: on a 2-core machine shared with a load generator and a writer
+    process, a woken thread may wait for a core."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9 if tasks else None
+
+
 @dataclass(frozen=True)
 class ProcessSample:
     """Wall clock, CPU times and memory of this process at one moment."""

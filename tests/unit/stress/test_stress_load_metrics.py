@@ -3,6 +3,12 @@ after warm-up and the p99 drift between the first and the last whole drift windo
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+import pytest
+
+from ultrathink.perf.process import run_queue_wait_s
 from ultrathink.stress.scenarios.load import Sample, _cpu_and_gc, _endurance
 
 
@@ -45,6 +51,24 @@ def test_cpu_is_averaged_over_samples_and_gc_is_the_sessions_own_count() -> None
     out = _cpu_and_gc(samples, gc)
     assert out == {
         "mean_cpu_pct": 65.0, "max_cpu_pct": 95, "generator_cpu_pct": 70.0,
+        "runq_wait_pct": None, "generator_runq_wait_pct": None,  # no schedstat read
         "gc_collections": 3, "gc_pause_max_ms": 1.25,
     }  # fmt: skip
     assert set(_cpu_and_gc([], None).values()) == {None}, "nothing sampled: not measured"
+
+
+def test_run_queue_waits_are_averaged_over_the_samples_that_read_them() -> None:
+    waits = [(1.0, 0.5), (None, None), (3.0, 1.5)]  # a sample whose schedstat read failed
+    samples = [Sample(float(t), 100.0, 10, 1.0, 50.0, 20.0, *w) for t, w in enumerate(waits)]
+    out = _cpu_and_gc(samples, None)
+    assert out["runq_wait_pct"] == 2.0 and out["generator_runq_wait_pct"] == 1.0
+
+
+def test_run_queue_wait_of_a_process_is_read_from_its_threads_schedstat() -> None:
+    if not Path("/proc/self/task").is_dir():
+        pytest.skip("no /proc")
+    own = run_queue_wait_s(os.getpid())
+    assert own is not None and own >= 0.0
+    again = run_queue_wait_s(os.getpid())
+    assert again is not None and again >= own, "a running total: it never falls"
+    assert run_queue_wait_s(2**22 + 12_345) is None, "no such process: not measured"

@@ -34,6 +34,7 @@ from typing import Any, ClassVar, NamedTuple
 from pydantic import BaseModel, Field
 
 from ultrathink.engine.sessions import FEED_JOURNAL_NAME, session_dir
+from ultrathink.perf.process import run_queue_wait_s
 from ultrathink.stress.base import STRICT, RunContext, Scenario
 from ultrathink.stress.chaos import DETERMINISTIC, ultrathink_command
 from ultrathink.stress.figures import series_figure
@@ -55,6 +56,10 @@ class Sample(NamedTuple):
     store_mb: float
     cpu_pct: float  # the session's CPU (user + system) over the interval, % of one core
     generator_cpu_pct: float
+    #: time the session's threads (the generator's) were runnable but waiting for a CPU
+    #: over the interval, % of the interval summed over threads; None without schedstat
+    runq_wait_pct: float | None = None
+    generator_runq_wait_pct: float | None = None
 
 
 #: the generator and the session must each be ready within this (a busy machine is slow)
@@ -131,6 +136,9 @@ class LoadScenario(Scenario):
         "mean_cpu_pct": "the session's CPU over the run, % of one core (sampled per sample_s)",
         "max_cpu_pct": "the session's busiest sample, % of one core",
         "generator_cpu_pct": "the load generator's CPU over the run, % of one core",
+        "runq_wait_pct": "time the session's threads were runnable but waiting for a CPU "
+        "(schedstat), % of the run summed over threads: latency the scheduler added",
+        "generator_runq_wait_pct": "the same for the load generator",
         "gc_collections": "garbage collections in the session while live (the kernel pauses "
         "the cyclic collector)",
         "gc_pause_max_ms": "the session's longest garbage-collector pause, ms",
@@ -273,9 +281,16 @@ class _Run:
             times = p.cpu_times()
             return float(times.user + times.system)
 
+        def waits() -> tuple[float | None, float | None]:
+            return run_queue_wait_s(pid), run_queue_wait_s(generator_pid)
+
+        def share(now: float | None, before: float | None, pct: float) -> float | None:
+            return None if now is None or before is None else round((now - before) * pct, 2)
+
         try:
             proc, gen = psutil.Process(pid), psutil.Process(generator_pid)
             last = (time.monotonic(), cpu_s(proc), cpu_s(gen))
+            last_wait = waits()
         except psutil.Error:
             return
         t0 = last[0]
@@ -284,6 +299,7 @@ class _Run:
                 rss = proc.memory_info().rss / _MIB
                 fds = proc.num_fds()
                 now = (time.monotonic(), cpu_s(proc), cpu_s(gen))
+                wait = waits()
             except psutil.Error:
                 return
             store = sum(
@@ -293,8 +309,9 @@ class _Run:
             self.samples.append(Sample(
                 now[0] - t0, rss, fds, store / _MIB,
                 round((now[1] - last[1]) * pct, 1), round((now[2] - last[2]) * pct, 1),
+                share(wait[0], last_wait[0], pct), share(wait[1], last_wait[1], pct),
             ))  # fmt: skip
-            last = now
+            last, last_wait = now, wait
 
 
 def _measure(
@@ -408,7 +425,11 @@ def _measure(
             "(on 2 cores, 200 % is the machine)",
             series_figure(times, {
                 "session CPU %": [s.cpu_pct for s in run.samples],
-                "generator CPU %": [s.generator_cpu_pct for s in run.samples]}, "s"),
+                "generator CPU %": [s.generator_cpu_pct for s in run.samples],
+                "session waiting for a CPU %": [s.runq_wait_pct for s in run.samples],
+                "generator waiting for a CPU %": [
+                    s.generator_runq_wait_pct for s in run.samples
+                ]}, "s"),
         ))  # fmt: skip
     gc_series = (feed.get("gc") or {}).get("series") or []
     if gc_series:
@@ -458,10 +479,16 @@ def _recovery(
 def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, float | None]:
     cpu = [s.cpu_pct for s in samples]
     gen = [s.generator_cpu_pct for s in samples]
+    waits = [s.runq_wait_pct for s in samples if s.runq_wait_pct is not None]
+    gen_waits = [
+        s.generator_runq_wait_pct for s in samples if s.generator_runq_wait_pct is not None
+    ]
     return {
         "mean_cpu_pct": round(statistics.fmean(cpu), 1) if cpu else None,
         "max_cpu_pct": max(cpu) if cpu else None,
         "generator_cpu_pct": round(statistics.fmean(gen), 1) if gen else None,
+        "runq_wait_pct": round(statistics.fmean(waits), 2) if waits else None,
+        "generator_runq_wait_pct": round(statistics.fmean(gen_waits), 2) if gen_waits else None,
         "gc_collections": gc["n_collections"] if gc else None,
         "gc_pause_max_ms": round(gc["pause"]["max_us"] / 1000, 3) if gc else None,
     }
