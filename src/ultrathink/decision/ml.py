@@ -21,6 +21,16 @@ first and the local compiled model of the same version is the first fallback
 (``ultrathink.serving.client``: timeout, breaker, counts, and audit rows at transitions).
 
 A hold changes nothing: the position stays as it is and no order is sent.
+
+**A denied order is not retried on every bar.** After pre-trade risk denies one of a
+symbol's orders (trading halted by the kill switch, the symbol disabled, degraded mode,
+no buying power, ...), an order that would *increase* that symbol's exposure waits
+``denied_retry_bars`` of its bars, then twice as many after each further denial (at most
+``_MAX_RETRY_DOUBLINGS`` doublings), until one of its orders fills. A signal that stays on
+for every bar otherwise retried every bar: a halted ML paper session under overload placed
+1,083,348 orders, all denied, each written to the store and the audit chain
+(docs/stress.md). Exits are never held back: getting flat is retried on every signal.
+Waits count the symbol's bars, so a replay decides the same.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from ultrathink.core.events import Bar, OrderDenied
+from ultrathink.core.events import Bar, Fill, OrderDenied
 from ultrathink.core.timing import TimingPoint
 from ultrathink.decision.ml_kernel import NOT_FINITE, OUT_OF_RANGE, gather_checked
 from ultrathink.decision.strategy import Strategy
@@ -43,6 +53,8 @@ from ultrathink.features.streaming import StreamingFeatures
 
 _NS_PER_DAY = 86_400_000_000_000
 _VOL_DECAY = 0.94  # RiskMetrics-style EWMA of squared log returns for volatility targeting
+#: a symbol's wait after denials stops doubling at denied_retry_bars * 2**this
+_MAX_RETRY_DOUBLINGS = 6
 
 
 class RemoteScorer(Protocol):
@@ -99,7 +111,7 @@ class ModelBundle:
 
 
 class _SymbolState:
-    __slots__ = ("features", "last_close", "state", "update", "var")
+    __slots__ = ("denials", "features", "last_close", "n", "retry_at", "state", "update", "var")
 
     def __init__(self) -> None:
         self.features = StreamingFeatures()
@@ -107,6 +119,9 @@ class _SymbolState:
         self.state = 0  # -1 short, 0 flat, 1 long
         self.var = math.nan
         self.last_close = math.nan
+        self.n = 0  # the symbol's bars seen
+        self.denials = 0  # denials since its last fill
+        self.retry_at = 0  # no order that adds exposure before its bar n reaches this
 
 
 class MLStrategy(Strategy):
@@ -127,6 +142,9 @@ class MLStrategy(Strategy):
         rebalance_band: float = Field(default=0.25, ge=0, le=10)
         range_tolerance: float = Field(default=0.5, ge=0)
         max_model_age_days: float | None = Field(default=365.0, gt=0)
+        #: bars of a symbol before an order adding exposure follows a denied one (doubling
+        #: with each further denial until a fill); 0: retry on every signal
+        denied_retry_bars: int = Field(default=64, ge=0, le=1_000_000)
 
         @model_validator(mode="after")
         def _hysteresis(self) -> MLStrategy.Params:
@@ -151,6 +169,7 @@ class MLStrategy(Strategy):
         self.fallback_counts: dict[str, int] = {}
         self.n_predictions = 0
         self.n_in_sample_bars = 0
+        self.n_retries_held = 0  # orders adding exposure held back after a denial
         self.n_bars = 0
 
     def attach_model(self, bundle: ModelBundle) -> MLStrategy:
@@ -224,6 +243,7 @@ class MLStrategy(Strategy):
             st = self._symbols[bar.symbol] = _SymbolState()
         self._update_vol(st, bar.close)
         row = st.update(bar.ts_ns, bar.open, bar.high, bar.low, bar.close, bar.volume)
+        st.n += 1
         self.n_bars += 1
         return st, row
 
@@ -305,10 +325,15 @@ class MLStrategy(Strategy):
         target = new_state * self._size(bar, st)
         current = self.position(bar.symbol) + self.ctx.pending_qty(bar.symbol)
         changed = new_state != st.state
-        st.state = new_state
         drift = abs(target - current) > self.params.rebalance_band * abs(current)
-        if changed or (new_state != 0 and current != 0 and drift):
-            self.target_position(bar.symbol, target, tag=f"p={p:.3f}")
+        if not (changed or (new_state != 0 and current != 0 and drift)):
+            st.state = new_state
+            return
+        if st.n < st.retry_at and abs(target) > abs(current):
+            self.n_retries_held += 1  # denied before: more exposure waits (see the docstring)
+            return
+        st.state = new_state
+        self.target_position(bar.symbol, target, tag=f"p={p:.3f}")
 
     def _size(self, bar: Bar, st: _SymbolState) -> float:
         full = self.order_size(bar.symbol, bar.close)
@@ -326,6 +351,15 @@ class MLStrategy(Strategy):
         if st is not None:
             held = self.position(denied.symbol) + self.ctx.pending_qty(denied.symbol)
             st.state = (held > 0) - (held < 0)
+            wait = self.params.denied_retry_bars << min(st.denials, _MAX_RETRY_DOUBLINGS)
+            st.retry_at = st.n + wait
+            st.denials += 1
+
+    def on_fill(self, fill: Fill) -> None:
+        # a fill ends a run of denials: the next one waits denied_retry_bars again
+        st = self._symbols.get(fill.symbol)
+        if st is not None:
+            st.denials = st.retry_at = 0
 
     @staticmethod
     def _update_vol(st: _SymbolState, close: float) -> None:
@@ -359,6 +393,7 @@ class MLStrategy(Strategy):
             "fallbacks": dict(self.fallback_counts),
             "in_sample_bars": self.n_in_sample_bars,
             "in_sample": self.n_in_sample_bars > 0,
+            "retries_held": self.n_retries_held,
         }
         if bundle is not None and bundle.remote is not None:
             out["remote"] = bundle.remote.stats()

@@ -417,3 +417,42 @@ def test_params_round_trip_through_get_params() -> None:
     assert params["entry_threshold"] == 0.7
     assert params["allow_short"] is True
     assert MLStrategy(**params).get_params() == params
+
+
+# -- denied orders -----------------------------------------------------------------------------
+def run_denied(data: MarketData, **params: Any) -> tuple[MLStrategy, RunResult]:
+    # an always-bullish model whose every buy is denied (MAX_ORDER_NOTIONAL of 1)
+    model = ScriptedModel(default=0.9)
+    strategy = MLStrategy(max_model_age_days=None, **params)
+    model.strategy, model.symbol = strategy, data.symbols[0]
+    strategy.attach_model(make_bundle(model))
+    config = EngineConfig.model_validate({"risk": {"max_order_notional": 1.0}})
+    return strategy, run(RunSpec(strategy, data, config))
+
+
+def test_a_denied_entry_waits_denied_retry_bars_then_twice_as_long_after_each_denial(
+    data: MarketData,
+) -> None:
+    strategy, result = run_denied(data, denied_retry_bars=8)
+
+    n_denied = result.order_counts.get("DENIED", 0)
+    # every decision bar signals an entry: the first is tried, then one after a wait of 8
+    # bars, 16, 32, ... (the retry on the bar its wait ends)
+    bars = decision_bars(data)
+    expected, at, wait = 0, 0, 8
+    while at < bars:
+        expected += 1
+        at += wait
+        wait = min(wait * 2, 8 << 6)
+    assert n_denied == expected and 3 < expected < 10
+    assert result.denial_reasons == {"MAX_ORDER_NOTIONAL": n_denied}
+    assert strategy.stats()["retries_held"] == bars - n_denied
+
+
+def test_with_denied_retry_bars_0_a_denied_entry_is_retried_on_every_signal(
+    data: MarketData,
+) -> None:
+    strategy, result = run_denied(data, denied_retry_bars=0)
+
+    assert result.order_counts.get("DENIED", 0) == decision_bars(data)
+    assert strategy.stats()["retries_held"] == 0
