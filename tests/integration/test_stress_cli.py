@@ -38,6 +38,9 @@ def test_the_quick_suite_holds_every_threshold_and_writes_its_reports(
     for name in SUITE:
         assert f"{name}: " in page
         assert (reports / "work" / name).is_dir()
+    # load, spike and endurance trade one model, trained once for the suite
+    assert len(list((reports / "work" / ".shared").glob("models-*.ok"))) == 1
+    assert result.err.count("trained earlier") == 2, "spike and endurance reuse load's"
 
 
 def test_an_impossible_threshold_exits_1_naming_it(cli_subprocess, tmp_path: Path) -> None:

@@ -52,11 +52,16 @@ class RunContext:
         inspection (``ultrathink audit verify --db <work_dir>/<case>/stress.db``).
     log : callable
         One progress line (stderr, not part of the result).
+    shared_dir : Path or None
+        A directory shared by the scenarios of one ``run``/``suite`` invocation, for what
+        they may build once (the model the load scenarios trade); None: build it in
+        ``work_dir``.
     """
 
     config: ScenarioConfig
     work_dir: Path
     log: Callable[[str], None]
+    shared_dir: Path | None = None
 
 
 class Scenario(ABC):

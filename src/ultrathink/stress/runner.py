@@ -136,6 +136,8 @@ def run_scenarios(
 ) -> list[ScenarioReport]:
     """Run ``configs`` one after the other; their work files go under ``report_dir``."""
     reports = []
+    shared = report_dir / "work" / ".shared"  # built once per invocation (a trained model)
+    _fresh(shared)
     for config in configs:
         work = report_dir / "work" / config.name
         _fresh(work)
@@ -143,7 +145,7 @@ def run_scenarios(
         started = datetime.now(UTC).isoformat(timespec="seconds")
         at_start = machine()
         t0 = time.perf_counter()
-        outcome = config.implementation().run(RunContext(config, work, log))
+        outcome = config.implementation().run(RunContext(config, work, log, shared))
         elapsed = time.perf_counter() - t0
         metrics = {
             **outcome.metrics,

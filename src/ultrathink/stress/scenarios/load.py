@@ -21,7 +21,9 @@ store (orders terminal, nothing lost or duplicated against the venue, money, aud
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import signal
 import statistics
 import subprocess
@@ -29,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, Field
@@ -158,10 +161,7 @@ class LoadScenario(Scenario):
         outcome.cases.append(case)
         strategy = list(params.strategy)
         if "ml" in strategy and params.train:
-            registry = ctx.work_dir / "models"
-            ctx.log("load: training the model the session trades")
-            code, err = _quiet([*ultrathink_command(), "train", *params.train,
-                                "--registry", str(registry), "--promote", "--json"])  # fmt: skip
+            registry, code, err = _trained(ctx, params.train)
             if code != 0:
                 case.invariants.append(check_process(code, err, what="model training"))
                 return outcome
@@ -170,6 +170,28 @@ class LoadScenario(Scenario):
         run.go()
         _measure(run, params, phases, case, outcome)
         return outcome
+
+
+def _trained(ctx: RunContext, train: tuple[str, ...]) -> tuple[Path, int, str]:
+    # the registry of a model trained with ``train``: once per invocation when the scenarios
+    # share a directory (load, spike and endurance of a suite train the same model), else
+    # into the scenario's own directory; (registry, exit code, stderr)
+    done: Path | None = None  # written once a shared training succeeded
+    if ctx.shared_dir is None:
+        registry = ctx.work_dir / "models"
+    else:
+        key = hashlib.sha256("\x1f".join(train).encode()).hexdigest()[:16]
+        registry, done = ctx.shared_dir / f"models-{key}", ctx.shared_dir / f"models-{key}.ok"
+        if done.is_file():
+            ctx.log(f"load: the model the session trades, trained earlier ({registry})")
+            return registry, 0, ""
+        shutil.rmtree(registry, ignore_errors=True)  # a training that failed earlier
+    ctx.log("load: training the model the session trades")
+    code, err = _quiet([*ultrathink_command(), "train", *train,
+                        "--registry", str(registry), "--promote", "--json"])  # fmt: skip
+    if code == 0 and done is not None:
+        done.touch()
+    return registry, code, err
 
 
 def _phases(shape: Any, duration_s: float | None) -> list[tuple[float, float]]:
