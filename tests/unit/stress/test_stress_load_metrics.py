@@ -52,6 +52,7 @@ def test_cpu_is_averaged_over_samples_and_gc_is_the_sessions_own_count() -> None
     assert out == {
         "mean_cpu_pct": 65.0, "max_cpu_pct": 95, "generator_cpu_pct": 70.0,
         "runq_wait_pct": None, "generator_runq_wait_pct": None,  # no schedstat read
+        "writer_cpu_pct": None,
         "gc_collections": 3, "gc_pause_max_ms": 1.25,
     }  # fmt: skip
     assert set(_cpu_and_gc([], None).values()) == {None}, "nothing sampled: not measured"
@@ -62,6 +63,8 @@ def test_run_queue_waits_are_averaged_over_the_samples_that_read_them() -> None:
     samples = [Sample(float(t), 100.0, 10, 1.0, 50.0, 20.0, *w) for t, w in enumerate(waits)]
     out = _cpu_and_gc(samples, None)
     assert out["runq_wait_pct"] == 2.0 and out["generator_runq_wait_pct"] == 1.0
+    writer = [Sample(0.0, 100.0, 10, 1.0, 50.0, 20.0, None, None, cpu) for cpu in (4.0, 8.0)]
+    assert _cpu_and_gc(writer, None)["writer_cpu_pct"] == 6.0
 
 
 def test_run_queue_wait_of_a_process_is_read_from_its_threads_schedstat() -> None:

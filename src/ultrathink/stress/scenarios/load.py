@@ -63,6 +63,8 @@ class Sample(NamedTuple):
     #: over the interval, % of the interval summed over threads; None without schedstat
     runq_wait_pct: float | None = None
     generator_runq_wait_pct: float | None = None
+    #: the CPU of the session's child processes (its store writer) over the interval
+    writer_cpu_pct: float | None = None
 
 
 #: the generator and the session must each be ready within this (a busy machine is slow)
@@ -142,6 +144,8 @@ class LoadScenario(Scenario):
         "runq_wait_pct": "time the session's threads were runnable but waiting for a CPU "
         "(schedstat), % of the run summed over threads: latency the scheduler added",
         "generator_runq_wait_pct": "the same for the load generator",
+        "writer_cpu_pct": "the CPU of the session's store writer process over the run, % of "
+        "one core",
         "gc_collections": "garbage collections in the session while live (the kernel pauses "
         "the cyclic collector)",
         "gc_pause_max_ms": "the session's longest garbage-collector pause, ms",
@@ -309,10 +313,25 @@ class _Run:
         def share(now: float | None, before: float | None, pct: float) -> float | None:
             return None if now is None or before is None else round((now - before) * pct, 2)
 
+        seen: dict[int, float] = {}  # each child's CPU seconds at the last reading
+
+        def children_cpu_s() -> float:
+            # CPU of the session's children since the last reading (a new one: all of it)
+            spent = 0.0
+            for child in proc.children(recursive=True):
+                try:
+                    now_s = cpu_s(child)
+                except psutil.Error:
+                    continue  # ended meanwhile
+                spent += now_s - seen.get(child.pid, 0.0)
+                seen[child.pid] = now_s
+            return spent
+
         try:
             proc, gen = psutil.Process(pid), psutil.Process(generator_pid)
             last = (time.monotonic(), cpu_s(proc), cpu_s(gen))
             last_wait = waits()
+            children_cpu_s()
         except psutil.Error:
             return
         t0 = last[0]
@@ -322,6 +341,7 @@ class _Run:
                 fds = proc.num_fds()
                 now = (time.monotonic(), cpu_s(proc), cpu_s(gen))
                 wait = waits()
+                writer_s = children_cpu_s()
             except psutil.Error:
                 return
             store = sum(
@@ -332,6 +352,7 @@ class _Run:
                 now[0] - t0, rss, fds, store / _MIB,
                 round((now[1] - last[1]) * pct, 1), round((now[2] - last[2]) * pct, 1),
                 share(wait[0], last_wait[0], pct), share(wait[1], last_wait[1], pct),
+                round(writer_s * pct, 1),
             ))  # fmt: skip
             last, last_wait = now, wait
 
@@ -451,7 +472,8 @@ def _measure(
                 "session waiting for a CPU %": [s.runq_wait_pct for s in run.samples],
                 "generator waiting for a CPU %": [
                     s.generator_runq_wait_pct for s in run.samples
-                ]}, "s"),
+                ],
+                "store writer CPU %": [s.writer_cpu_pct for s in run.samples]}, "s"),
         ))  # fmt: skip
     gc_series = (feed.get("gc") or {}).get("series") or []
     if gc_series:
@@ -505,12 +527,14 @@ def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, f
     gen_waits = [
         s.generator_runq_wait_pct for s in samples if s.generator_runq_wait_pct is not None
     ]
+    writer = [s.writer_cpu_pct for s in samples if s.writer_cpu_pct is not None]
     return {
         "mean_cpu_pct": round(statistics.fmean(cpu), 1) if cpu else None,
         "max_cpu_pct": max(cpu) if cpu else None,
         "generator_cpu_pct": round(statistics.fmean(gen), 1) if gen else None,
         "runq_wait_pct": round(statistics.fmean(waits), 2) if waits else None,
         "generator_runq_wait_pct": round(statistics.fmean(gen_waits), 2) if gen_waits else None,
+        "writer_cpu_pct": round(statistics.fmean(writer), 1) if writer else None,
         "gc_collections": gc["n_collections"] if gc else None,
         "gc_pause_max_ms": round(gc["pause"]["max_us"] / 1000, 3) if gc else None,
     }
