@@ -92,7 +92,7 @@ class _LiveFlush:
     # writer process every 2 ms of idle time (a session flushes when the feed is quiet); each
     # put is timed, on the kernel's thread, from the call to its return
     def __init__(self, quick: bool) -> None:
-        self.n_puts = 100 if quick else 500
+        self.n_puts = 1_000  # quick too: a latency benchmark keeps at least 1,000 events
         self._dir = Path(tempfile.mkdtemp(prefix="ultrathink-bench-"))
         self._n = 0
 

@@ -116,11 +116,12 @@ def test_attach_live_stages_puts_them_in_the_snapshots_of_a_profiled_engine() ->
     snap = engine.snapshots.publish(engine.kernel.n_bars, 0)
 
     assert {"market_data", "features", "decision", "portfolio", "bar"} <= set(snap.stages)
-    # a stage is its timed span minus the probe's calibrated cost, clamped at 0: a sub-µs
-    # stage (the portfolio's mark, ~0.3 µs here) can read 0 when the machine runs faster
-    # than when it calibrated, so only the whole bar must be above 0
+    # a probed stage is its timed span minus the probes' calibrated cost, clamped at 0: on a
+    # shared machine the calibration's cost varies ~3x from one process to the next, so a
+    # sub-µs stage, or even a ~7 µs bar of 7 probes, can read 0 (seen in a full test run);
+    # the persistence queue is timed without probes: its flush took time
     assert all(0 <= s["p50"] <= s["p99"] and s["n"] >= 1 for s in snap.stages.values())
-    assert snap.stages["bar"]["p50"] > 0
+    assert snap.stages["persistence_queue"]["p50"] > 0
     assert not attach_live_stages(paper_engine(data, None))
 
 

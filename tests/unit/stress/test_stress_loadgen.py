@@ -54,7 +54,8 @@ def test_it_offers_every_bar_stamped_with_its_intended_time_and_reports_it() -> 
     assert report["behind"] >= 0 and report["max_lag_us"] >= 0
     for phase in report["phases"]:  # every write's lag, in an HdrHistogram of µs
         lag = phase["lag_us"]
-        assert 1 <= lag["p50"] <= lag["p99"] <= lag["p999"] <= phase["max_lag_us"] + 1
+        # 3 significant digits: a percentile may read up to 0.1 % above the largest value
+        assert 1 <= lag["p50"] <= lag["p99"] <= lag["p999"] <= phase["max_lag_us"] * 1.001 + 1
     assert report["lag_p99_us"] == max(p["lag_us"]["p99"] for p in report["phases"])
 
 
