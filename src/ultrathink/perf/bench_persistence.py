@@ -39,10 +39,12 @@ def writer_batches(run_id: int, n_orders: int) -> list[Any]:
     return batches
 
 
-class _Writer:
-    # a new database and a started writer per repeat; put + flush are timed
-    def __init__(self, quick: bool, kind: str) -> None:
-        self.n_orders = 5_000 if quick else 100_000
+class _StoreCase:
+    # a new database holding one run and a started writer per repeat (set up untimed), the
+    # database deleted after the repeat
+    run_kind = "backtest"
+
+    def __init__(self, kind: str = "process") -> None:
         self.kind = kind
         self._dir = Path(tempfile.mkdtemp(prefix="ultrathink-bench-"))
         self._n = 0
@@ -54,17 +56,9 @@ class _Writer:
         self._n += 1
         db = self._dir / f"w{self._n}.db"
         with Store(db) as store:
-            run_id = store.create_run("backtest", "bench", {}, {}, "bench", "h", "v", 0)
-        self.batches = writer_batches(run_id, self.n_orders)
+            self.run_id = store.create_run(self.run_kind, "bench", {}, {}, "bench", "h", "v", 0)
         cls: Any = StoreWriter if self.kind == "thread" else ProcessStoreWriter
         self.writer = cls(db)
-
-    def run(self) -> int:
-        put = self.writer.put
-        for batch in self.batches:
-            put(batch)
-        self.writer.flush()
-        return self.n_orders
 
     def teardown(self) -> None:
         self.writer.close()
@@ -73,6 +67,24 @@ class _Writer:
 
     def close(self) -> None:
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _Writer(_StoreCase):
+    # put + flush of 100,000 orders (5,000 quick) are timed
+    def __init__(self, quick: bool, kind: str) -> None:
+        super().__init__(kind)
+        self.n_orders = 5_000 if quick else 100_000
+
+    def setup(self) -> None:
+        super().setup()
+        self.batches = writer_batches(self.run_id, self.n_orders)
+
+    def run(self) -> int:
+        put = self.writer.put
+        for batch in self.batches:
+            put(batch)
+        self.writer.flush()
+        return self.n_orders
 
 
 @benchmark("persistence.store_writer", "persistence", "ops/s", repeats=3)
@@ -87,24 +99,15 @@ def process_writer(quick: bool) -> _Writer:
     return _Writer(quick, "process")
 
 
-class _LiveFlush:
+class _LiveFlush(_StoreCase):
     # a live session's flushes: a batch of 100 equity points (one order in ten), handed to the
     # writer process every 2 ms of idle time (a session flushes when the feed is quiet); each
     # put is timed, on the kernel's thread, from the call to its return
+    run_kind = "paper"
+
     def __init__(self, quick: bool) -> None:
+        super().__init__("process")
         self.n_puts = 1_000  # quick too: a latency benchmark keeps at least 1,000 events
-        self._dir = Path(tempfile.mkdtemp(prefix="ultrathink-bench-"))
-        self._n = 0
-
-    def setup(self) -> None:
-        from ultrathink.persistence import Store
-        from ultrathink.persistence.process_writer import ProcessStoreWriter
-
-        self._n += 1
-        db = self._dir / f"f{self._n}.db"
-        with Store(db) as store:
-            self.run_id = store.create_run("paper", "bench", {}, {}, "bench", "h", "v", 0)
-        self.writer = ProcessStoreWriter(db)
 
     def run(self) -> Measurement:
         import numpy as np
@@ -130,12 +133,6 @@ class _LiveFlush:
             events[i] = clock() - t0
         self.writer.flush()
         return Measurement(value=float(np.median(events)) / 1e3, events_ns=events)
-
-    def teardown(self) -> None:
-        self.writer.close()
-
-    def close(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @benchmark("persistence.live_flush", "persistence", "us", repeats=3)
