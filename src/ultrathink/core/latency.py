@@ -75,6 +75,14 @@ def percentiles_us(values_ns: Iterable[int]) -> dict[str, float] | None:
     return _percentiles(histogram_ns(values_ns))
 
 
+def tail_percentiles(hist: HdrHistogram) -> dict[str, float]:
+    """p50, p99 and p99.9 of ``hist`` in its own unit, keyed ``p50``, ``p99`` and ``p999``
+    (the feed's bar ages and the load generator's lags report them so)."""
+    return {
+        f"p{p:g}".replace(".", ""): float(hist.get_value_at_percentile(p)) for p in (50, 99, 99.9)
+    }
+
+
 def _percentiles(hist: HdrHistogram) -> dict[str, float] | None:
     if hist.get_total_count() == 0:
         return None

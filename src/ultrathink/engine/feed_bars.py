@@ -56,6 +56,7 @@ from typing import IO, Any
 import numpy as np
 
 from ultrathink.core.events import Bar
+from ultrathink.core.latency import tail_percentiles
 from ultrathink.errors import ConfigError, PersistenceError
 from ultrathink.feed import FeedClient, FeedConfig, SwitchEvent, encode_bar, parse_feed_urls
 from ultrathink.feed.protocol import BarMessage, MessageError, decode_line
@@ -462,9 +463,7 @@ class _Ages:
         h = self.total
         if not h.get_total_count():
             return None
-        out = {
-            f"p{p:g}".replace(".", ""): float(h.get_value_at_percentile(p)) for p in (50, 99, 99.9)
-        }
+        out = tail_percentiles(h)
         out.update(max=float(h.get_max_value()), count=float(h.get_total_count()))
         return out
 

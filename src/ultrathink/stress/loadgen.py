@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from hdrh.histogram import HdrHistogram
 
 from ultrathink.core.events import Bar
+from ultrathink.core.latency import tail_percentiles
 from ultrathink.feed import FeedPublisher
 
 __all__ = ["Phase", "main", "parse_phases", "symbols"]
@@ -170,9 +171,7 @@ def run_phase(
     report.elapsed_s = (time.monotonic_ns() - start) / _NS
     report.per_second = [n for n in seconds if n] or [0]
     report.max_lag_us = round(report.max_lag_us, 1)
-    report.lag_us = {
-        f"p{p:g}".replace(".", ""): float(lags.get_value_at_percentile(p)) for p in (50, 99, 99.9)
-    }
+    report.lag_us = tail_percentiles(lags)
     return report
 
 
