@@ -36,10 +36,14 @@ included; for a real feed of period bars it also counts the bar's period. The pr
 garbage collections while live are counted and timed per wall second too (``GcMonitor``;
 the kernel pauses the cyclic collector, so there are usually none).
 
-Source switches (failover to the backup and back) happen on the feed thread; they are
-handed to the kernel thread and applied as session inputs (``feed_switch``) at the next
-wait: each one is an audit row and a hardening event, and a failover is a failure of the
-market-data breaker, so a flapping feed reduces trading.
+The client reads its sockets **inline**, on the kernel's thread (``FeedClient(...,
+threaded=False)``): each ``drain`` first reads what the sockets hold. A feed thread beside
+the kernel made two Python threads share one GIL, and each bar crossed a lock, a condition
+variable and a GIL hand-off; at 20,000 bars/s offered the session decided 7,983 bars/s with
+a feed thread and 17,876 inline (docs/stress.md). Source switches (failover to the backup
+and back) happen while the kernel reads the feed; they are queued and applied as session
+inputs (``feed_switch``) at the next wait: each one is an audit row and a hardening event,
+and a failover is a failure of the market-data breaker, so a flapping feed reduces trading.
 """
 
 from __future__ import annotations
@@ -243,6 +247,7 @@ class FeedBars:
         client = FeedClient(
             self.addresses[0], self.addresses[1] if len(self.addresses) > 1 else None,
             config=self.config, symbols=self.symbols, on_switch=self._switches.append,
+            threaded=False,  # read on the kernel's thread: no second thread for the GIL
         )  # fmt: skip
         with self._lock:
             self._client = client
@@ -289,8 +294,8 @@ class FeedBars:
             return self._release()  # taken with the previous timestamp's bars
         inbox = self._inbox
         if not inbox:
-            # one lock round trip per batch: the feed thread shares the lock (and the GIL),
-            # and a get() per bar waited up to a GIL switch interval each (measured: 5 ms)
+            # a batch at a time: each drain reads what the feed's sockets hold (the client
+            # runs inline, on this thread), then takes up to _BATCH bars
             inbox.extend(client.drain(_BATCH))
             if not inbox and timeout:
                 first = client.get(timeout=timeout)
@@ -421,7 +426,15 @@ class FeedBars:
 
 
 class _Ages:
-    """Bar ages at decision, µs: one HdrHistogram for the session, one per wall second."""
+    """Bar ages at decision, µs: one HdrHistogram for the session, one row per wall second.
+
+    A second's row (p50, p99, max) comes from that second's ages kept in a list and sorted
+    once when the second ends, not from a second HdrHistogram: querying the hdrh package's
+    histogram for two percentiles and resetting it walk its 23,552 counters in Python, 1.0
+    and 2.2 ms, a stall of the kernel thread every second that delayed the bars arriving
+    meanwhile (measured in the session's process; docs/stress.md). A row's percentiles are
+    nearest-rank over the bars (each group's age counts once per bar), as HdrHistogram's.
+    """
 
     #: seconds of per-second rows kept (a day)
     MAX_SERIES = 86_400
@@ -429,9 +442,9 @@ class _Ages:
     def __init__(self) -> None:
         from hdrh.histogram import HdrHistogram
 
-        self._make = lambda: HdrHistogram(1, _MAX_AGE_US, 3)
-        self.total = self._make()
-        self._second = self._make()
+        self.total = HdrHistogram(1, _MAX_AGE_US, 3)
+        self._ages: list[int] = []  # this second's ages, one per group
+        self._counts: list[int] = []  # and each group's bars
         self._at = -1
         #: (unix second, bars, p50 µs, p99 µs, max µs) per wall second with bars
         self.series: deque[tuple[int, int, float, float, float]] = deque(maxlen=self.MAX_SERIES)
@@ -443,16 +456,22 @@ class _Ages:
             self._roll()
             self._at = second
         self.total.record_value(age_us, n)
-        self._second.record_value(age_us, n)
+        self._ages.append(age_us)
+        self._counts.append(n)
 
     def _roll(self) -> None:
-        h = self._second
-        if self._at >= 0 and h.get_total_count():
-            self.series.append((
-                self._at, h.get_total_count(), h.get_value_at_percentile(50),
-                h.get_value_at_percentile(99), h.get_max_value(),
-            ))  # fmt: skip
-            h.reset()
+        if self._at >= 0 and self._ages:
+            ages = np.asarray(self._ages, dtype=np.int64)
+            counts = np.asarray(self._counts, dtype=np.int64)
+            order = np.argsort(ages, kind="stable")
+            ages, cum = ages[order], np.cumsum(counts[order])
+            total = int(cum[-1])
+            p50, p99 = (
+                float(ages[np.searchsorted(cum, max(1, -(-total * q // 100)))]) for q in (50, 99)
+            )
+            self.series.append((self._at, total, p50, p99, float(ages[-1])))
+        self._ages.clear()
+        self._counts.clear()
 
     def flush(self) -> None:
         """Close the current second's row (at the end of the session)."""

@@ -1,20 +1,33 @@
-"""``FeedClient``: read a live feed (primary and backup) on its own thread; hand bars over.
+"""``FeedClient``: read a live feed (primary and backup); hand bars over in order.
 
-The network I/O runs on one daemon thread with non-blocking sockets and ``selectors``, not
-an asyncio loop: there are at most two connections, each only read, and a selector loop has
-no event loop to start, no coroutine or protocol object per read, and stops
-deterministically (a socketpair wakes it). The kernel thread never touches a socket: it
-takes bars from the bounded ``ConflatingQueue`` with ``get(timeout)``, ``drain`` or by
-iterating, and the feed thread never waits for it (a full queue sheds bars by the policy in
-``feed.conflation``; orders never pass through it). Lines are decoded outside the shared
-lock, and the lock is held for at most ``APPLY_BATCH`` messages' accounting (a fraction of a
-millisecond), so a consumer's ``get`` never waits behind a burst.
+The network I/O uses non-blocking sockets and ``selectors``, not an asyncio loop: there are
+at most two connections, each only read, and a selector loop has no event loop to start, no
+coroutine or protocol object per read, and stops deterministically (a socketpair wakes it).
+Bars reach the consumer through the bounded ``ConflatingQueue`` (``get(timeout)``,
+``drain`` or iterating); a full queue sheds bars by the policy in ``feed.conflation``, and
+orders never pass through it. The I/O runs in one of two places:
+
+* **threaded** (the default): on a daemon thread of its own, which never waits for the
+  consumer. Lines are decoded outside the shared lock, and the lock is held for at most
+  ``APPLY_BATCH`` messages' accounting, so a consumer's ``get`` never waits behind a burst.
+* **inline** (``threaded=False``): on the consumer's thread, inside its ``get`` and
+  ``drain`` calls, which read what the sockets hold before taking bars. A paper session's
+  kernel reads its feed this way (``engine.feed_bars``): with a feed thread, two Python
+  threads shared one GIL and each bar crossed a lock, a condition variable and a GIL
+  hand-off, and the session decided 7,983 bars/s at 96.9 % of a core (docs/stress.md).
+  The sockets are read whenever the consumer asks for bars, at least once per ``drain``,
+  so a busy consumer still reads everything waiting and the queue still sheds by its
+  policy; while it works on a batch, the bytes wait in the socket's receive buffer. Health
+  is judged whenever it reads (``get`` waits in ticks of at most ``_MAX_TICK_S``). A
+  consumer that reads nothing for longer than ``stall_s`` finds every source stalled at its
+  next read (their bytes waited unseen): each loses its coverage and is healthy again from
+  the first message read then.
 
 Each connection reconnects with capped exponential backoff (``FeedConfig.backoff_s``, no
 jitter). Which bars reach the queue, the health of each source, failover and failback are
 ``FeedArbiter``'s (``feed.arbiter``): the backup is read all the time, so a failover has no
 gap, and bars are delivered once each, in ts order per symbol. Every switch is a
-``SwitchEvent``, kept (``events``) and passed to ``on_switch`` on the feed thread.
+``SwitchEvent``, kept (``events``) and passed to ``on_switch`` on the reading thread.
 
 Example::
 
@@ -87,13 +100,19 @@ class FeedClient:
     symbols : iterable of str or None
         Deliver only these symbols (others are counted ``unknown_symbol``); None: all.
     on_switch : callable or None
-        Called with each ``SwitchEvent``, on the feed thread, after the switch: keep it
-        short and thread-safe. An exception it raises is logged, never propagated.
+        Called with each ``SwitchEvent``, on the thread that reads the feed (the feed
+        thread, or an inline client's consumer), after the switch: keep it short and
+        thread-safe. An exception it raises is logged, never propagated.
     clock : Clock or None
         Time for health and backoff (``monotonic_ns``) and for switch events (``now_ns``);
         a ``LiveClock`` when None.
     allow_remote : bool
         Accept non-loopback hosts (see ``parse_feed_url``).
+    threaded : bool
+        Read the sockets on a feed thread (True) or inline, in the consumer's ``get`` and
+        ``drain`` calls (False; see the module docstring). An inline client is used from
+        one thread, the one that called ``start``; ``stats`` and ``events`` may be read from
+        any.
 
     Raises
     ------
@@ -111,6 +130,7 @@ class FeedClient:
         on_switch: Callable[[SwitchEvent], None] | None = None,
         clock: Clock | None = None,
         allow_remote: bool = False,
+        threaded: bool = True,
     ) -> None:
         addresses = [_address(primary, allow_remote)]
         if backup is not None:
@@ -128,6 +148,8 @@ class FeedClient:
         )
         self._conns = [_Conn(a, self._config.max_line_bytes) for a in addresses]
         self._cond = threading.Condition(threading.Lock())
+        self._threaded = threaded
+        self._started = False
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._closed = False
@@ -143,23 +165,30 @@ class FeedClient:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> FeedClient:
-        """Start the feed thread (it connects at once); return ``self``."""
-        if self._thread is not None or self._closed:
+        """Start reading (the connections open at once); return ``self``.
+
+        A threaded client starts its feed thread; an inline one connects on its first
+        ``get`` or ``drain``.
+        """
+        if self._started or self._closed:
             raise RuntimeError("a FeedClient starts once; make a new one to read again")
+        self._started = True
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._run, name="ultrathink-feed", daemon=True)
-        self._thread.start()
+        if self._threaded:
+            self._thread = threading.Thread(target=self._run, name="ultrathink-feed", daemon=True)
+            self._thread.start()
         return self
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the feed thread and close its sockets; waiting ``get`` calls return.
 
         Bars still queued can be taken after ``close``; ``get`` then returns None when the
-        queue is empty. Closing twice is harmless.
+        queue is empty. Closing twice is harmless. An inline client is closed by the thread
+        that reads it.
         """
         self._stopping.set()
         thread = self._thread
@@ -167,15 +196,17 @@ class FeedClient:
             self._wake()
             thread.join(timeout_s)
         with self._cond:
-            self._closed = True
+            was_closed, self._closed = self._closed, True
             self._cond.notify_all()
+        if not self._threaded and self._started and not was_closed:
+            self._shutdown()
         if thread is None or not thread.is_alive():
             for sock in (self._wake_r, self._wake_w):
                 if sock is not None:
                     sock.close()
 
     def __enter__(self) -> FeedClient:
-        if self._thread is None:
+        if not self._started:
             self.start()
         return self
 
@@ -199,6 +230,8 @@ class FeedClient:
         RuntimeError
             The feed thread died of a bug (the cause is chained).
         """
+        if not self._threaded:
+            return self._get_inline(timeout)
         with self._cond:
             bar = self._arbiter.take()
             if bar is not None or timeout == 0:
@@ -217,7 +250,12 @@ class FeedClient:
                     return bar
 
     def drain(self, max_n: int = 1_000_000) -> list[Bar]:
-        """Every bar waiting (at most ``max_n``), oldest first, without waiting."""
+        """Every bar waiting (at most ``max_n``), oldest first, without waiting.
+
+        An inline client first reads what its sockets hold.
+        """
+        if not self._threaded:
+            self.pump(0.0)
         with self._cond:
             return self._arbiter.take_many(max_n)
 
@@ -246,6 +284,29 @@ class FeedClient:
         with self._cond:
             return self._arbiter.source
 
+    def _get_inline(self, timeout: float | None) -> Bar | None:
+        # take a queued bar; when there is none, read the sockets until one comes
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                bar = self._arbiter.take()
+            if bar is not None or self._closed:
+                return bar
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            self.pump(remaining)
+
+    def pump(self, wait_s: float | None = 0.0) -> None:
+        """Inline: read what the sockets hold, waiting at most ``wait_s`` seconds (None: one
+        tick) for something to read; connect, judge health and switch source as due.
+
+        ``get`` and ``drain`` do this themselves; a consumer calls it to keep the feed read
+        while it takes no bars. A threaded client reads on its own thread: a no-op there.
+        """
+        if not self._threaded and self._started and not self._closed:
+            self._step(wait_s)
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise RuntimeError(f"the feed thread failed: {self._failure!r}") from self._failure
@@ -264,7 +325,9 @@ class FeedClient:
         finally:
             self._shutdown()
 
-    def _step(self) -> None:
+    def _step(self, wait_s: float | None = None) -> None:
+        # connect what is due, read what is readable (waiting up to the next tick, or wait_s
+        # when that is sooner), then let the arbiter judge health and switch
         selector = self._selector
         assert selector is not None
         now = self._clock.monotonic_ns()
@@ -274,7 +337,10 @@ class FeedClient:
             elif conn.state == _CONNECTING and now >= conn.deadline_ns:
                 timeout_s = self._config.connect_timeout_s
                 self._failed(index, f"connect to {conn.address.url} timed out ({timeout_s} s)")
-        for key, _ in selector.select(self._timeout_s(now)):
+        select_s = self._timeout_s(now)
+        if wait_s is not None and wait_s < select_s:
+            select_s = max(wait_s, 0.0)
+        for key, _ in selector.select(select_s):
             if key.data is None:
                 self._drain_wake()
                 continue
