@@ -55,7 +55,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -64,6 +64,7 @@ from ultrathink.core.latency import tail_percentiles
 from ultrathink.errors import ConfigError, PersistenceError
 from ultrathink.feed import FeedClient, FeedConfig, SwitchEvent, encode_bar, parse_feed_urls
 from ultrathink.feed.protocol import BarMessage, MessageError, decode_line
+from ultrathink.persistence.linelog import open_append, write_all
 
 __all__ = ["FEED_PREFIX", "FeedBars", "read_feed_journal"]
 
@@ -159,7 +160,7 @@ class FeedBars:
         self.history: list[Bar] = []
         self.ts_ns = np.zeros(0, dtype=np.int64)
         self._journal_path: Path | None = None
-        self._journal: IO[bytes] | None = None
+        self._journal: BinaryIO | None = None
         self._client: FeedClient | None = None
         self._switches: deque[SwitchEvent] = deque()
         self._idle: Callable[[], None] | None = None
@@ -373,10 +374,9 @@ class FeedBars:
             return
         try:
             if self._journal is None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._journal = open(path, "ab")  # noqa: SIM115 - held for the session
-            self._journal.write(b"".join(encode_bar(bar) for bar in group))
-            self._journal.flush()  # in the OS from here: a kill -9 cannot lose it
+                self._journal = open_append(path)  # a torn last line is cut off first
+            # unbuffered: in the OS when this returns, so a kill -9 cannot lose it
+            write_all(self._journal, b"".join(map(encode_bar, group)))
         except OSError as exc:
             raise PersistenceError(
                 f"cannot write the feed journal {path}: {exc}; the bars were not traded"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ultrathink.errors import PersistenceError
+from ultrathink.persistence.linelog import open_append, write_all
 
 IDLE, TICK, BAR = "idle", "tick", "bar"
 Applier = Callable[[dict[str, Any], int], Any]
@@ -201,10 +202,8 @@ class SessionInputs:
         try:
             if self._file is None:
                 assert self._path is not None
-                self._path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
-            self._file.write(line)
-            self._file.flush()  # in the OS from here: a kill -9 cannot lose it
+                self._file = open_append(self._path)  # a torn last line is cut off first
+            write_all(self._file, line.encode())  # unbuffered: a kill -9 cannot lose it
         except OSError as exc:
             raise PersistenceError(
                 f"cannot write the session input log {self._path}: {exc}; the input was not applied"

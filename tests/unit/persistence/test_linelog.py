@@ -1,0 +1,74 @@
+"""``persistence.linelog``: a torn last line is cut before appending; writes are whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ultrathink.persistence import linelog
+from ultrathink.persistence.linelog import open_append, write_all
+
+
+@pytest.mark.parametrize(
+    ("before", "kept"),
+    [
+        (b"", b""),
+        (b"a\nb\n", b"a\nb\n"),  # complete: untouched
+        (b'a\nb\n{"torn', b"a\nb\n"),  # the write a process died in
+        (b"no newline at all", b""),
+    ],
+)
+def test_a_torn_last_line_is_cut_before_the_next_line(
+    tmp_path: Path, before: bytes, kept: bytes
+) -> None:
+    path = tmp_path / "deep" / "log.ndjson"
+    path.parent.mkdir()
+    path.write_bytes(before)
+    with open_append(path) as log:
+        write_all(log, b"next\n")
+    assert path.read_bytes() == kept + b"next\n"
+
+
+def test_a_missing_log_and_its_folder_are_made(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "log.ndjson"
+    with open_append(path) as log:
+        write_all(log, b"x\n")
+    assert path.read_bytes() == b"x\n"
+
+
+def test_the_last_newline_is_found_beyond_one_read_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(linelog, "_CHUNK", 7)  # the scan backwards crosses several chunks
+    path = tmp_path / "log"
+    path.write_bytes(b"first line\n" + b"t" * 40)
+    with open_append(path) as log:
+        write_all(log, b"second\n")
+    assert path.read_bytes() == b"first line\nsecond\n"
+
+
+class _Short:
+    """A file whose every write takes at most 3 bytes (as a write near a full disk may)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, view: memoryview) -> int:
+        self.data += bytes(view[:3])
+        return min(3, len(view))
+
+
+def test_write_all_writes_every_byte_through_short_writes() -> None:
+    short = _Short()
+    write_all(short, b"0123456789\n")  # type: ignore[arg-type]
+    assert short.data == b"0123456789\n"
+
+
+def test_a_write_that_takes_nothing_is_an_error() -> None:
+    class _Stuck:
+        def write(self, view: memoryview) -> int:
+            return 0
+
+    with pytest.raises(OSError, match="took no bytes"):
+        write_all(_Stuck(), b"x\n")  # type: ignore[arg-type]
