@@ -1,17 +1,21 @@
-"""Live feed cost (``make bench``): parse cost per bar line and bars/s end to end on loopback.
+"""Live feed cost (``make bench``): codec cost per bar line and bars/s end to end on loopback.
 
 Two measurements, each with its reference taken in the same run:
 
-* **Parse cost per line** (ns): ``orjson.loads`` alone, ``decode_line`` (orjson plus the
+* **Codec cost per line** (ns): ``orjson.loads`` alone, ``decode_line`` (orjson plus the
   field and value checks and the ``Bar``), and the client's whole CPU path without sockets
   (``LineSplitter`` + ``decode_lines`` + ``FeedArbiter.receive`` + ``take_many``), next to
-  the Python loop's own floor. Each figure is the mean over a batch of ``BATCH`` lines; the
-  median and p99 are over the batches, the variants alternating order every round.
+  the Python loop's own floor; and the other way, ``encode_bar`` (a paper session journals
+  every bar it trades with it) against ``orjson.dumps`` of the message as a dict, which
+  gives the same bytes. Each figure is the mean over a batch of ``BATCH`` lines; the median
+  and p99 are over the batches, the variants alternating order every round.
 * **Bars per second, end to end**: a ``FeedPublisher`` writes pre-encoded bar lines (so
   its encoding does not share the GIL with the client being measured) to a ``FeedClient``
   whose consumer drains the queue; the time runs from the first write to the last bar taken.
-  The reference is raw loopback TCP moving the same bytes between two threads with no
-  parsing (the receiver only counts newlines). Rounds alternate, medians are reported.
+  The client reads on its feed thread (``feed_client``) or inline, in the consumer's calls
+  (``feed_client_inline``, as a paper session reads). The reference is raw loopback TCP
+  moving the same bytes between two threads with no parsing (the receiver only counts
+  newlines). Rounds alternate, medians are reported.
 
 Budgets: ``decode_line`` at most 5 µs per line (median) and at least 20,000 bars/s end to
 end — a session of one-minute bars on 500 symbols needs ~10 bars/s, a stress test thousands.
@@ -67,7 +71,7 @@ def _lines(bars: list[Bar]) -> list[bytes]:
     return [encode_bar(bar, seq)[:-1] for seq, bar in enumerate(bars)]
 
 
-def _per_line_ns(fn: Callable[[list[bytes]], object], batch: list[bytes]) -> float:
+def _per_line_ns(fn: Callable[[Any], object], batch: list[Any]) -> float:
     t0 = time.perf_counter_ns()
     fn(batch)
     return (time.perf_counter_ns() - t0) / len(batch)
@@ -82,6 +86,19 @@ def _orjson(batch: list[bytes]) -> None:
 def _decode(batch: list[bytes]) -> None:
     for line in batch:
         decode_line(line)
+
+
+def _encode(batch: list[Bar]) -> None:
+    for bar in batch:
+        encode_bar(bar)
+
+
+def _dumps_dict(batch: list[Bar]) -> None:
+    # what encode_bar did before its byte template: the same bytes (tests/unit/feed)
+    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    for ts, sym, o, h, lo, c, v in batch:
+        msg = {"type": "bar", "sym": sym, "ts": ts, "o": o, "h": h, "l": lo, "c": c, "v": v}
+        dumps(msg, option=option)
 
 
 def _floor(batch: list[bytes]) -> None:
@@ -114,28 +131,37 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def _parse_costs() -> dict[str, dict[str, float]]:
-    lines = _lines(_bars(N_LINES, seed=5))
-    batches = [lines[i : i + BATCH] for i in range(0, len(lines), BATCH)]
-    variants: dict[str, Callable[[list[bytes]], object]] = {
-        "orjson_loads": _orjson,
-        "decode_line": _decode,
-        "client_cpu_path": _client_path(),
-        "loop_floor": _floor,
+    bars = _bars(N_LINES, seed=5)
+    lines = _lines(bars)
+    batches = [(lines[i : i + BATCH], bars[i : i + BATCH]) for i in range(0, len(lines), BATCH)]
+    # each variant and what it takes: 0 the lines, 1 the bars
+    variants: dict[str, tuple[Callable[[Any], object], int]] = {
+        "orjson_loads": (_orjson, 0),
+        "decode_line": (_decode, 0),
+        "client_cpu_path": (_client_path(), 0),
+        "loop_floor": (_floor, 0),
+        "encode_bar": (_encode, 1),
+        "orjson_dumps_dict": (_dumps_dict, 1),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(PARSE_ROUNDS):
         batch = batches[r % len(batches)]
         for name in names if r % 2 == 0 else names[::-1]:
-            samples[name].append(_per_line_ns(variants[name], batch))
+            fn, kind = variants[name]
+            samples[name].append(_per_line_ns(fn, batch[kind]))
     return {name: _summary(values) for name, values in samples.items()}
 
 
-def _feed_bars_per_s(chunks: list[bytes], n_bars: int) -> float:
+def _feed_bars_per_s(chunks: list[bytes], n_bars: int, threaded: bool) -> float:
     config = FeedConfig(queue_size=n_bars, stall_s=60.0)
     pub = FeedPublisher(heartbeat_s=None, max_buffer_bytes=1 << 30)
-    with pub, FeedClient(pub.url, config=config) as feed:
-        assert pub.wait_for_clients(1, DEADLINE_S)
+    with pub, FeedClient(pub.url, config=config, threaded=threaded) as feed:
+        deadline = time.monotonic() + DEADLINE_S
+        while pub.stats().clients < 1:  # an inline client connects while it is read
+            assert time.monotonic() < deadline, "the client did not connect"
+            feed.pump(0.01)
+            pub.wait_for_clients(1, 0.01)
         t0 = time.perf_counter()
         for chunk in chunks:
             pub.send_raw(chunk)
@@ -187,13 +213,14 @@ def test_feed_parse_cost_and_end_to_end_throughput(
     parse = _parse_costs()
     lines = [line + b"\n" for line in _lines(_bars(N_E2E, seed=6))]
     chunks = [b"".join(lines[i : i + CHUNK_LINES]) for i in range(0, N_E2E, CHUNK_LINES)]
-    rates: dict[str, list[float]] = {"feed_client": [], "raw_tcp": []}
+    names = ("feed_client", "feed_client_inline", "raw_tcp")
+    rates: dict[str, list[float]] = {name: [] for name in names}
     for r in range(E2E_ROUNDS):
-        for name in ("feed_client", "raw_tcp") if r % 2 == 0 else ("raw_tcp", "feed_client"):
-            if name == "feed_client":
-                rates[name].append(_feed_bars_per_s(chunks, N_E2E))
-            else:
+        for name in names if r % 2 == 0 else names[::-1]:
+            if name == "raw_tcp":
                 rates[name].append(_raw_lines_per_s(chunks, N_E2E))
+            else:
+                rates[name].append(_feed_bars_per_s(chunks, N_E2E, name == "feed_client"))
     e2e = {name: round(statistics.median(values)) for name, values in rates.items()}
     record(
         "feed",
@@ -203,8 +230,10 @@ def test_feed_parse_cost_and_end_to_end_throughput(
             "bars_per_s": e2e,
             "bars_per_s_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
             "feed_vs_raw": round(e2e["feed_client"] / e2e["raw_tcp"], 4),
+            "inline_vs_thread": round(e2e["feed_client_inline"] / e2e["feed_client"], 4),
             "n_bars": N_E2E,
         },
     )
     assert parse["decode_line"]["median"] <= DECODE_BUDGET_NS
     assert e2e["feed_client"] >= E2E_BUDGET_BARS_S
+    assert e2e["feed_client_inline"] >= E2E_BUDGET_BARS_S

@@ -102,6 +102,43 @@ def run_queue_wait_s(pid: int) -> float | None:
     return total / 1e9 if tasks else None
 
 
+#: iterations of the reference loop: about 0.5 ms of one core on this machine
+REFERENCE_LOOPS = 20_000
+
+
+def reference_cpu_us(rounds: int = 3) -> float:
+    """CPU time (µs) this thread takes for a fixed pure-Python loop, the best of ``rounds``:
+    the machine's speed for the interpreter at this moment. Thread CPU time leaves out the
+    waits for a core, so a slower reading means the same work cost more CPU (a host that
+    runs slower, a sibling hyperthread, caches shared with busy neighbours), which is what a
+    session beside it pays too. A stress report samples it each second beside the session's
+    CPU, so a session that got slower is not mistaken for one that does more."""
+    best = float("inf")
+    clock = time.thread_time_ns
+    for _ in range(rounds):
+        t0 = clock()
+        total = 0
+        for i in range(REFERENCE_LOOPS):
+            total += i
+        best = min(best, clock() - t0)
+    return best / 1000.0
+
+
+def cpu_ticks() -> tuple[int, int] | None:
+    """``(steal, total)`` jiffies of all CPUs since boot from ``/proc/stat``: the growth of
+    ``steal`` over an interval is time the hypervisor gave this virtual machine's CPUs to
+    others; None where the file does not say."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    values = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return values[7], sum(values)
+
+
 @dataclass(frozen=True)
 class ProcessSample:
     """Wall clock, CPU times and memory of this process at one moment."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ultrathink.perf.process import run_queue_wait_s
+from ultrathink.perf.process import cpu_ticks, reference_cpu_us, run_queue_wait_s
 from ultrathink.stress.scenarios.load import Sample, _cpu_and_gc, _endurance
 
 
@@ -52,8 +52,8 @@ def test_cpu_is_averaged_over_samples_and_gc_is_the_sessions_own_count() -> None
     assert out == {
         "mean_cpu_pct": 65.0, "max_cpu_pct": 95, "generator_cpu_pct": 70.0,
         "runq_wait_pct": None, "generator_runq_wait_pct": None,  # no schedstat read
-        "writer_cpu_pct": None,
-        "gc_collections": 3, "gc_pause_max_ms": 1.25,
+        "writer_cpu_pct": None, "reference_us": None, "reference_us_max": None,
+        "steal_pct": None, "gc_collections": 3, "gc_pause_max_ms": 1.25,
     }  # fmt: skip
     assert set(_cpu_and_gc([], None).values()) == {None}, "nothing sampled: not measured"
 
@@ -65,6 +65,26 @@ def test_run_queue_waits_are_averaged_over_the_samples_that_read_them() -> None:
     assert out["runq_wait_pct"] == 2.0 and out["generator_runq_wait_pct"] == 1.0
     writer = [Sample(0.0, 100.0, 10, 1.0, 50.0, 20.0, None, None, cpu) for cpu in (4.0, 8.0)]
     assert _cpu_and_gc(writer, None)["writer_cpu_pct"] == 6.0
+
+
+def test_the_machine_readings_are_the_median_and_max_loop_and_the_mean_steal() -> None:
+    readings = [(500.0, 0.0), (700.0, None), (520.0, 3.0), (None, 1.5)]
+    samples = [
+        Sample(float(t), 100.0, 10, 1.0, 50.0, 20.0, None, None, None, ref, steal)
+        for t, (ref, steal) in enumerate(readings)
+    ]
+    out = _cpu_and_gc(samples, None)
+    assert out["reference_us"] == 520.0 and out["reference_us_max"] == 700.0
+    assert out["steal_pct"] == 1.5
+
+
+def test_the_reference_loop_and_the_steal_ticks_read_this_machine() -> None:
+    assert 0.0 < reference_cpu_us(rounds=2) < 1e7
+    ticks = cpu_ticks()
+    if not Path("/proc/stat").is_file():
+        assert ticks is None
+        return
+    assert ticks is not None and 0 <= ticks[0] <= ticks[1]
 
 
 def test_run_queue_wait_of_a_process_is_read_from_its_threads_schedstat() -> None:

@@ -37,7 +37,7 @@ from typing import Any, ClassVar, NamedTuple
 from pydantic import BaseModel, Field
 
 from ultrathink.engine.sessions import FEED_JOURNAL_NAME, session_dir
-from ultrathink.perf.process import run_queue_wait_s
+from ultrathink.perf.process import cpu_ticks, reference_cpu_us, run_queue_wait_s
 from ultrathink.stress.base import STRICT, RunContext, Scenario
 from ultrathink.stress.chaos import DETERMINISTIC, ultrathink_command
 from ultrathink.stress.figures import series_figure
@@ -65,6 +65,10 @@ class Sample(NamedTuple):
     generator_runq_wait_pct: float | None = None
     #: the CPU of the session's child processes (its store writer) over the interval
     writer_cpu_pct: float | None = None
+    #: the machine: CPU µs of ``perf.process.reference_cpu_us``'s fixed loop, read by the
+    #: sampler at this sample, and the hypervisor's steal over the interval, % of all CPUs
+    reference_us: float | None = None
+    steal_pct: float | None = None
 
 
 #: the generator and the session must each be ready within this (a busy machine is slow)
@@ -146,6 +150,10 @@ class LoadScenario(Scenario):
         "generator_runq_wait_pct": "the same for the load generator",
         "writer_cpu_pct": "the CPU of the session's store writer process over the run, % of "
         "one core",
+        "reference_us": "median CPU µs of a fixed Python loop read each sample beside the "
+        "session (perf.process.reference_cpu_us): the machine's speed; higher is slower",
+        "reference_us_max": "the slowest such reading",
+        "steal_pct": "CPU time the hypervisor gave to others over the run, % of all CPUs",
         "gc_collections": "garbage collections in the session while live (the kernel pauses "
         "the cyclic collector)",
         "gc_pause_max_ms": "the session's longest garbage-collector pause, ms",
@@ -327,6 +335,11 @@ class _Run:
                 seen[child.pid] = now_s
             return spent
 
+        def steal_pct(now: tuple[int, int] | None, before: tuple[int, int] | None) -> float | None:
+            if now is None or before is None or now[1] <= before[1]:
+                return None
+            return round(100.0 * (now[0] - before[0]) / (now[1] - before[1]), 2)
+
         try:
             proc, gen = psutil.Process(pid), psutil.Process(generator_pid)
             last = (time.monotonic(), cpu_s(proc), cpu_s(gen))
@@ -334,6 +347,7 @@ class _Run:
             children_cpu_s()
         except psutil.Error:
             return
+        last_ticks = cpu_ticks()
         t0 = last[0]
         while not stop.wait(self.params.sample_s):
             try:
@@ -347,14 +361,16 @@ class _Run:
             store = sum(
                 p.stat().st_size for p in self.db.parent.glob(self.db.name + "*") if p.is_file()
             )
+            ticks = cpu_ticks()
             pct = 100.0 / max(now[0] - last[0], 1e-9)
             self.samples.append(Sample(
                 now[0] - t0, rss, fds, store / _MIB,
                 round((now[1] - last[1]) * pct, 1), round((now[2] - last[2]) * pct, 1),
                 share(wait[0], last_wait[0], pct), share(wait[1], last_wait[1], pct),
-                round(writer_s * pct, 1),
+                round(writer_s * pct, 1), round(reference_cpu_us(), 1),
+                steal_pct(ticks, last_ticks),
             ))  # fmt: skip
-            last, last_wait = now, wait
+            last, last_wait, last_ticks = now, wait, ticks
 
 
 def _measure(
@@ -475,6 +491,14 @@ def _measure(
                 ],
                 "store writer CPU %": [s.writer_cpu_pct for s in run.samples]}, "s"),
         ))  # fmt: skip
+        outcome.figures.append((
+            "the machine per sample",
+            "CPU µs of a fixed Python loop (perf.process.reference_cpu_us: higher is a slower "
+            "machine for the same work) and the hypervisor's steal, % of all CPUs",
+            series_figure(times, {
+                "reference loop CPU µs": [s.reference_us for s in run.samples],
+                "steal % of all CPUs": [s.steal_pct for s in run.samples]}, "s"),
+        ))  # fmt: skip
     gc_series = (feed.get("gc") or {}).get("series") or []
     if gc_series:
         t0 = series[0][0] if series else gc_series[0][0]
@@ -528,6 +552,8 @@ def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, f
         s.generator_runq_wait_pct for s in samples if s.generator_runq_wait_pct is not None
     ]
     writer = [s.writer_cpu_pct for s in samples if s.writer_cpu_pct is not None]
+    ref = [s.reference_us for s in samples if s.reference_us is not None]
+    steal = [s.steal_pct for s in samples if s.steal_pct is not None]
     return {
         "mean_cpu_pct": round(statistics.fmean(cpu), 1) if cpu else None,
         "max_cpu_pct": max(cpu) if cpu else None,
@@ -535,6 +561,9 @@ def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, f
         "runq_wait_pct": round(statistics.fmean(waits), 2) if waits else None,
         "generator_runq_wait_pct": round(statistics.fmean(gen_waits), 2) if gen_waits else None,
         "writer_cpu_pct": round(statistics.fmean(writer), 1) if writer else None,
+        "reference_us": round(statistics.median(ref), 1) if ref else None,
+        "reference_us_max": max(ref) if ref else None,
+        "steal_pct": round(statistics.fmean(steal), 2) if steal else None,
         "gc_collections": gc["n_collections"] if gc else None,
         "gc_pause_max_ms": round(gc["pause"]["max_us"] / 1000, 3) if gc else None,
     }
