@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ultrathink.perf.process import cpu_ticks, reference_cpu_us, run_queue_wait_s
-from ultrathink.stress.scenarios.load import Sample, _cpu_and_gc, _endurance
+from ultrathink.stress.scenarios.load import Sample, _cpu_and_gc, _endurance, _recovery
 
 
 def per_second(p99s: list[float]) -> list[tuple[int, int, float, float, float]]:
@@ -95,3 +95,35 @@ def test_run_queue_wait_of_a_process_is_read_from_its_threads_schedstat() -> Non
     again = run_queue_wait_s(os.getpid())
     assert again is not None and again >= own, "a running total: it never falls"
     assert run_queue_wait_s(2**22 + 12_345) is None, "no such process: not measured"
+
+
+def _spike_series(baseline: list[float], spike_s: int, after: list[float]) -> list[tuple]:
+    p99s = [*baseline, *([50.0] * spike_s), *after]
+    return [(1_000 + t, 5_000, 1.0, p99, p99 * 2) for t, p99 in enumerate(p99s)]
+
+
+SPIKE_PHASES = [(5_000.0, 10.0), (50_000.0, 5.0), (5_000.0, 20.0)]
+BASELINE = [2.0, 2.0, 2.0, 2.0, 9.0, 2.0, 2.0, 2.0, 2.0, 2.0]  # median 2: limit 3 at 1.5x
+
+
+def test_recovery_is_the_first_fast_second_from_which_every_window_is_mostly_fast() -> None:
+    after = [20.0, 10.0, 8.0, 2.0, 2.0, 2.0, 9.0, *([2.0] * 13)]  # one slow second at 6
+    out = _recovery(_spike_series(BASELINE, 5, after), SPIKE_PHASES, 1.5, 5)
+    assert out == {
+        "recovery_s": 3.0,  # the isolated slow second is what the baseline has too
+        "recovery_every_second_s": 7.0,  # the strict reading waits past it
+        "baseline_slow_seconds": 1.0,
+    }
+
+
+def test_a_session_that_stays_slow_in_most_seconds_has_not_recovered() -> None:
+    after = [9.0, 2.0, 9.0] * 7  # two seconds in three slow, to the end
+    out = _recovery(_spike_series(BASELINE, 5, after), SPIKE_PHASES, 1.5, 5)
+    assert out["recovery_s"] is None and out["recovery_every_second_s"] is None
+
+
+def test_recovery_is_not_measured_without_a_step_above_the_first() -> None:
+    flat = [(5_000.0, 10.0), (5_000.0, 10.0)]
+    out = _recovery(_spike_series(BASELINE, 0, [2.0] * 10), flat, 1.5, 5)
+    assert out == {"recovery_s": None, "recovery_every_second_s": None,
+                   "baseline_slow_seconds": None}  # fmt: skip
