@@ -39,11 +39,12 @@ the kernel pauses the cyclic collector, so there are usually none).
 The client reads its sockets **inline**, on the kernel's thread (``FeedClient(...,
 threaded=False)``): each ``drain`` first reads what the sockets hold. A feed thread beside
 the kernel made two Python threads share one GIL, and each bar crossed a lock, a condition
-variable and a GIL hand-off; at 20,000 bars/s offered the session decided 7,983 bars/s with
-a feed thread and 17,876 inline (docs/stress.md). Source switches (failover to the backup
-and back) happen while the kernel reads the feed; they are queued and applied as session
-inputs (``feed_switch``) at the next wait: each one is an audit row and a hardening event,
-and a failover is a failure of the market-data breaker, so a flapping feed reduces trading.
+variable and a GIL hand-off; at 20,000 bars/s offered for 5 min the session decided 7,983
+bars/s with a feed thread and 15,963 inline (docs/stress.md). Source switches (failover to
+the backup and back) happen while the kernel reads the feed; they are queued and applied as
+session inputs (``feed_switch``) at the next wait: each one is an audit row and a hardening
+event, and a failover is a failure of the market-data breaker, so a flapping feed reduces
+trading.
 """
 
 from __future__ import annotations
@@ -430,9 +431,9 @@ class _Ages:
 
     A second's row (p50, p99, max) comes from that second's ages kept in a list and sorted
     once when the second ends, not from a second HdrHistogram: querying the hdrh package's
-    histogram for two percentiles and resetting it walk its 23,552 counters in Python, 1.0
-    and 2.2 ms, a stall of the kernel thread every second that delayed the bars arriving
-    meanwhile (measured in the session's process; docs/stress.md). A row's percentiles are
+    histogram for two percentiles and resetting it walk its 23,552 counters in Python, about
+    1.0 and 2.5 ms, a stall of the kernel thread every second that delayed the bars arriving
+    meanwhile (docs/stress.md has the command). A row's percentiles are
     nearest-rank over the bars (each group's age counts once per bar), as HdrHistogram's.
     """
 
