@@ -107,8 +107,13 @@ y = (X[:, 0] + rng.normal(scale=0.5, size=600) > 0).astype(np.int64)
 splits = [(np.arange(0, 200 + 100 * k), np.arange(200 + 100 * k, 300 + 100 * k)) for k in range(4)]
 params = {"gbm_n_estimators": 10, "forest_n_estimators": 10}
 expected = [p.tobytes().hex() for p in InTurn(X, y).predictions(params, splits)]
-got = [p.tobytes().hex() for p in OnRay(ray, X, y).predictions(params, splits)]
-print(json.dumps({"expected": expected, "got": got}))
+pool = OnRay(ray, X, y)
+got = [p.tobytes().hex() for p in pool.predictions(params, splits)]
+early = pool.predictions(params, splits)  # a pruned trial stops after its first fold
+first = next(early).tobytes().hex()
+early.close()  # the folds not taken and not finished are cancelled
+again = [p.tobytes().hex() for p in pool.predictions(params, splits)]
+print(json.dumps({"expected": expected, "got": got, "first": first, "again": again}))
 """
 
 
@@ -124,6 +129,7 @@ def test_folds_as_ray_tasks_equal_folds_in_turn_bit_for_bit(
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(out["got"]) == 4 and out["got"] == out["expected"]
+    assert out["first"] == out["expected"][0] and out["again"] == out["expected"]
 
 
 @pytest.mark.slow

@@ -164,13 +164,28 @@ class OnRay:
         self, params: dict[str, Any], splits: Sequence[Split]
     ) -> Generator[np.ndarray, None, None]:
         refs = [self.remote.remote(params, *self.refs, train, test) for train, test in splits]
+        taken = 0
         try:
             for ref in refs:
-                yield np.asarray(self.ray.get(ref))
+                fold = np.asarray(self.ray.get(ref))
+                taken += 1
+                yield fold
         finally:
-            for ref in refs:
-                with contextlib.suppress(Exception):  # already finished, or Ray shut down
-                    self.ray.cancel(ref)
+            self._cancel_unfinished(refs[taken:])
+
+    def _cancel_unfinished(self, refs: list[Any]) -> None:
+        # a pruned trial's folds not taken yet, and only those not finished: cancelling a
+        # task whose result is already in the object store races with its completion in
+        # Ray's task manager, which can abort the whole driver ("Check failed: it !=
+        # submissible_tasks_.end() Tried to complete task that was not pending", seen with
+        # Ray 2.60 when every finished fold was cancelled after a trial)
+        if not refs:
+            return
+        with contextlib.suppress(Exception):  # Ray shut down meanwhile
+            _, refs = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in refs:
+            with contextlib.suppress(Exception):  # finished meanwhile, or Ray shut down
+                self.ray.cancel(ref)
 
     def close(self) -> None:
         pass  # the object store frees the rows when the references go
