@@ -6,9 +6,8 @@ Two measurements, each with its reference taken in the same run:
   field and value checks and the ``Bar``), and the client's whole CPU path without sockets
   (``LineSplitter`` + ``decode_lines`` + ``FeedArbiter.receive`` + ``take_many``), next to
   the Python loop's own floor; and the other way, ``encode_bar`` (a paper session journals
-  every bar it trades with it) against ``orjson.dumps`` of the message as a dict, which
-  gives the same bytes. Each figure is the mean over a batch of ``BATCH`` lines; the median
-  and p99 are over the batches, the variants alternating order every round.
+  every bar it trades with it). Each figure is the mean over a batch of ``BATCH`` lines; the
+  median and p99 are over the batches, the variants alternating order every round.
 * **Bars per second, end to end**: a ``FeedPublisher`` writes pre-encoded bar lines (so
   its encoding does not share the GIL with the client being measured) to a ``FeedClient``
   whose consumer drains the queue; the time runs from the first write to the last bar taken.
@@ -93,14 +92,6 @@ def _encode(batch: list[Bar]) -> None:
         encode_bar(bar)
 
 
-def _dumps_dict(batch: list[Bar]) -> None:
-    # what encode_bar did before its byte template: the same bytes (tests/unit/feed)
-    dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    for ts, sym, o, h, lo, c, v in batch:
-        msg = {"type": "bar", "sym": sym, "ts": ts, "o": o, "h": h, "l": lo, "c": c, "v": v}
-        dumps(msg, option=option)
-
-
 def _floor(batch: list[bytes]) -> None:
     noop = len
     for line in batch:
@@ -141,7 +132,6 @@ def _parse_costs() -> dict[str, dict[str, float]]:
         "client_cpu_path": (_client_path(), 0),
         "loop_floor": (_floor, 0),
         "encode_bar": (_encode, 1),
-        "orjson_dumps_dict": (_dumps_dict, 1),
     }
     samples: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)

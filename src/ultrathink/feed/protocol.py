@@ -82,7 +82,6 @@ _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 _DUMPS_OPTS = orjson.OPT_APPEND_NEWLINE
 _QUOTED = 80  # characters of a bad value shown in a detail
-_BAR_LINE = b'{"type":"bar","sym":%b,"ts":%b,"o":%b,"h":%b,"l":%b,"c":%b,"v":%b'
 
 
 class MessageError(Exception):
@@ -131,17 +130,20 @@ def encode_bar(bar: Bar, seq: int | None = None) -> bytes:
 
     Floats are written in their shortest round-trip form, so ``decode_line`` gives back the
     same bits. Nothing is checked: a publisher may send a bad bar on purpose (tests, stress).
-
-    Each value is encoded by ``orjson.dumps`` into a fixed template: the bytes of
-    ``orjson.dumps`` of the message as a dict (tested equal), at about a quarter of its
-    cost — 1.1 against 4.0 µs a bar, and a paper session journals every bar it trades.
     """
-    dumps = orjson.dumps
-    ts, sym, o, h, lo, c, v = bar
-    line = _BAR_LINE % (dumps(sym), dumps(ts), dumps(o), dumps(h), dumps(lo), dumps(c), dumps(v))
-    if seq is None:
-        return line + b"}\n"
-    return line + b',"seq":' + dumps(seq) + b"}\n"
+    msg: dict[str, object] = {
+        "type": "bar",
+        "sym": bar.symbol,
+        "ts": bar.ts_ns,
+        "o": bar.open,
+        "h": bar.high,
+        "l": bar.low,
+        "c": bar.close,
+        "v": bar.volume,
+    }
+    if seq is not None:
+        msg["seq"] = seq
+    return orjson.dumps(msg, option=_DUMPS_OPTS)
 
 
 def encode_heartbeat(ts_ns: int) -> bytes:

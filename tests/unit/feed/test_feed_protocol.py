@@ -60,26 +60,6 @@ def test_a_bar_round_trips_bit_for_bit(
     assert type(decoded.bar) is Bar and all(type(x) is float for x in decoded.bar[2:])
 
 
-@settings(max_examples=300, deadline=None)
-@given(
-    sym=st.text(max_size=12),
-    ts=st.integers(-(2**63), 2**63 - 1) | st.floats(),
-    values=st.lists(st.floats() | st.integers(-(2**63), 2**63 - 1), min_size=5, max_size=5),
-    seq=st.none() | st.integers(0, 2**63 - 1),
-)
-def test_encode_bar_writes_the_bytes_of_the_message_as_a_json_object(
-    sym: str, ts: float, values: list[float], seq: int | None
-) -> None:
-    # the template must give what orjson gives for the dict, also for values a publisher
-    # sends on purpose to test a reader: NaN, infinities, float ts, odd symbols
-    msg: dict[str, object] = {"type": "bar", "sym": sym, "ts": ts}
-    msg.update(zip(("o", "h", "l", "c", "v"), values, strict=True))
-    if seq is not None:
-        msg["seq"] = seq
-    bar = Bar(ts, sym, *values)  # type: ignore[arg-type]
-    assert encode_bar(bar, seq) == orjson.dumps(msg, option=orjson.OPT_APPEND_NEWLINE)
-
-
 def test_the_documented_example_lines_decode() -> None:
     line = (
         b'{"type":"bar","sym":"SPY","ts":1704205800000000000,"o":470.1,"h":470.9,"l":469.8,'
