@@ -329,7 +329,7 @@ def _feed_bars(request: RunRequest, symbols: str, config: EngineConfig) -> FeedB
     feed = config.feed
     return FeedBars(
         request.feed, symbols.split(","), config=feed.client, group_wait_s=feed.group_wait_s,
-        stale_s=feed.stale_s, max_age_s=feed.max_bar_age_s,
+        stale_s=feed.stale_s, max_age_s=feed.max_bar_age_s, reader=feed.reader,
     )  # fmt: skip
 
 

@@ -89,6 +89,17 @@ def feed_url(pub: FeedPublisher) -> list[str]:
     return ["--feed", pub.url, "--symbols", ",".join(SYMBOLS)]
 
 
+@pytest.fixture(params=["inline", "process"])
+def reader(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """The session's feed reader: on the kernel's thread, or a child process (``[feed]
+    reader``); the arguments that choose it."""
+    if request.param == "inline":
+        return []
+    config = tmp_path / "reader.toml"
+    config.write_text(f'[feed]\nreader = "{request.param}"\n')
+    return ["--config", str(config)]
+
+
 def fills(db: Path, run_id: int) -> list[tuple[Any, ...]]:
     with Store(db, readonly=True) as store:
         return [
@@ -97,10 +108,10 @@ def fills(db: Path, run_id: int) -> list[tuple[Any, ...]]:
 
 
 def test_a_session_trades_every_bar_of_the_feed_and_accounts_for_each_one(
-    tmp_path: Path, publisher: FeedPublisher
+    tmp_path: Path, publisher: FeedPublisher, reader: list[str]
 ) -> None:
     db = tmp_path / "u.db"
-    proc = start(db, *feed_url(publisher))
+    proc = start(db, *feed_url(publisher), *reader)
     try:
         assert publisher.wait_for_clients(1, DEADLINE_S)
         bars = make_bars(60)
@@ -112,6 +123,7 @@ def test_a_session_trades_every_bar_of_the_feed_and_accounts_for_each_one(
     finally:
         result = stop(proc)
     feed = result["feed"]
+    assert feed["reader"] == ("process" if reader else "inline")
     assert result["n_bars"] == len(bars) == feed["journaled"]
     malformed = feed["malformed"]
     assert malformed.pop("bad_field") == 1 and malformed.pop("not_json") == 1
@@ -125,32 +137,33 @@ def test_a_session_trades_every_bar_of_the_feed_and_accounts_for_each_one(
 
 
 def test_a_resume_after_kill_9_trades_exactly_as_an_uninterrupted_session(
-    tmp_path: Path, publisher: FeedPublisher
+    tmp_path: Path, publisher: FeedPublisher, reader: list[str]
 ) -> None:
     bars = make_bars(80)
     # the reference: one session, every bar
     ref_db = tmp_path / "ref.db"
-    proc = start(ref_db, *feed_url(publisher))
+    proc = start(ref_db, *feed_url(publisher), *reader)
     assert publisher.wait_for_clients(1, DEADLINE_S)
     publisher.publish_bars(bars)
     wait_until(lambda: journal_lines(ref_db) == len(bars), "the reference's bars", proc)
     reference = stop(proc)
 
     db = tmp_path / "u.db"
-    proc = start(db, *feed_url(publisher))
+    proc = start(db, *feed_url(publisher), *reader)
     assert publisher.wait_for_accepted(2, DEADLINE_S)
     publisher.publish_bars(bars[:90])
     wait_until(lambda: journal_lines(db) == 90, "the first 90 bars", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=DEADLINE_S)
 
-    proc = start(db, "--resume", "1", "--feed", publisher.url)
+    proc = start(db, "--resume", "1", "--feed", publisher.url, *reader)
     assert publisher.wait_for_accepted(3, DEADLINE_S)
     publisher.publish_bars(bars[80:])  # 10 bars the journal already has: late, dropped
     wait_until(lambda: journal_lines(db) == len(bars), "the rest of the bars", proc)
     resumed = stop(proc)
 
     assert resumed["feed"]["late"] == 10 and resumed["feed"]["history"] == 90
+    assert resumed["feed"]["reader"] == reference["feed"]["reader"]
     assert resumed["n_bars"] == reference["n_bars"] == len(bars)
     assert resumed["orders"] == reference["orders"]
     assert fills(db, 1) == fills(ref_db, 1) and fills(db, 1)
@@ -158,12 +171,13 @@ def test_a_resume_after_kill_9_trades_exactly_as_an_uninterrupted_session(
 
 
 def test_the_backup_takes_over_without_a_gap_and_the_audit_trail_says_so(
-    tmp_path: Path, publisher: FeedPublisher
+    tmp_path: Path, publisher: FeedPublisher, reader: list[str]
 ) -> None:
     db = tmp_path / "u.db"
     bars = make_bars(40)
     with FeedPublisher(heartbeat_s=0.2) as backup:
-        proc = start(db, "--feed", f"{publisher.url},{backup.url}", "--symbols", "AAA,BBB")
+        urls = f"{publisher.url},{backup.url}"
+        proc = start(db, "--feed", urls, "--symbols", "AAA,BBB", *reader)
         try:
             assert publisher.wait_for_clients(1, DEADLINE_S)
             assert backup.wait_for_clients(1, DEADLINE_S)
@@ -177,6 +191,7 @@ def test_the_backup_takes_over_without_a_gap_and_the_audit_trail_says_so(
             result = stop(proc)
     feed = result["feed"]
     assert result["n_bars"] == len(bars) and feed["failovers"] == 1 and feed["source"] == "backup"
+    assert feed["reader"] == ("process" if reader else "inline")
     assert feed["unaccounted"] == 0
     with Store(db, readonly=True) as store:
         rows = store.audit_details(1, ("feed.failover",))

@@ -181,6 +181,12 @@ class LiveFeedConfig(BaseModel):
         "when the kernel takes it; None: never (a feed stamping bars with their open time "
         "sends each one a bar period old)",
     )  # fmt: skip
+    reader: Literal["inline", "process"] = Field(
+        default="inline",
+        description="read the feed on the kernel's thread (inline), or in a child process "
+        "that hands the kernel batches of bars through a pipe (process: reading and decoding "
+        "on another core)",
+    )
     client: FeedConfig = Field(
         default=FeedConfig(),
         description="the feed client: queue size, stall and failback thresholds, reconnects",

@@ -45,6 +45,12 @@ the backup and back) happen while the kernel reads the feed; they are queued and
 session inputs (``feed_switch``) at the next wait: each one is an audit row and a hardening
 event, and a failover is a failure of the market-data breaker, so a flapping feed reduces
 trading.
+
+With ``reader="process"`` (``[feed] reader``) the client runs in a child process instead
+(``feed.process.FeedProcess``): the kernel's thread only unpickles batches of bars from a
+pipe, and reading, decoding and arbitration run on the other core. The queue, its shedding
+policy and the accounting are the client's, unchanged; the switch events arrive in order with
+the bars.
 """
 
 from __future__ import annotations
@@ -64,13 +70,16 @@ from ultrathink.core.events import Bar
 from ultrathink.core.latency import tail_percentiles
 from ultrathink.errors import ConfigError, PersistenceError
 from ultrathink.feed import FeedClient, FeedConfig, SwitchEvent, encode_bar, parse_feed_urls
+from ultrathink.feed.process import FeedProcess
 from ultrathink.feed.protocol import BarMessage, MessageError, decode_line
 from ultrathink.persistence.linelog import open_append, write_all
 
-__all__ = ["FEED_PREFIX", "FeedBars", "read_feed_journal"]
+__all__ = ["FEED_PREFIX", "READERS", "FeedBars", "read_feed_journal"]
 
 #: ``data_name`` of a stored feed session: ``feed:SYM,SYM``
 FEED_PREFIX = "feed:"
+#: where a session reads its feed: on the kernel's thread, or in a child process
+READERS: tuple[str, ...] = ("inline", "process")
 #: how long one wait for the feed lasts before the idle work runs again
 _POLL_S = 0.02
 #: a waiting session hands its records to the store at most this often
@@ -128,6 +137,9 @@ class FeedBars:
     max_age_s : float or None
         Drop (and count as ``stale``) a bar older than this when the kernel takes it; None:
         never.
+    reader : {"inline", "process"}
+        Read the feed on the kernel's thread, or in a child process (see the module
+        docstring).
     """
 
     live = True
@@ -141,7 +153,12 @@ class FeedBars:
         group_wait_s: float = 0.05,
         stale_s: float = 10.0,
         max_age_s: float | None = None,
+        reader: str = "inline",
     ) -> None:
+        if reader not in READERS:
+            choices = ", ".join(READERS)
+            raise ConfigError(f"the feed reader must be one of {choices}, was {reader!r}")
+        self.reader = reader
         clean = sorted({s.strip() for s in symbols if s.strip()})
         if not clean:
             raise ConfigError("--feed needs the session's symbols: --symbols SPY[,QQQ...]")
@@ -162,7 +179,7 @@ class FeedBars:
         self.ts_ns = np.zeros(0, dtype=np.int64)
         self._journal_path: Path | None = None
         self._journal: BinaryIO | None = None
-        self._client: FeedClient | None = None
+        self._client: FeedClient | FeedProcess | None = None
         self._switches: deque[SwitchEvent] = deque()
         self._idle: Callable[[], None] | None = None
         self._on_switch: Callable[[SwitchEvent], None] | None = None
@@ -246,11 +263,19 @@ class FeedBars:
         """The journaled history (a resume), then one chunk per live timestamp until stopped."""
         for start in range(0, len(self.history), chunk_size):
             yield iter(self.history[start : start + chunk_size])
-        client = FeedClient(
-            self.addresses[0], self.addresses[1] if len(self.addresses) > 1 else None,
-            config=self.config, symbols=self.symbols, on_switch=self._switches.append,
-            threaded=False,  # read on the kernel's thread: no second thread for the GIL
-        )  # fmt: skip
+        backup = self.addresses[1] if len(self.addresses) > 1 else None
+        client: FeedClient | FeedProcess
+        if self.reader == "process":
+            client = FeedProcess(
+                self.addresses[0], backup, config=self.config, symbols=self.symbols,
+                on_switch=self._switches.append,
+            )  # fmt: skip
+        else:
+            client = FeedClient(
+                self.addresses[0], backup, config=self.config, symbols=self.symbols,
+                on_switch=self._switches.append,
+                threaded=False,  # read on the kernel's thread: no second thread for the GIL
+            )  # fmt: skip
         with self._lock:
             self._client = client
         client.start()
@@ -269,7 +294,7 @@ class FeedBars:
         finally:
             self.close()
 
-    def _next_group(self, client: FeedClient) -> list[Bar] | None:
+    def _next_group(self, client: FeedClient | FeedProcess) -> list[Bar] | None:
         # the bars of the next timestamp; waits (running the idle work) only when none is due
         stop = self._stop
         last = self._last
@@ -287,7 +312,7 @@ class FeedBars:
             if group is not None:
                 return group
 
-    def _take(self, client: FeedClient, timeout: float) -> list[Bar] | None:
+    def _take(self, client: FeedClient | FeedProcess, timeout: float) -> list[Bar] | None:
         # take bars until the oldest pending timestamp is due (never more: the client's
         # bounded queue stays the only buffer), then release it
         pending, ahead, heap = self._pending, self._ahead, self._heap
@@ -405,7 +430,8 @@ class FeedBars:
             client = self._client
         feed = client.stats() if client is not None else getattr(self, "_final", None)
         out: dict[str, Any] = {
-            "urls": self.urls, "history": len(self.history), "taken": self.taken,
+            "urls": self.urls, "reader": self.reader, "history": len(self.history),
+            "taken": self.taken,
             "late": self.late, "stale": self.stale, "groups": self.groups,
             "released": self.released, "journaled": self.journaled,
             "unreleased": sum(len(g) for _, g in self._pending.values()) + len(self._inbox),

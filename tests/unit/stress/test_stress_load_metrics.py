@@ -52,10 +52,16 @@ def test_cpu_is_averaged_over_samples_and_gc_is_the_sessions_own_count() -> None
     assert out == {
         "mean_cpu_pct": 65.0, "max_cpu_pct": 95, "generator_cpu_pct": 70.0,
         "runq_wait_pct": None, "generator_runq_wait_pct": None,  # no schedstat read
-        "writer_cpu_pct": None, "reference_us": None, "reference_us_max": None,
+        "writer_cpu_pct": None, "feed_cpu_pct": None, "reference_us": None,
+        "reference_us_max": None,
         "steal_pct": None, "gc_collections": 3, "gc_pause_max_ms": 1.25,
     }  # fmt: skip
     assert set(_cpu_and_gc([], None).values()) == {None}, "nothing sampled: not measured"
+    # the feed reader process's CPU is averaged over the samples that read it
+    read = [
+        s._replace(feed_cpu_pct=pct) for s, pct in zip(samples, [None, 30.0, 50.0], strict=True)
+    ]
+    assert _cpu_and_gc(read, gc)["feed_cpu_pct"] == 40.0
 
 
 def test_run_queue_waits_are_averaged_over_the_samples_that_read_them() -> None:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
@@ -71,6 +71,8 @@ class Sample(NamedTuple):
     #: sampler at this sample, and the hypervisor's steal over the interval, % of all CPUs
     reference_us: float | None = None
     steal_pct: float | None = None
+    #: the CPU of the session's feed reader process (``[feed] reader = "process"``)
+    feed_cpu_pct: float | None = None
 
 
 #: the generator and the session must each be ready within this (a busy machine is slow)
@@ -100,6 +102,9 @@ class LoadParams(BaseModel):
     #: the kernel takes it is dropped as ``stale`` and counted (a failure in success_rate);
     #: None: every bar is traded however late
     max_bar_age_ms: float | None = Field(default=None, gt=0, le=3_600_000)
+    #: where the session reads its feed (``[feed] reader``): on the kernel's thread, or in a
+    #: child process (reading and decoding on the other core)
+    feed_reader: Literal["inline", "process"] = "inline"
     sample_s: float = Field(default=1.0, gt=0, le=60)
     warmup_s: float = Field(default=60.0, ge=0)
     drain_s: float = Field(default=60.0, gt=0, le=3600)
@@ -161,6 +166,8 @@ class LoadScenario(Scenario):
         "generator_runq_wait_pct": "the same for the load generator",
         "writer_cpu_pct": "the CPU of the session's store writer process over the run, % of "
         "one core",
+        "feed_cpu_pct": "the CPU of the session's feed reader process over the run, % of one "
+        'core (reader = "process" only)',
         "reference_us": "median CPU µs of a fixed Python loop read each sample beside the "
         "session (perf.process.reference_cpu_us): the machine's speed; higher is slower",
         "reference_us_max": "the slowest such reading",
@@ -268,7 +275,9 @@ class _Run:
                 raise RuntimeError("the load generator did not start")
             config = self.ctx.work_dir / "session.toml"
             age = params.max_bar_age_ms
-            feed = "" if age is None else f"\n[feed]\nmax_bar_age_s = {age / 1000!r}\n"
+            feed = f"\n[feed]\nreader = {params.feed_reader!r}\n"
+            if age is not None:
+                feed += f"max_bar_age_s = {age / 1000!r}\n"
             config.write_text(DETERMINISTIC + feed)
             names = ",".join(generator_symbols(params.symbols))
             session = subprocess.Popen(
@@ -333,18 +342,22 @@ class _Run:
             return None if now is None or before is None else round((now - before) * pct, 2)
 
         seen: dict[int, float] = {}  # each child's CPU seconds at the last reading
+        feed_pids: set[int] = set()
 
-        def children_cpu_s() -> float:
-            # CPU of the session's children since the last reading (a new one: all of it)
-            spent = 0.0
+        def children_cpu_s() -> tuple[float, float]:
+            # CPU of the session's children since the last reading (a new one: all of it):
+            # the store writer's, and the feed reader process's
+            spent = [0.0, 0.0]
             for child in proc.children(recursive=True):
                 try:
                     now_s = cpu_s(child)
+                    if child.pid not in seen and "ultrathink.feed.process" in child.cmdline():
+                        feed_pids.add(child.pid)
                 except psutil.Error:
                     continue  # ended meanwhile
-                spent += now_s - seen.get(child.pid, 0.0)
+                spent[child.pid in feed_pids] += now_s - seen.get(child.pid, 0.0)
                 seen[child.pid] = now_s
-            return spent
+            return spent[0], spent[1]
 
         def steal_pct(now: tuple[int, int] | None, before: tuple[int, int] | None) -> float | None:
             if now is None or before is None or now[1] <= before[1]:
@@ -366,7 +379,7 @@ class _Run:
                 fds = proc.num_fds()
                 now = (time.monotonic(), cpu_s(proc), cpu_s(gen))
                 wait = waits()
-                writer_s = children_cpu_s()
+                writer_s, feed_s = children_cpu_s()
             except psutil.Error:
                 return
             store = sum(
@@ -380,6 +393,7 @@ class _Run:
                 share(wait[0], last_wait[0], pct), share(wait[1], last_wait[1], pct),
                 round(writer_s * pct, 1), round(reference_cpu_us(), 1),
                 steal_pct(ticks, last_ticks),
+                round(feed_s * pct, 1) if feed_pids else None,
             ))  # fmt: skip
             last, last_wait, last_ticks = now, wait, ticks
 
@@ -500,7 +514,8 @@ def _measure(
                 "generator waiting for a CPU %": [
                     s.generator_runq_wait_pct for s in run.samples
                 ],
-                "store writer CPU %": [s.writer_cpu_pct for s in run.samples]}, "s"),
+                "store writer CPU %": [s.writer_cpu_pct for s in run.samples],
+                "feed reader process CPU %": [s.feed_cpu_pct for s in run.samples]}, "s"),
         ))  # fmt: skip
         outcome.figures.append((
             "the machine per sample",
@@ -592,6 +607,7 @@ def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, f
         s.generator_runq_wait_pct for s in samples if s.generator_runq_wait_pct is not None
     ]
     writer = [s.writer_cpu_pct for s in samples if s.writer_cpu_pct is not None]
+    feed = [s.feed_cpu_pct for s in samples if s.feed_cpu_pct is not None]
     ref = [s.reference_us for s in samples if s.reference_us is not None]
     steal = [s.steal_pct for s in samples if s.steal_pct is not None]
     return {
@@ -601,6 +617,7 @@ def _cpu_and_gc(samples: list[Sample], gc: dict[str, Any] | None) -> dict[str, f
         "runq_wait_pct": round(statistics.fmean(waits), 2) if waits else None,
         "generator_runq_wait_pct": round(statistics.fmean(gen_waits), 2) if gen_waits else None,
         "writer_cpu_pct": round(statistics.fmean(writer), 1) if writer else None,
+        "feed_cpu_pct": round(statistics.fmean(feed), 1) if feed else None,
         "reference_us": round(statistics.median(ref), 1) if ref else None,
         "reference_us_max": max(ref) if ref else None,
         "steal_pct": round(statistics.fmean(steal), 2) if steal else None,
