@@ -244,3 +244,30 @@ def test_bars_past_max_bar_age_are_shed_as_stale_and_accounted(
     assert feed["stale"] == len(old) and result["n_bars"] == len(fresh) == feed["journaled"]
     assert feed["unaccounted"] == 0 and feed["late"] == 0 and feed["unreleased"] == 0
     assert feed["taken"] == len(old) + len(fresh)
+
+
+def test_a_feed_reader_process_that_dies_stops_the_session_with_one_clear_line(
+    tmp_path: Path, publisher: FeedPublisher
+) -> None:
+    import psutil
+
+    db = tmp_path / "u.db"
+    config = tmp_path / "reader.toml"
+    config.write_text('[feed]\nreader = "process"\n')
+    proc = start(db, *feed_url(publisher), "--config", str(config))
+    assert publisher.wait_for_clients(1, DEADLINE_S)
+    bars = make_bars(20)
+    publisher.publish_bars(bars)
+    wait_until(lambda: journal_lines(db) == len(bars), "the bars journaled", proc)
+    (reader,) = [
+        p for p in psutil.Process(proc.pid).children() if "ultrathink.feed.process" in p.cmdline()
+    ]
+    reader.kill()
+    _, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode != 0
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert "the feed process failed" in errors[0] and "killed by SIGKILL" in errors[0], errors
+    with Store(db, readonly=True) as store:
+        assert store.get_run(1).status == "failed"
+        assert store.verify_audit().ok

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ultrathink.core.events import Bar
+from ultrathink.errors import DataSourceError
 from ultrathink.feed.address import FeedAddress
 from ultrathink.feed.config import FeedConfig
 from ultrathink.feed.stats import FeedStats, SwitchEvent
@@ -106,6 +107,7 @@ class FeedProcess:
         self._fd = -1
         self._buf = bytearray()
         self._bars: deque[Bar] = deque()
+        self._received = 0  # bars read from the pipe, in all
         self._stats: FeedStats | None = None
         self._events: list[SwitchEvent] = []
         self._final = False
@@ -118,7 +120,7 @@ class FeedProcess:
 
         Raises
         ------
-        RuntimeError
+        DataSourceError
             The child failed to start (its error is in the message).
         """
         if self._proc is not None:
@@ -139,7 +141,9 @@ class FeedProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._kill()
-                raise RuntimeError(f"the feed process was not ready in {self._start_timeout_s} s")
+                raise DataSourceError(
+                    f"the feed process was not ready in {self._start_timeout_s} s"
+                )
             self._read(remaining)
             self._raise_error()
         return self
@@ -200,12 +204,19 @@ class FeedProcess:
             self._read(_TICK_S if wait_s is None else wait_s)
 
     def stats(self) -> FeedStats:
-        """The child's latest counters, bars read but not taken counted as queued."""
+        """The child's latest counters, bars read but not taken counted as queued.
+
+        Each snapshot is framed after every bar it counts as delivered, so when it is read
+        this side has received exactly its ``delivered``; of those, the ones not taken yet
+        move to ``queued`` (bars received after it are in neither: a later snapshot counts
+        them).
+        """
         stats = self._stats
         if stats is None:
             raise RuntimeError("the feed process has not started")
-        here = len(self._bars)
-        if not here:
+        taken = self._received - len(self._bars)
+        here = stats.delivered - taken
+        if here <= 0:
             return stats
         return dataclasses.replace(
             stats, delivered=stats.delivered - here, queued=stats.queued + here
@@ -240,20 +251,23 @@ class FeedProcess:
             return False
         buf = self._buf
         buf += data
-        while len(buf) >= _HEADER.size:
-            kind, length = _HEADER.unpack_from(buf)
-            end = _HEADER.size + length
-            if len(buf) < end:
+        at, size, header = 0, len(buf), _HEADER.size
+        while size - at >= header:
+            kind, length = _HEADER.unpack_from(buf, at)
+            end = at + header + length
+            if size < end:
                 break
-            payload = bytes(buf[_HEADER.size : end])
-            del buf[:end]
-            self._apply(kind, payload)
+            self._apply(kind, bytes(buf[at + header : end]))
+            at = end
+        del buf[:at]  # once per read, not once per frame
         return True
 
     def _apply(self, kind: int, payload: bytes) -> None:
         if kind == BARS:
             new = tuple.__new__
-            self._bars.extend([new(Bar, t) for t in pickle.loads(payload)])
+            bars = [new(Bar, t) for t in pickle.loads(payload)]
+            self._bars.extend(bars)
+            self._received += len(bars)
         elif kind in (STATS, READY, FINAL):
             self._stats = pickle.loads(payload)
             self._final = kind == FINAL
@@ -272,14 +286,14 @@ class FeedProcess:
         if not self._final and self._error is None and not self._closed:
             proc = self._proc
             code = proc.poll() if proc is not None else None
-            self._error = f"the feed process ended without its last counters (exit code {code})"
+            self._error = f"it ended without its last counters ({_exit_text(code)})"
         self._raise_error()
 
     def _raise_error(self) -> None:
         if self._error is not None:
             error, self._error = self._error, None
             self._kill()
-            raise RuntimeError(f"the feed process failed: {error}")
+            raise DataSourceError(f"the feed process failed: {error}")
 
     def _close_fd(self) -> None:
         proc = self._proc
@@ -292,6 +306,15 @@ class FeedProcess:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _exit_text(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}, exit code {code}"
+        except ValueError:
+            pass
+    return f"exit code {code}"
 
 
 def _url(address: str | FeedAddress) -> str:

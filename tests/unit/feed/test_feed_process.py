@@ -21,6 +21,7 @@ from tests.unit.feed.feed_fixtures import DEADLINE_S, make_bar, make_bars, publi
 from tests.unit.feed.test_feed_client import BAD_LINES, _random_bars
 
 from ultrathink.core.events import Bar
+from ultrathink.errors import DataSourceError
 from ultrathink.feed import FeedConfig, FeedPublisher, SwitchEvent
 from ultrathink.feed.process import FeedProcess
 
@@ -42,7 +43,8 @@ def process() -> Iterator[Callable[..., FeedProcess]]:
         feed.close()
 
 
-def _take(feed: FeedProcess, n: int) -> list[Bar]:
+def _take(feed: FeedProcess, n: int, already: int = 0) -> list[Bar]:
+    """``n`` bars from ``feed``, which gave ``already`` before."""
     out: list[Bar] = []
     deadline = time.monotonic() + DEADLINE_S
     while len(out) < n:
@@ -50,6 +52,10 @@ def _take(feed: FeedProcess, n: int) -> list[Bar]:
         bar = feed.get(timeout=0.05)
         if bar is not None:
             out.append(bar)
+            # mid-stream counters stay consistent: what is delivered was taken, nothing is
+            # unaccounted, whatever frames are in flight
+            stats = feed.stats()
+            assert 0 <= stats.delivered <= already + len(out) and stats.unaccounted == 0, stats
     return out
 
 
@@ -140,7 +146,7 @@ def test_failover_is_reported_in_order_with_the_bars_on_the_consumers_thread(
     seq = publish(both, make_bars(10, 20), seq)
     _pump_until(feed, lambda: bool(seen), "the switch event")
     publish(both, make_bars(20, 30), seq)
-    got += _take(feed, 40)
+    got += _take(feed, 40, already=len(got))
     assert got == make_bars(0, 30)  # no gap, no duplicate
     assert [(e.from_source, e.to_source, e.reason) for e in seen] == [
         ("primary", "backup", "stall")
@@ -178,7 +184,9 @@ def test_a_child_that_dies_is_an_error_naming_it_not_a_quiet_end(publisher: Publ
         assert proc is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        with pytest.raises(RuntimeError, match=r"feed process .*exit code -9"):
+        with pytest.raises(
+            DataSourceError, match=r"feed process failed: .*killed by SIGKILL, exit code -9"
+        ):
             feed.get(timeout=DEADLINE_S)
     finally:
         feed.close()
@@ -197,6 +205,6 @@ def test_a_child_whose_consumer_is_gone_exits(publisher: Publisher) -> None:
 def test_a_child_that_cannot_start_says_why(publisher: Publisher) -> None:
     pub = publisher()
     feed = FeedProcess(pub.url, pub.url)  # a backup equal to the primary: the client refuses
-    with pytest.raises(RuntimeError, match=r"feed process failed: .*backup feed"):
+    with pytest.raises(DataSourceError, match=r"feed process failed: .*backup feed"):
         feed.start()
     feed.close()
