@@ -11,10 +11,12 @@ Two measurements, each with its reference taken in the same run:
 * **Bars per second, end to end**: a ``FeedPublisher`` writes pre-encoded bar lines (so
   its encoding does not share the GIL with the client being measured) to a ``FeedClient``
   whose consumer drains the queue; the time runs from the first write to the last bar taken.
-  The client reads on its feed thread (``feed_client``) or inline, in the consumer's calls
-  (``feed_client_inline``, as a paper session reads). The reference is raw loopback TCP
-  moving the same bytes between two threads with no parsing (the receiver only counts
-  newlines). Rounds alternate, medians are reported.
+  The client reads on its feed thread (``feed_client``), inline, in the consumer's calls
+  (``feed_client_inline``, as a paper session reads by default), or in a child process
+  (``feed_process``, ``[feed] reader = "process"``). The consumer's own CPU time per bar
+  (``thread_time``) is recorded beside each: what a session's kernel thread pays for its
+  feed. The reference is raw loopback TCP moving the same bytes between two threads with
+  no parsing (the receiver only counts newlines). Rounds alternate, medians are reported.
 
 Budgets: ``decode_line`` at most 5 µs per line (median) and at least 20,000 bars/s end to
 end — a session of one-minute bars on 500 symbols needs ~10 bars/s, a stress test thousands.
@@ -36,6 +38,7 @@ import pytest
 from ultrathink.core.clock import TestClock
 from ultrathink.core.events import Bar
 from ultrathink.feed import FeedArbiter, FeedClient, FeedConfig, FeedPublisher, LineSplitter
+from ultrathink.feed.process import FeedProcess
 from ultrathink.feed.protocol import decode_line, decode_lines, encode_bar
 
 pytestmark = pytest.mark.bench
@@ -143,29 +146,39 @@ def _parse_costs() -> dict[str, dict[str, float]]:
     return {name: _summary(values) for name, values in samples.items()}
 
 
-def _feed_bars_per_s(chunks: list[bytes], n_bars: int, threaded: bool) -> float:
+def _feed_bars_per_s(chunks: list[bytes], n_bars: int, reader: str) -> tuple[float, float]:
+    """(bars/s end to end, the consumer thread's CPU µs a bar) through ``reader``."""
     config = FeedConfig(queue_size=n_bars, stall_s=60.0)
     pub = FeedPublisher(heartbeat_s=None, max_buffer_bytes=1 << 30)
-    with pub, FeedClient(pub.url, config=config, threaded=threaded) as feed:
-        deadline = time.monotonic() + DEADLINE_S
-        while pub.stats().clients < 1:  # an inline client connects while it is read
-            assert time.monotonic() < deadline, "the client did not connect"
-            feed.pump(0.01)
-            pub.wait_for_clients(1, 0.01)
-        t0 = time.perf_counter()
-        for chunk in chunks:
-            pub.send_raw(chunk)
-        n_taken = 0
-        deadline = time.monotonic() + DEADLINE_S
-        while n_taken < n_bars:
-            assert time.monotonic() < deadline, feed.stats()
-            bar = feed.get(timeout=DEADLINE_S)
-            assert bar is not None
-            n_taken += 1 + len(feed.drain())
-        elapsed = time.perf_counter() - t0
+    feed: FeedClient | FeedProcess
+    if reader == "feed_process":
+        feed = FeedProcess(pub.url, config=config)
+    else:
+        feed = FeedClient(pub.url, config=config, threaded=reader == "feed_client")
+    with pub:
+        feed.start()
+        try:
+            deadline = time.monotonic() + DEADLINE_S
+            while pub.stats().clients < 1:  # an inline client connects while it is read
+                assert time.monotonic() < deadline, "the client did not connect"
+                feed.pump(0.01)
+                pub.wait_for_clients(1, 0.01)
+            t0, cpu0 = time.perf_counter(), time.thread_time()
+            for chunk in chunks:
+                pub.send_raw(chunk)
+            n_taken = 0
+            deadline = time.monotonic() + DEADLINE_S
+            while n_taken < n_bars:
+                assert time.monotonic() < deadline, feed.stats()
+                bar = feed.get(timeout=DEADLINE_S)
+                assert bar is not None
+                n_taken += 1 + len(feed.drain())
+            elapsed, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
+        finally:
+            feed.close()
         stats = feed.stats()
     assert stats.delivered == n_bars and stats.malformed == {} and stats.shed == {}
-    return n_bars / elapsed
+    return n_bars / elapsed, cpu / n_bars * 1e6
 
 
 def _raw_lines_per_s(chunks: list[bytes], n_lines: int) -> float:
@@ -203,15 +216,19 @@ def test_feed_parse_cost_and_end_to_end_throughput(
     parse = _parse_costs()
     lines = [line + b"\n" for line in _lines(_bars(N_E2E, seed=6))]
     chunks = [b"".join(lines[i : i + CHUNK_LINES]) for i in range(0, N_E2E, CHUNK_LINES)]
-    names = ("feed_client", "feed_client_inline", "raw_tcp")
+    names = ("feed_client", "feed_client_inline", "feed_process", "raw_tcp")
     rates: dict[str, list[float]] = {name: [] for name in names}
+    consumer_us: dict[str, list[float]] = {name: [] for name in names if name != "raw_tcp"}
     for r in range(E2E_ROUNDS):
         for name in names if r % 2 == 0 else names[::-1]:
             if name == "raw_tcp":
                 rates[name].append(_raw_lines_per_s(chunks, N_E2E))
             else:
-                rates[name].append(_feed_bars_per_s(chunks, N_E2E, name == "feed_client"))
+                rate, cpu_us = _feed_bars_per_s(chunks, N_E2E, name)
+                rates[name].append(rate)
+                consumer_us[name].append(cpu_us)
     e2e = {name: round(statistics.median(values)) for name, values in rates.items()}
+    consumer = {name: round(statistics.median(v), 3) for name, v in consumer_us.items()}
     record(
         "feed",
         {
@@ -221,9 +238,12 @@ def test_feed_parse_cost_and_end_to_end_throughput(
             "bars_per_s_rounds": {k: [round(v) for v in vs] for k, vs in rates.items()},
             "feed_vs_raw": round(e2e["feed_client"] / e2e["raw_tcp"], 4),
             "inline_vs_thread": round(e2e["feed_client_inline"] / e2e["feed_client"], 4),
+            "process_vs_inline": round(e2e["feed_process"] / e2e["feed_client_inline"], 4),
+            "consumer_cpu_us_per_bar": consumer,
             "n_bars": N_E2E,
         },
     )
     assert parse["decode_line"]["median"] <= DECODE_BUDGET_NS
     assert e2e["feed_client"] >= E2E_BUDGET_BARS_S
     assert e2e["feed_client_inline"] >= E2E_BUDGET_BARS_S
+    assert e2e["feed_process"] >= E2E_BUDGET_BARS_S
