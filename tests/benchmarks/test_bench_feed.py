@@ -18,8 +18,10 @@ Two measurements, each with its reference taken in the same run:
   feed. The reference is raw loopback TCP moving the same bytes between two threads with
   no parsing (the receiver only counts newlines). Rounds alternate, medians are reported.
 
-Budgets: ``decode_line`` at most 5 µs per line (median) and at least 20,000 bars/s end to
-end — a session of one-minute bars on 500 symbols needs ~10 bars/s, a stress test thousands.
+Budgets: ``decode_line`` at most 4.5× ``orjson.loads`` alone (medians, same rounds); at
+least 20,000 bars/s end to end; and the reader process at least half the inline client's
+rate in the same run. A session of one-minute bars on 500 symbols needs ~10 bars/s, a
+stress test thousands.
 """
 
 from __future__ import annotations
@@ -47,10 +49,13 @@ N_LINES = 20_000
 BATCH = 1_000
 PARSE_ROUNDS = 60
 N_E2E = 200_000
+PROCESS_VS_INLINE_MIN = 0.5
 E2E_ROUNDS = 5
 CHUNK_LINES = 2_000
 DEADLINE_S = 120.0
-DECODE_BUDGET_NS = 5_000.0
+#: decode_line against orjson.loads alone, timed in the same rounds: 3.1-3.3 on 2026-12-07
+#: (a ratio, since this shared machine's speed moves: orjson alone took 1.0-1.7 µs that day)
+DECODE_VS_ORJSON_MAX = 4.5
 E2E_BUDGET_BARS_S = 20_000.0
 SYMBOLS = [f"S{k:03d}" for k in range(50)]
 
@@ -151,11 +156,11 @@ def _feed_bars_per_s(chunks: list[bytes], n_bars: int, reader: str) -> tuple[flo
     config = FeedConfig(queue_size=n_bars, stall_s=60.0)
     pub = FeedPublisher(heartbeat_s=None, max_buffer_bytes=1 << 30)
     feed: FeedClient | FeedProcess
-    if reader == "feed_process":
-        feed = FeedProcess(pub.url, config=config)
-    else:
-        feed = FeedClient(pub.url, config=config, threaded=reader == "feed_client")
-    with pub:
+    with pub:  # started: its URL is known
+        if reader == "feed_process":
+            feed = FeedProcess(pub.url, config=config)
+        else:
+            feed = FeedClient(pub.url, config=config, threaded=reader == "feed_client")
         feed.start()
         try:
             deadline = time.monotonic() + DEADLINE_S
@@ -243,7 +248,11 @@ def test_feed_parse_cost_and_end_to_end_throughput(
             "n_bars": N_E2E,
         },
     )
-    assert parse["decode_line"]["median"] <= DECODE_BUDGET_NS
+    decode_vs_orjson = parse["decode_line"]["median"] / parse["orjson_loads"]["median"]
+    assert decode_vs_orjson <= DECODE_VS_ORJSON_MAX, parse
     assert e2e["feed_client"] >= E2E_BUDGET_BARS_S
     assert e2e["feed_client_inline"] >= E2E_BUDGET_BARS_S
     assert e2e["feed_process"] >= E2E_BUDGET_BARS_S
+    # the child is as fast as an inline client (the same work, on another core): half of it
+    # means it waits (a child that slept 20 ms with bars queued ran at 0.28 of it)
+    assert e2e["feed_process"] >= PROCESS_VS_INLINE_MIN * e2e["feed_client_inline"]

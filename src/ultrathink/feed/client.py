@@ -249,12 +249,13 @@ class FeedClient:
                 if bar is not None:
                     return bar
 
-    def drain(self, max_n: int = 1_000_000) -> list[Bar]:
+    def drain(self, max_n: int = 1_000_000, *, read: bool = True) -> list[Bar]:
         """Every bar waiting (at most ``max_n``), oldest first, without waiting.
 
-        An inline client first reads what its sockets hold.
+        An inline client first reads what its sockets hold, unless ``read`` is False (a
+        consumer that has just called ``pump``: one read per round instead of two).
         """
-        if not self._threaded:
+        if read and not self._threaded:
             self.pump(0.0)
         with self._cond:
             return self._arbiter.take_many(max_n)

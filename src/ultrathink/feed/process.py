@@ -362,6 +362,7 @@ def _serve(out: int, spec: dict[str, Any]) -> int:
     pending = memoryview(b"")
     stats_due = time.monotonic() + STATS_EVERY_S
     ctl_due = 0.0
+    more = False  # the last batch was full: the queue may hold more, do not wait to read
     try:
         while True:
             now = time.monotonic()
@@ -372,7 +373,7 @@ def _serve(out: int, spec: dict[str, Any]) -> int:
             if pending:
                 with contextlib.suppress(BlockingIOError):  # full: the consumer is behind
                     pending = pending[os.write(out, pending) :]
-            client.pump(_FULL_WAIT_S if pending else _TICK_S)
+            client.pump(_FULL_WAIT_S if pending else 0.0 if more else _TICK_S)
             if pending:
                 continue
             frames = []
@@ -380,7 +381,8 @@ def _serve(out: int, spec: dict[str, Any]) -> int:
                 frames.append(_frame(SWITCH, pickle.dumps(switches, _PICKLE)))
                 switches.clear()
                 stats_due = 0.0
-            bars = client.drain(BATCH)
+            bars = client.drain(BATCH, read=False)  # pump just read the sockets
+            more = len(bars) == BATCH
             if bars:
                 frames.append(_frame(BARS, pickle.dumps([tuple(b) for b in bars], _PICKLE)))
             now = time.monotonic()

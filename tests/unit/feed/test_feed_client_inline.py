@@ -128,3 +128,16 @@ def test_closing_an_inline_client_closes_its_sockets_and_keeps_its_queue(
     assert feed.drain() == make_bars(1, 3, symbols=["A"])
     assert feed.get() is None  # closed and empty: returns at once
     feed.close()  # twice is harmless
+
+
+def test_drain_without_read_takes_only_what_is_queued(publisher: Publisher, client: Client) -> None:
+    pub = publisher()
+    feed = client(pub.url, threaded=False)
+    _pump_until(feed, lambda: pub.stats().clients == 1, "the connection")
+    bars = make_bars(0, 50)
+    pub.publish_bars(bars, first_seq=0)
+    _pump_until(feed, lambda: feed.stats().queued == len(bars), "the bars read and queued")
+    pub.publish_bars(make_bars(50, 60), first_seq=len(bars))  # in the socket, not read yet
+    assert feed.drain(read=False) == bars  # the queue only: nothing more is read
+    assert feed.stats().received == len(bars)
+    assert take(feed, 20) == make_bars(50, 60)
