@@ -246,15 +246,14 @@ def test_bars_past_max_bar_age_are_shed_as_stale_and_accounted(
     assert feed["taken"] == len(old) + len(fresh)
 
 
+@pytest.mark.parametrize("reader", ["process"], indirect=True)
 def test_a_feed_reader_process_that_dies_stops_the_session_with_one_clear_line(
-    tmp_path: Path, publisher: FeedPublisher
+    tmp_path: Path, publisher: FeedPublisher, reader: list[str]
 ) -> None:
     import psutil
 
     db = tmp_path / "u.db"
-    config = tmp_path / "reader.toml"
-    config.write_text('[feed]\nreader = "process"\n')
-    proc = start(db, *feed_url(publisher), "--config", str(config))
+    proc = start(db, *feed_url(publisher), *reader)
     assert publisher.wait_for_clients(1, DEADLINE_S)
     bars = make_bars(20)
     publisher.publish_bars(bars)

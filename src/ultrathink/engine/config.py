@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ultrathink.execution.costs import PaperBrokerConfig
-from ultrathink.feed.config import FeedConfig
+from ultrathink.feed.config import FeedConfig, FeedReader
 from ultrathink.hardening.breaker import BreakerConfig
 from ultrathink.hardening.crash import CrashConfig
 from ultrathink.hardening.degraded import DegradedConfig
@@ -181,7 +181,7 @@ class LiveFeedConfig(BaseModel):
         "when the kernel takes it; None: never (a feed stamping bars with their open time "
         "sends each one a bar period old)",
     )  # fmt: skip
-    reader: Literal["inline", "process"] = Field(
+    reader: FeedReader = Field(
         default="inline",
         description="read the feed on the kernel's thread (inline), or in a child process "
         "that hands the kernel batches of bars through a pipe (process: reading and decoding "

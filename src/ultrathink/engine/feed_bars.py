@@ -70,16 +70,15 @@ from ultrathink.core.events import Bar
 from ultrathink.core.latency import tail_percentiles
 from ultrathink.errors import ConfigError, PersistenceError
 from ultrathink.feed import FeedClient, FeedConfig, SwitchEvent, encode_bar, parse_feed_urls
+from ultrathink.feed.config import FEED_READERS
 from ultrathink.feed.process import FeedProcess
 from ultrathink.feed.protocol import BarMessage, MessageError, decode_line
 from ultrathink.persistence.linelog import open_append, write_all
 
-__all__ = ["FEED_PREFIX", "READERS", "FeedBars", "read_feed_journal"]
+__all__ = ["FEED_PREFIX", "FeedBars", "read_feed_journal"]
 
 #: ``data_name`` of a stored feed session: ``feed:SYM,SYM``
 FEED_PREFIX = "feed:"
-#: where a session reads its feed: on the kernel's thread, or in a child process
-READERS: tuple[str, ...] = ("inline", "process")
 #: how long one wait for the feed lasts before the idle work runs again
 _POLL_S = 0.02
 #: a waiting session hands its records to the store at most this often
@@ -155,8 +154,8 @@ class FeedBars:
         max_age_s: float | None = None,
         reader: str = "inline",
     ) -> None:
-        if reader not in READERS:
-            choices = ", ".join(READERS)
+        if reader not in FEED_READERS:
+            choices = ", ".join(FEED_READERS)
             raise ConfigError(f"the feed reader must be one of {choices}, was {reader!r}")
         self.reader = reader
         clean = sorted({s.strip() for s in symbols if s.strip()})

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ultrathink.feed.protocol import MAX_LINE_BYTES
 
-__all__ = ["FeedConfig"]
+__all__ = ["FEED_READERS", "FeedConfig", "FeedReader"]
+
+#: where a paper session reads its feed: on the kernel's thread (``FeedClient(threaded=
+#: False)``), or in a child process (``feed.process.FeedProcess``)
+FeedReader = Literal["inline", "process"]
+FEED_READERS: tuple[str, ...] = get_args(FeedReader)
 
 
 class FeedConfig(BaseModel):

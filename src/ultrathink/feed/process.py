@@ -357,7 +357,7 @@ def _serve(out: int, spec: dict[str, Any]) -> int:
     client.start()
     ctl = sys.stdin.fileno()
     os.set_blocking(ctl, False)
-    _write_all(out, _frame(READY, pickle.dumps(client.stats(), _PICKLE)))
+    _write_all(out, _pickled(READY, client.stats()))
     os.set_blocking(out, False)
     pending = memoryview(b"")
     stats_due = time.monotonic() + STATS_EVERY_S
@@ -378,16 +378,16 @@ def _serve(out: int, spec: dict[str, Any]) -> int:
                 continue
             frames = []
             if switches:
-                frames.append(_frame(SWITCH, pickle.dumps(switches, _PICKLE)))
+                frames.append(_pickled(SWITCH, switches))
                 switches.clear()
                 stats_due = 0.0
             bars = client.drain(BATCH, read=False)  # pump just read the sockets
             more = len(bars) == BATCH
             if bars:
-                frames.append(_frame(BARS, pickle.dumps([tuple(b) for b in bars], _PICKLE)))
+                frames.append(_pickled(BARS, [tuple(b) for b in bars]))
             now = time.monotonic()
             if now >= stats_due:
-                frames.append(_frame(STATS, pickle.dumps(client.stats(), _PICKLE)))
+                frames.append(_pickled(STATS, client.stats()))
                 stats_due = now + STATS_EVERY_S
             if frames:
                 pending = memoryview(b"".join(frames))
@@ -397,13 +397,10 @@ def _serve(out: int, spec: dict[str, Any]) -> int:
     if pending:
         _write_all(out, pending)
     rest = client.drain()  # taken from the queue after the stop: still the consumer's
-    tail = []
-    if switches:
-        tail.append(_frame(SWITCH, pickle.dumps(switches, _PICKLE)))
+    tail = [_pickled(SWITCH, switches)] if switches else []
     for start in range(0, len(rest), BATCH):
-        chunk = [tuple(b) for b in rest[start : start + BATCH]]
-        tail.append(_frame(BARS, pickle.dumps(chunk, _PICKLE)))
-    tail.append(_frame(FINAL, pickle.dumps(client.stats(), _PICKLE)))
+        tail.append(_pickled(BARS, [tuple(b) for b in rest[start : start + BATCH]]))
+    tail.append(_pickled(FINAL, client.stats()))
     _write_all(out, b"".join(tail))
     return 0
 
@@ -418,6 +415,10 @@ def _stopped(ctl: int) -> bool:
 
 def _frame(kind: int, payload: bytes) -> bytes:
     return _HEADER.pack(kind, len(payload)) + payload
+
+
+def _pickled(kind: int, value: object) -> bytes:
+    return _frame(kind, pickle.dumps(value, _PICKLE))
 
 
 def _read_exactly(fd: int, n: int) -> bytes:

@@ -34,11 +34,12 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from pydantic import BaseModel, Field
 
 from ultrathink.engine.sessions import FEED_JOURNAL_NAME, session_dir
+from ultrathink.feed.config import FeedReader
 from ultrathink.perf.process import cpu_ticks, reference_cpu_us, run_queue_wait_s
 from ultrathink.stress.base import STRICT, RunContext, Scenario
 from ultrathink.stress.chaos import DETERMINISTIC, ultrathink_command
@@ -104,7 +105,7 @@ class LoadParams(BaseModel):
     max_bar_age_ms: float | None = Field(default=None, gt=0, le=3_600_000)
     #: where the session reads its feed (``[feed] reader``): on the kernel's thread, or in a
     #: child process (reading and decoding on the other core)
-    feed_reader: Literal["inline", "process"] = "inline"
+    feed_reader: FeedReader = "inline"
     sample_s: float = Field(default=1.0, gt=0, le=60)
     warmup_s: float = Field(default=60.0, ge=0)
     drain_s: float = Field(default=60.0, gt=0, le=3600)
