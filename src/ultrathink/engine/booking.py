@@ -30,7 +30,7 @@ from ultrathink.core.timing import TimingPoint
 from ultrathink.decision.strategy import Strategy
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.working import WorkingOrders
-from ultrathink.errors import StrategyError
+from ultrathink.errors import PersistenceError, StrategyError
 from ultrathink.execution.orders import Order
 from ultrathink.portfolio.portfolio import Portfolio
 
@@ -121,6 +121,8 @@ class ExecutionBooker:
         if self._on_event is not None:
             try:
                 self._on_event(event)
+            except PersistenceError:  # a full disk, not the strategy's fault: as is
+                raise
             except Exception as exc:
                 raise hook_error(self._strategy, "on_order_event", exc) from exc
 
@@ -153,6 +155,8 @@ class ExecutionBooker:
         if self._on_fill is not None:
             try:
                 self._on_fill(fill)
+            except PersistenceError:  # a full disk, not the strategy's fault: as is
+                raise
             except Exception as exc:
                 raise hook_error(self._strategy, "on_fill", exc) from exc
 
@@ -189,6 +193,8 @@ def strategy_hook(strategy: Strategy, hook: str) -> Callable[[Any], None] | None
     def call(arg: Any) -> None:
         try:
             fn(arg)
+        except PersistenceError:  # a full disk, not the strategy's fault: as is
+            raise
         except Exception as exc:
             raise hook_error(strategy, hook, exc) from exc
 

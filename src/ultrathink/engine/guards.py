@@ -42,7 +42,7 @@ from ultrathink.engine.config import HardeningConfig
 from ultrathink.engine.inputs import SessionInputs
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.router import OrderRouter
-from ultrathink.errors import StrategyError
+from ultrathink.errors import PersistenceError, StrategyError
 from ultrathink.hardening.breaker import BreakerState, BreakerTransition, CircuitBreaker
 from ultrathink.hardening.degraded import DegradedModeMonitor, DegradedTransition
 from ultrathink.risk.engine import RiskEngine
@@ -315,7 +315,9 @@ class Guards:
         store). It stops the session: a ``StrategyError`` saying so goes up (the session is
         stored failed, the CLI prints one ``error:`` line, ``paper --resume`` continues once
         memory is available). Degraded mode (memory against the process's limit) is meant
-        to have reduced trading well before.
+        to have reduced trading well before. A ``PersistenceError`` (the venue journal or
+        the store cannot be written: a full disk) stops the session as it is: holding would
+        leave the order it was sending half-recorded.
         """
         allow, success, failure = (
             self.decision.allow,
@@ -342,6 +344,8 @@ class Guards:
                     f"{degraded}); the session stops: raise the memory limit or lower the "
                     "strategy's use, then `ultrathink paper --resume` continues it"
                 ) from exc
+            except PersistenceError:  # a store or venue journal that cannot be written
+                raise
             except Exception as exc:
                 failure(f"{type(exc).__name__}: {exc}")
                 self.n_holds += 1

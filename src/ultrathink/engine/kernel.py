@@ -50,7 +50,7 @@ from ultrathink.engine.inputs import RunPosition
 from ultrathink.engine.killswitch import KillSwitch
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.router import OrderRouter
-from ultrathink.errors import StrategyError
+from ultrathink.errors import PersistenceError, StrategyError
 from ultrathink.execution.broker import Broker
 from ultrathink.hardening.crash import CrashDetector
 from ultrathink.portfolio.portfolio import Portfolio
@@ -401,6 +401,8 @@ class Kernel:
                     update(close)
                 try:
                     on_bar(bar)
+                except PersistenceError:  # a full disk, not the strategy's fault: as is
+                    raise
                 except Exception as exc:
                     raise self._strategy_error(exc, n, bar) from exc
                 n += 1
@@ -442,6 +444,8 @@ class Kernel:
     def _hook(self, name: str) -> None:
         try:
             getattr(self.strategy, name)()
+        except PersistenceError:  # a full disk, not the strategy's fault: as is
+            raise
         except Exception as exc:
             raise hook_error(self.strategy, name, exc) from exc
 

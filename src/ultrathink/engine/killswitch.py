@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from ultrathink.core.enums import TradingState
 from ultrathink.engine.router import OrderRouter
+from ultrathink.errors import PersistenceError
 from ultrathink.execution.broker import Broker
 from ultrathink.portfolio.portfolio import Portfolio
 from ultrathink.risk.engine import RiskEngine
@@ -102,6 +103,8 @@ class KillSwitch:
                 continue
             try:
                 self._broker.cancel(order.client_order_id, why)
+            except PersistenceError:  # the venue cannot keep its state: the session stops
+                raise
             except Exception as exc:  # a failing venue must not stop the kill switch
                 n_failed += 1
                 self._router.audit(

@@ -5,8 +5,12 @@ the pre-trade check, the rate limiter and the execution breaker may each deny it
 ``OrderDenied`` (a stable reason code, never an exception); an approved request goes to the
 broker. A submit that raises has an unknown outcome: the broker is asked about it
 (``get_order``) and the order is adopted or ends REJECTED — it is never sent twice. Cancels
-go through the execution breaker too. The kill switch's flatten orders are the only ones
-that bypass risk, and they say so in the audit trail.
+go through the execution breaker too. A ``PersistenceError`` is not such a failure: the
+paper venue could not commit the order to its journal (a full disk), so the session must
+stop and resume from the journal; booking the order REJECTED would record an outcome a
+resume cannot replay (the venue would accept it then), and the resumed store would diverge.
+The kill switch's flatten orders are the only ones that bypass risk, and they say so in the
+audit trail.
 
 It runs on the kernel thread only. Its timing points (``risk`` around the check,
 ``execution`` around submit and cancel) are attributes the profiler may wrap for one bar.
@@ -25,6 +29,7 @@ from ultrathink.core.timing import TimingPoint
 from ultrathink.engine.booking import ExecutionBooker
 from ultrathink.engine.recorder import Recorder
 from ultrathink.engine.working import WorkingOrders
+from ultrathink.errors import PersistenceError
 from ultrathink.execution.broker import Broker
 from ultrathink.hardening.breaker import CircuitBreaker
 from ultrathink.hardening.rate_limit import OrderRateLimiter
@@ -185,6 +190,8 @@ class OrderRouter:
             return
         try:
             self._submit(req)
+        except PersistenceError:  # the venue cannot keep its state: stop, never guess
+            raise
         except Exception as exc:  # the outcome is unknown: ask the broker, never resubmit
             eb.record_failure(f"submit {req.client_order_id}: {exc!r}")
             self.audit("execution.submit_failed", f"{req.client_order_id}: {exc!r}; querying")
@@ -246,6 +253,8 @@ class OrderRouter:
             return self._cancel(client_order_id, reason)
         try:
             done = self._cancel(client_order_id, reason)
+        except PersistenceError:
+            raise
         except Exception as exc:  # the order keeps working; the caller may try again
             eb.record_failure(f"cancel {client_order_id}: {exc!r}")
             self.audit("execution.cancel_failed", f"{client_order_id}: {exc!r}")
