@@ -68,6 +68,9 @@ STATS_EVERY_S = 0.1
 _TICK_S = 0.02  # the child's longest wait for its sockets: how soon it sees a stop
 _FULL_WAIT_S = 0.0005  # the pipe full: read the sockets this long, then try the pipe again
 _READ_BYTES = 1 << 20
+#: how long a child whose output ended may take to exit before it is reported without its
+#: exit status (the pipe's EOF can be seen before the kernel has reaped the child)
+_EXIT_WAIT_S = 10.0
 _PICKLE = pickle.HIGHEST_PROTOCOL
 
 
@@ -284,8 +287,10 @@ class FeedProcess:
     def _eof(self) -> None:
         self._close_fd()
         if not self._final and self._error is None and not self._closed:
-            proc = self._proc
-            code = proc.poll() if proc is not None else None
+            proc, code = self._proc, None
+            if proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    code = proc.wait(_EXIT_WAIT_S)
             self._error = f"it ended without its last counters ({_exit_text(code)})"
         self._raise_error()
 
@@ -314,6 +319,8 @@ def _exit_text(code: int | None) -> str:
             return f"killed by {signal.Signals(-code).name}, exit code {code}"
         except ValueError:
             pass
+    if code is None:
+        return f"its output closed, still running after {_EXIT_WAIT_S:g} s: stopped"
     return f"exit code {code}"
 
 
