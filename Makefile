@@ -25,9 +25,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## Lint, types and the whole test suite (benchmarks excluded).
+## Lint, types and the whole test suite (benchmarks excluded), on TEST_WORKERS pytest-xdist
+## workers (one test file per worker at a time: module fixtures such as a Ray or PostgreSQL
+## cluster start once per file). Serial, the suite left one of the two cores idle.
+TEST_WORKERS ?= 2
 test: lint typecheck
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 ## Benchmarks: pytest budgets, the full suite (results appended to .bench/results.jsonl, plots
 ## in .bench/plots), then the peer comparisons in their own bench-only venvs (bench/peers): the
