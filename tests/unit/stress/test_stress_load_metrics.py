@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from ultrathink.perf.process import cpu_ticks, reference_cpu_us, run_queue_wait_s
-from ultrathink.stress.scenarios.load import Sample, _cpu_and_gc, _endurance, _recovery
+from ultrathink.stress.scenarios.load import (
+    Sample,
+    _achieved_rate,
+    _cpu_and_gc,
+    _endurance,
+    _recovery,
+)
 
 
 def per_second(p99s: list[float]) -> list[tuple[int, int, float, float, float]]:
@@ -133,3 +139,16 @@ def test_recovery_is_not_measured_without_a_step_above_the_first() -> None:
     out = _recovery(_spike_series(BASELINE, 0, [2.0] * 10), flat, 1.5, 5)
     assert out == {"recovery_s": None, "recovery_every_second_s": None,
                    "baseline_slow_seconds": None}  # fmt: skip
+
+
+def test_the_achieved_rate_of_a_session_that_keeps_up_is_the_offered_rate() -> None:
+    # 300 s at 20,000/s starting mid-second: 301 rows, the first and the last partial
+    rows = [(1_000, 3_644)] + [(1_000 + i, 20_000) for i in range(1, 300)] + [(1_300, 16_356)]
+    assert _achieved_rate(rows) == 20_000.0
+
+
+def test_the_achieved_rate_counts_the_drain_of_a_session_that_fell_behind() -> None:
+    # the same bars decided over 375 s: 16,000/s
+    rows = [(2_000 + i, 16_000) for i in range(375)] + [(2_375, 0)]
+    assert _achieved_rate(rows) == 16_000.0
+    assert _achieved_rate([(5, 40)]) == 40.0 and _achieved_rate([]) == 0.0
