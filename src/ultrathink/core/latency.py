@@ -39,7 +39,7 @@ def record_many(hist: HdrHistogram, values_ns: Iterable[int] | np.ndarray) -> No
         return
     v = np.clip(v.astype(np.int64, copy=False), _LOWEST, _HIGHEST)
     # bucket lowest value: keep the top bits that resolve the bucket (v >> shift, under
-    # ``width``), clear the others; (shift, v >> shift) is a small dense key, so the buckets
+    # 2**bits), clear the others; (shift, v >> shift) is a small dense key, so the buckets
     # are counted with one bincount, O(n), where np.unique sorted: 70 ms for a million
     # values, a stall of the kernel thread each time ``LatencyLog.fold`` ran
     bits = hist.sub_bucket_half_count_magnitude + 1
@@ -104,7 +104,7 @@ class LatencyLog:
     called between two bars, moves all but the newest ``keep`` values into a histogram once
     there are more than ``limit``; the array is trimmed in place, so the hot path's bound
     ``append`` stays valid. Folds are small and frequent (65,536 values every 65,536
-    decisions by default: about 1 ms each) rather than large and rare: a fold of 983,040
+    decisions by default: about 5 ms each) rather than large and rare: a fold of 983,040
     values took 70 ms, and at 20,000 decisions/s it stalled the kernel thread every 49 s
     (the stress load scenario, docs/stress.md). The first ``skip`` values ever recorded (a
     strategy's warm-up) are left out of ``percentiles_us``. ``window(since)`` reads what was
