@@ -70,7 +70,7 @@ from ultrathink.core.events import Bar
 from ultrathink.core.latency import tail_percentiles
 from ultrathink.errors import ConfigError, PersistenceError
 from ultrathink.feed import FeedClient, FeedConfig, SwitchEvent, encode_bar, parse_feed_urls
-from ultrathink.feed.config import FEED_READERS
+from ultrathink.feed.config import FEED_READERS, FeedReader
 from ultrathink.feed.process import FeedProcess
 from ultrathink.feed.protocol import BarMessage, MessageError, decode_line
 from ultrathink.persistence.linelog import open_append, write_all
@@ -152,7 +152,7 @@ class FeedBars:
         group_wait_s: float = 0.05,
         stale_s: float = 10.0,
         max_age_s: float | None = None,
-        reader: str = "inline",
+        reader: FeedReader = "inline",
     ) -> None:
         if reader not in FEED_READERS:
             choices = ", ".join(FEED_READERS)

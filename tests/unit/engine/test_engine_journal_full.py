@@ -24,7 +24,7 @@ from ultrathink.core.clock import Clock
 from ultrathink.core.events import Fill
 from ultrathink.data import load_data
 from ultrathink.engine.runner import Session
-from ultrathink.engine.spec import RunSpec
+from ultrathink.engine.spec import BrokerFactory, RunSpec
 from ultrathink.errors import PersistenceError
 from ultrathink.execution.broker import Broker, ExecutionSink
 from ultrathink.execution.costs import PaperBrokerConfig
@@ -57,7 +57,7 @@ class FullDisk:
         self._journal.record(order, fill, reason, updated_ns=updated_ns)
 
 
-def full_disk_from(n: int, seen: list[FullDisk]):  # type: ignore[no-untyped-def]
+def full_disk_from(n: int, seen: list[FullDisk]) -> BrokerFactory:
     def factory(
         config: PaperBrokerConfig, clock: Clock, sink: ExecutionSink, journal: JournalSink | None
     ) -> Broker:
@@ -85,7 +85,8 @@ def test_a_journal_write_that_fails_stops_the_session_and_the_resume_equals_the_
     reference = paper_run(STRATEGIES[strategy](), data, config, tmp_path / "ref.db")
     assert reference.error is None
     expected = run_state(tmp_path / "ref.db")
-    db, seen = tmp_path / "full.db", []
+    db = tmp_path / "full.db"
+    seen: list[FullDisk] = []
 
     run = paper_run(STRATEGIES[strategy](), data, config, db, full_disk_from(fail_from, seen))
 
