@@ -62,7 +62,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +73,7 @@ from ultrathink.feed import FeedClient, FeedConfig, SwitchEvent, encode_bar, par
 from ultrathink.feed.config import FEED_READERS, FeedReader
 from ultrathink.feed.process import FeedProcess
 from ultrathink.feed.protocol import BarMessage, MessageError, decode_line
-from ultrathink.persistence.linelog import open_append, write_all
+from ultrathink.persistence.linelog import LineLog, open_append
 
 __all__ = ["FEED_PREFIX", "FeedBars", "read_feed_journal"]
 
@@ -177,7 +177,7 @@ class FeedBars:
         self.history: list[Bar] = []
         self.ts_ns = np.zeros(0, dtype=np.int64)
         self._journal_path: Path | None = None
-        self._journal: BinaryIO | None = None
+        self._journal: LineLog | None = None
         self._client: FeedClient | FeedProcess | None = None
         self._switches: deque[SwitchEvent] = deque()
         self._idle: Callable[[], None] | None = None
@@ -401,7 +401,7 @@ class FeedBars:
             if self._journal is None:
                 self._journal = open_append(path)  # a torn last line is cut off first
             # unbuffered: in the OS when this returns, so a kill -9 cannot lose it
-            write_all(self._journal, b"".join(map(encode_bar, group)))
+            self._journal.append(b"".join(map(encode_bar, group)))
         except OSError as exc:
             raise PersistenceError(
                 f"cannot write the feed journal {path}: {exc}; the bars were not traded"

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ultrathink.errors import PersistenceError
-from ultrathink.persistence.linelog import open_append, write_all
+from ultrathink.persistence.linelog import LineLog, open_append
 
 IDLE, TICK, BAR = "idle", "tick", "bar"
 Applier = Callable[[dict[str, Any], int], Any]
@@ -120,7 +120,7 @@ class SessionInputs:
         self.replaying = replaying
         self.n_replayed = 0
         self.n_recorded = 0
-        self._file: Any = None
+        self._file: LineLog | None = None
 
     @property
     def phase(self) -> str:
@@ -203,7 +203,7 @@ class SessionInputs:
             if self._file is None:
                 assert self._path is not None
                 self._file = open_append(self._path)  # a torn last line is cut off first
-            write_all(self._file, line.encode())  # unbuffered: a kill -9 cannot lose it
+            self._file.append(line.encode())  # unbuffered: a kill -9 cannot lose it
         except OSError as exc:
             raise PersistenceError(
                 f"cannot write the session input log {self._path}: {exc}; the input was not applied"

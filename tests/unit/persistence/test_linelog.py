@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,14 +27,14 @@ def test_a_torn_last_line_is_cut_before_the_next_line(
     path.parent.mkdir()
     path.write_bytes(before)
     with open_append(path) as log:
-        write_all(log, b"next\n")
+        log.append(b"next\n")
     assert path.read_bytes() == kept + b"next\n"
 
 
 def test_a_missing_log_and_its_folder_are_made(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "log.ndjson"
     with open_append(path) as log:
-        write_all(log, b"x\n")
+        log.append(b"x\n")
     assert path.read_bytes() == b"x\n"
 
 
@@ -44,7 +45,7 @@ def test_the_last_newline_is_found_beyond_one_read_chunk(
     path = tmp_path / "log"
     path.write_bytes(b"first line\n" + b"t" * 40)
     with open_append(path) as log:
-        write_all(log, b"second\n")
+        log.append(b"second\n")
     assert path.read_bytes() == b"first line\nsecond\n"
 
 
@@ -72,3 +73,40 @@ def test_a_write_that_takes_nothing_is_an_error() -> None:
 
     with pytest.raises(OSError, match="took no bytes"):
         write_all(_Stuck(), b"x\n")  # type: ignore[arg-type]
+
+
+def test_the_writeback_starts_on_its_own_thread_every_n_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = linelog._START_WRITEBACK
+    if real is None:
+        pytest.skip("no sync_file_range here (not Linux)")
+    calls: list[tuple[int, str]] = []
+    done = threading.Event()
+
+    def start_writeback(fd: int, offset: int, nbytes: int, flags: int) -> int:
+        calls.append((fd, threading.current_thread().name))
+        done.set()
+        return real(fd, offset, nbytes, flags)  # the system call itself still runs
+
+    monkeypatch.setattr(linelog, "_START_WRITEBACK", start_writeback)
+    path = tmp_path / "log.ndjson"
+    with open_append(path, writeback_every=10) as log:
+        log.append(b"12345\n")  # 6 bytes: under the threshold
+        assert calls == []
+        log.append(b"67890\n")  # 12: the writeback starts
+        assert done.wait(timeout=60)
+        fd = log._file.fileno()
+        thread = log._thread
+        assert thread is not None and thread.is_alive()
+    assert calls == [(fd, "linelog-writeback")]
+    assert not thread.is_alive()  # close stops it
+    assert path.read_bytes() == b"12345\n67890\n"
+
+
+def test_a_log_that_never_reached_the_threshold_starts_no_thread(tmp_path: Path) -> None:
+    log = open_append(tmp_path / "log", writeback_every=1 << 20)
+    log.append(b"x\n")
+    assert log._thread is None
+    log.close()
+    log.close()  # idempotent
