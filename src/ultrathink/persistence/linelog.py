@@ -24,6 +24,7 @@ missing (not Linux), the log writes as before.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import threading
 from collections.abc import Callable
@@ -38,6 +39,7 @@ _CHUNK = 65_536
 WRITEBACK_BYTES = 1 << 20
 
 _SYNC_FILE_RANGE_WRITE = 2  # linux/fs.h
+_PAGE = mmap.PAGESIZE
 
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -59,12 +61,24 @@ class LineLog:
     Not thread-safe for appends: one writer (the kernel's thread) appends and closes.
     """
 
-    __slots__ = ("_closed", "_file", "_lock", "_thread", "_unflushed", "_wake", "every")
+    __slots__ = (
+        "_closed",
+        "_end",
+        "_file",
+        "_lock",
+        "_started",
+        "_thread",
+        "_unflushed",
+        "_wake",
+        "every",
+    )
 
     def __init__(self, file: BinaryIO, every: int = WRITEBACK_BYTES) -> None:
         self._file = file
         self.every = every
         self._unflushed = 0
+        self._end = file.tell()  # the file's end
+        self._started = self._end - self._end % _PAGE  # where the next writeback starts
         self._lock = threading.Lock()  # the file stays open while the thread uses its fd
         self._wake = threading.Event()
         self._closed = False
@@ -79,6 +93,7 @@ class LineLog:
             A write failed (a full disk, ...) or took no bytes.
         """
         write_all(self._file, data)
+        self._end += len(data)
         self._unflushed += len(data)
         if self._unflushed >= self.every and _START_WRITEBACK is not None:
             self._unflushed = 0
@@ -97,9 +112,17 @@ class LineLog:
             with self._lock:
                 if self._closed:
                     return
-                # offset 0, length 0: every dirty page of the file; pages already written
-                # back are not visited again (the kernel walks the dirty ones)
-                _START_WRITEBACK(self._file.fileno(), 0, 0, _SYNC_FILE_RANGE_WRITE)
+                # whole pages only: the writer's next append would wait for a last, partial
+                # page that is being written back (folio_wait_bit_common)
+                end = self._end - self._end % _PAGE
+                if end > self._started:
+                    _START_WRITEBACK(
+                        self._file.fileno(),
+                        self._started,
+                        end - self._started,
+                        _SYNC_FILE_RANGE_WRITE,
+                    )
+                    self._started = end
 
     def close(self) -> None:
         """Stop the writeback thread and close the file (idempotent)."""

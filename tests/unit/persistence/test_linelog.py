@@ -75,33 +75,38 @@ def test_a_write_that_takes_nothing_is_an_error() -> None:
         write_all(_Stuck(), b"x\n")  # type: ignore[arg-type]
 
 
-def test_the_writeback_starts_on_its_own_thread_every_n_bytes(
+def test_the_writeback_starts_on_its_own_thread_for_whole_pages(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = linelog._START_WRITEBACK
     if real is None:
         pytest.skip("no sync_file_range here (not Linux)")
-    calls: list[tuple[int, str]] = []
-    done = threading.Event()
+    page = linelog._PAGE
+    calls: list[tuple[int, int, int, str]] = []
+    called = threading.Semaphore(0)
 
     def start_writeback(fd: int, offset: int, nbytes: int, flags: int) -> int:
-        calls.append((fd, threading.current_thread().name))
-        done.set()
+        calls.append((fd, offset, nbytes, threading.current_thread().name))
+        called.release()
         return real(fd, offset, nbytes, flags)  # the system call itself still runs
 
     monkeypatch.setattr(linelog, "_START_WRITEBACK", start_writeback)
     path = tmp_path / "log.ndjson"
-    with open_append(path, writeback_every=10) as log:
-        log.append(b"12345\n")  # 6 bytes: under the threshold
+    path.write_bytes(b"old\n")
+    line = b"x" * (page - 1) + b"\n"  # one page a line
+    with open_append(path, writeback_every=page) as log:
+        log.append(b"12345\n")  # under the threshold: nothing started
         assert calls == []
-        log.append(b"67890\n")  # 12: the writeback starts
-        assert done.wait(timeout=60)
+        log.append(line)  # past it: the first whole page, from the start of the file
+        assert called.acquire(timeout=60)
+        log.append(line)  # the next whole page; the partial last page is left to the writer
+        assert called.acquire(timeout=60)
         fd = log._file.fileno()
         thread = log._thread
         assert thread is not None and thread.is_alive()
-    assert calls == [(fd, "linelog-writeback")]
+    assert calls == [(fd, 0, page, "linelog-writeback"), (fd, page, page, "linelog-writeback")]
     assert not thread.is_alive()  # close stops it
-    assert path.read_bytes() == b"12345\n67890\n"
+    assert path.read_bytes() == b"old\n12345\n" + line + line
 
 
 def test_a_log_that_never_reached_the_threshold_starts_no_thread(tmp_path: Path) -> None:
