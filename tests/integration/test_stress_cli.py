@@ -30,6 +30,13 @@ def test_the_quick_suite_holds_every_threshold_and_writes_its_reports(
         for t in scenario["thresholds"]:
             assert t["status"] in ("ok", "not measured"), t
             assert t["status"] == "ok" or t["note"], "a metric not measured says why"
+    # the load-shaped scenarios keep their per-second rows and their resource samples, on
+    # one wall clock, for reading after the run
+    for scenario in (s for s in doc["scenarios"] if s["kind"] == "load"):
+        rows, samples = scenario["series"]["per_second"], scenario["series"]["samples"]
+        assert rows and samples, scenario["name"]
+        assert {"unix_s", "cpu_pct", "rss_mb", "runq_wait_pct"} <= set(samples[0])
+        assert rows[0][0] - 60 <= samples[0]["unix_s"] <= rows[-1][0] + 60
     # the default report directory: .ultrathink/stress next to the store
     reports = tmp_path / "home" / "stress"
     assert json.loads((reports / "suite.json").read_text())["scenarios"] == doc["scenarios"]

@@ -32,19 +32,35 @@ def new_histogram() -> HdrHistogram:
     return HdrHistogram(_LOWEST, _HIGHEST, _DIGITS)
 
 
+#: the bucket key of ``new_histogram``'s histograms: (shift << _BITS) | (value >> shift)
+_BITS = new_histogram().sub_bucket_half_count_magnitude + 1
+_KEYS = (_HIGHEST.bit_length() - _BITS + 1) << _BITS  # every key of a value up to _HIGHEST
+
+
 def record_many(hist: HdrHistogram, values_ns: Iterable[int] | np.ndarray) -> None:
     """Record every value (clamped to 1 ns .. 60 s) as ``record_value`` one by one would."""
+    v = _clipped(values_ns)
+    if v.size:
+        _record_counts(hist, _bucket_counts(v, hist.sub_bucket_half_count_magnitude + 1))
+
+
+def _clipped(values_ns: Iterable[int] | np.ndarray) -> np.ndarray:
     v = np.asarray(values_ns if isinstance(values_ns, np.ndarray) else _as_array(values_ns))
-    if v.size == 0:
-        return
-    v = np.clip(v.astype(np.int64, copy=False), _LOWEST, _HIGHEST)
+    return np.clip(v.astype(np.int64, copy=False), _LOWEST, _HIGHEST)
+
+
+def _bucket_counts(v: np.ndarray, bits: int, minlength: int = 0) -> np.ndarray:
     # bucket lowest value: keep the top bits that resolve the bucket (v >> shift, under
     # 2**bits), clear the others; (shift, v >> shift) is a small dense key, so the buckets
     # are counted with one bincount, O(n), where np.unique sorted: 70 ms for a million
     # values, a stall of the kernel thread each time ``LatencyLog.fold`` ran
-    bits = hist.sub_bucket_half_count_magnitude + 1
     shift = np.maximum(_bit_length(v) - bits, 0)
-    counts = np.bincount((shift << bits) | (v >> shift))
+    return np.bincount((shift << bits) | (v >> shift), minlength=minlength)
+
+
+def _record_counts(hist: HdrHistogram, counts: np.ndarray) -> None:
+    # one ``record_value`` per non-empty bucket key of ``_bucket_counts``: about 1 µs each
+    bits = hist.sub_bucket_half_count_magnitude + 1
     keys = np.flatnonzero(counts)
     values = (keys & ((1 << bits) - 1)) << (keys >> bits)
     record = hist.record_value
@@ -101,12 +117,16 @@ class LatencyLog:
     """A run's decision latencies (ns), bounded.
 
     ``values`` is appended to on the hot path (``values.append``, no Python frame). ``fold``,
-    called between two bars, moves all but the newest ``keep`` values into a histogram once
-    there are more than ``limit``; the array is trimmed in place, so the hot path's bound
-    ``append`` stays valid. Folds are small and frequent (65,536 values every 65,536
-    decisions by default: about 5 ms each) rather than large and rare: a fold of 983,040
-    values took 70 ms, and at 20,000 decisions/s it stalled the kernel thread every 49 s
-    (the stress load scenario, docs/stress.md). The first ``skip`` values ever recorded (a
+    called between two bars, moves all but the newest ``keep`` values into the histogram's
+    bucket counts once there are more than ``limit``; the array is trimmed in place, so the
+    hot path's bound ``append`` stays valid. The counts are a dense numpy array over the
+    histogram's bucket keys (53,248 of them, 426 KB), added to with one ``bincount`` a fold;
+    the HdrHistogram is built from them only when ``percentiles_us`` is read. Folds are small
+    and frequent (65,536 values every 65,536 decisions by default) rather than large and
+    rare: a fold of 983,040 values took 70 ms, and at 20,000 decisions/s it stalled the
+    kernel thread every 49 s (the stress load scenario, docs/stress.md); recording each fold's
+    buckets into the HdrHistogram then still took about 5 ms (a ``record_value`` per bucket,
+    some 5,000), 0.6 ms as counts. The first ``skip`` values ever recorded (a
     strategy's warm-up) are left out of ``percentiles_us``. ``window(since)`` reads what was
     recorded after an absolute position, as a snapshot's window does.
     """
@@ -119,7 +139,7 @@ class LatencyLog:
         self.limit = limit
         self.keep = keep
         self.base = 0  # the absolute position of values[0]
-        self._hist: HdrHistogram | None = None
+        self._counts: np.ndarray | None = None  # the folded values, per bucket key
 
     def __len__(self) -> int:
         """Values recorded in all (folded or not)."""
@@ -133,11 +153,13 @@ class LatencyLog:
         k = n - self.keep
         start = min(max(self.skip - self.base, 0), k)
         if start < k:
-            part = np.frombuffer(self.values, dtype=np.int64)[start:k].copy()
-            if self._hist is None:
-                self._hist = new_histogram()
-            record_many(self._hist, part)
-            del part
+            part = _clipped(np.frombuffer(self.values, dtype=np.int64)[start:k])
+            counts = _bucket_counts(part, _BITS, _KEYS)
+            del part  # no view of ``values`` may outlive this: the array is resized below
+            if self._counts is None:
+                self._counts = counts
+            else:
+                self._counts += counts
         del self.values[:k]
         self.base += k
 
@@ -149,8 +171,8 @@ class LatencyLog:
     def percentiles_us(self) -> dict[str, float] | None:
         """``percentiles_us`` of every value after the first ``skip``."""
         hist = new_histogram()
-        if self._hist is not None:
-            hist.add(self._hist)
+        if self._counts is not None:
+            _record_counts(hist, self._counts)
         start = max(self.skip - self.base, 0)
         if start < len(self.values):
             record_many(hist, np.frombuffer(self.values, dtype=np.int64)[start:])

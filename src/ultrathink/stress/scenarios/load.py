@@ -74,6 +74,8 @@ class Sample(NamedTuple):
     steal_pct: float | None = None
     #: the CPU of the session's feed reader process (``[feed] reader = "process"``)
     feed_cpu_pct: float | None = None
+    #: the wall clock at the reading (unix seconds): lines samples up with ``per_second``
+    unix_s: float | None = None
 
 
 #: the generator and the session must each be ready within this (a busy machine is slow)
@@ -395,7 +397,7 @@ class _Run:
                 share(wait[0], last_wait[0], pct), share(wait[1], last_wait[1], pct),
                 round(writer_s * pct, 1), round(reference_cpu_us(), 1),
                 steal_pct(ticks, last_ticks),
-                round(feed_s * pct, 1) if feed_pids else None,
+                round(feed_s * pct, 1) if feed_pids else None, round(time.time(), 3),
             ))  # fmt: skip
             last, last_wait, last_ticks = now, wait, ticks
 
@@ -533,6 +535,8 @@ def _measure(
                 "pause ms": [r[2] / 1000 for r in gc_series]}, "s"),
         ))  # fmt: skip
     outcome.series["per_second"] = series[-3600:]
+    if run.samples:
+        outcome.series["samples"] = [s._asdict() for s in run.samples[-3600:]]
 
 
 def _histogram(encoded: str | None) -> Any:
