@@ -23,11 +23,17 @@ of the process's cgroup and of each of its ancestors (v2 ``memory.max``, v1
 ``memory.limit_in_bytes``), and returns the one whose use is the largest share of it: what
 degraded mode judges (``hardening/degraded.py``, ``memory_limit_enter_pct``). With no limit
 at all it returns None, and the signal is simply not judged. Every read is a small file or a
-system call (about 30 µs per sample); the cgroup directories are found once.
+system call; the cgroup directories are found once, and each one's limit is read again
+every ``LIMIT_RECHECK_S`` (a limit changes when an operator changes it; the usage of a
+limited group is read at every call). Reading the three unlimited v1 limits of this machine
+at every call cost 182 µs at the median inside a 20,000 bars/s session (57 µs alone),
+eleven times a second on the kernel's thread, through degraded mode's sampling.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -35,6 +41,8 @@ from typing import NamedTuple
 _MIB = 1 << 20
 #: cgroup v1 writes "no limit" as a huge number (2**63 rounded down to a page).
 _V1_UNLIMITED = 1 << 62
+#: seconds a cgroup's limit (or its absence) is trusted before it is read again
+LIMIT_RECHECK_S = 5.0
 
 
 class MemoryUse(NamedTuple):
@@ -80,10 +88,19 @@ class MemoryLimits:
         a directory laid out like ``/sys/fs/cgroup``).
     """
 
-    def __init__(self, proc: str | Path = "/proc/self", cgroup_root: str | Path | None = None):
+    def __init__(
+        self,
+        proc: str | Path = "/proc/self",
+        cgroup_root: str | Path | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._proc = Path(proc)
         self._getrlimit = _default_getrlimit()
         self._cgroups = self._find_cgroups(None if cgroup_root is None else Path(cgroup_root))
+        self._clock = clock
+        #: each cgroup's limit in bytes (None: none) and when it was read
+        self._limits: dict[Path, tuple[int | None, float]] = {}
 
     def tightest(self) -> MemoryUse | None:
         """The limit whose use is the largest share of it now; None when nothing limits."""
@@ -107,10 +124,16 @@ class MemoryLimits:
                 status = status if status is not None else self._status_mb()
                 if measure in status:
                     found.append(MemoryUse(name, measure, status[measure], soft / _MIB))
+        now = self._clock()
         for group in self._cgroups:
-            use = _cgroup_use(group)
-            if use is not None:
-                found.append(use)
+            cached = self._limits.get(group.directory)
+            if cached is None or now - cached[1] >= LIMIT_RECHECK_S:
+                cached = (_cgroup_limit(group), now)
+                self._limits[group.directory] = cached
+            if cached[0] is not None:
+                use = _cgroup_use(group, cached[0])
+                if use is not None:
+                    found.append(use)
         return found
 
     # -- reading ------------------------------------------------------------------------------
@@ -185,19 +208,35 @@ class MemoryLimits:
         return out
 
 
-def _cgroup_use(group: _Cgroup) -> MemoryUse | None:
-    d = group.directory
-    names = ("memory.max", "memory.current") if group.v2 else (
-        "memory.limit_in_bytes", "memory.usage_in_bytes")  # fmt: skip
+def _read(path: Path) -> str:
+    # a whole small file: os.read, not open()'s text layers (a third of the time)
+    fd = os.open(path, os.O_RDONLY)
     try:
-        raw_limit = (d / names[0]).read_text().strip()
-        if raw_limit == "max":
+        chunks = []
+        while chunk := os.read(fd, 65_536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
+
+
+def _cgroup_limit(group: _Cgroup) -> int | None:
+    # the group's limit in bytes; None when it has none (or it cannot be read)
+    try:
+        raw = _read(group.directory / ("memory.max" if group.v2 else "memory.limit_in_bytes"))
+        if raw.strip() == "max":
             return None
-        limit = int(raw_limit)
-        if limit <= 0 or limit >= _V1_UNLIMITED:
-            return None
-        usage = int((d / names[1]).read_text().strip())
-        stat = (d / "memory.stat").read_text()
+        limit = int(raw)
+    except (OSError, ValueError):
+        return None
+    return None if limit <= 0 or limit >= _V1_UNLIMITED else limit
+
+
+def _cgroup_use(group: _Cgroup, limit: int) -> MemoryUse | None:
+    d = group.directory
+    try:
+        usage = int(_read(d / ("memory.current" if group.v2 else "memory.usage_in_bytes")))
+        stat = _read(d / "memory.stat")
     except (OSError, ValueError):
         return None
     key = "inactive_file" if group.v2 else "total_inactive_file"

@@ -23,7 +23,7 @@ from ultrathink.hardening.degraded import (
     DegradedModeMonitor,
     DegradedTransition,
 )
-from ultrathink.hardening.memory_limit import MemoryLimits
+from ultrathink.hardening.memory_limit import LIMIT_RECHECK_S, MemoryLimits
 
 MIB = 1 << 20
 S = 1_000_000_000
@@ -83,6 +83,24 @@ def test_max_means_no_limit_and_no_limit_means_nothing_judged(tmp_path: Path) ->
     limits = cgroup_v2(tmp_path, {"/a": ("max", 10 * MIB, 0)})
 
     assert limits.uses() == [] and limits.tightest() is None
+
+
+def test_a_limit_is_read_again_after_the_recheck_period_and_usage_at_every_call(
+    tmp_path: Path,
+) -> None:
+    cgroup_v2(tmp_path, {"/a": ("max", 100 * MIB, 0)})
+    now = [1000.0]
+    limits = MemoryLimits(tmp_path / "proc", tmp_path / "cgroup", clock=lambda: now[0])
+    assert limits.uses() == []
+    (tmp_path / "cgroup" / "a" / "memory.max").write_text(f"{200 * MIB}\n")  # an operator's
+    now[0] += LIMIT_RECHECK_S - 0.1
+    assert limits.uses() == [], "the absence of a limit is trusted for the recheck period"
+    now[0] += 0.1
+    (use,) = limits.uses()
+    assert use.limit_mb == 200.0 and use.used_mb == 100.0
+    set_current(tmp_path / "cgroup", "/a", 150 * MIB)
+    (use,) = limits.uses()  # same instant: the usage is read again, the limit is not
+    assert use.used_mb == 150.0 and use.limit_mb == 200.0
 
 
 def test_a_v1_memory_hierarchy_is_read_too(tmp_path: Path) -> None:
