@@ -14,6 +14,7 @@ from ultrathink.stress.scenarios.load import (
     _achieved_rate,
     _cpu_and_gc,
     _endurance,
+    _machine_slower_after,
     _recovery,
 )
 
@@ -152,3 +153,27 @@ def test_the_achieved_rate_counts_the_drain_of_a_session_that_fell_behind() -> N
     rows = [(2_000 + i, 16_000) for i in range(375)] + [(2_375, 0)]
     assert _achieved_rate(rows) == 16_000.0
     assert _achieved_rate([(5, 40)]) == 40.0 and _achieved_rate([]) == 0.0
+
+
+def _reading(unix_s: float, reference_us: float) -> Sample:
+    return Sample(0.0, 100.0, 10, 1.0, 50.0, 10.0, reference_us=reference_us, unix_s=unix_s)
+
+
+def test_the_machine_read_slower_after_the_spike_is_reported_against_the_first_step() -> None:
+    series = _spike_series(BASELINE, 5, [2.0] * 20)  # rows from unix second 1,000
+    samples = [
+        *(_reading(1_000 + t, 500.0) for t in range(10)),  # the first step: 500 µs
+        *(_reading(1_010 + t, 900.0) for t in range(5)),  # the spike: not counted
+        *(_reading(1_015 + t, 750.0) for t in range(20)),  # after it: 750 µs
+        _reading(1_016.5, None),  # type: ignore[arg-type]  # a reading that failed
+    ]
+    assert _machine_slower_after(samples, series, SPIKE_PHASES) == 50.0
+
+
+def test_no_step_above_the_first_or_no_readings_means_not_measured() -> None:
+    series = _spike_series(BASELINE, 5, [2.0] * 20)
+    flat = [(5_000.0, 10.0), (5_000.0, 10.0)]
+    samples = [_reading(1_000 + t, 500.0) for t in range(35)]
+    assert _machine_slower_after(samples, series, flat) is None
+    assert _machine_slower_after(samples[:10], series, SPIKE_PHASES) is None  # none after
+    assert _machine_slower_after([], series, SPIKE_PHASES) is None

@@ -157,6 +157,9 @@ class LoadScenario(Scenario):
         "a baseline's own slow seconds fail it)",
         "baseline_slow_seconds": "baseline seconds whose p99 is over recovery_factor x the "
         "baseline's median: how often a single second misses even without a spike",
+        "machine_slower_after_pct": "how much slower the machine read after the last high step "
+        "than during the first step (the reference loop's median), %: a recovery missed while "
+        "the same work costs more CPU is the machine's as much as the session's",
         "rss_slope_mb_per_min": "slope of the session's RSS after warmup_s, MiB/min",
         "p99_drift_pct": "change of the median per-second p99 from the first drift window to "
         "the last, %",
@@ -469,12 +472,17 @@ def _measure(
     series = [tuple(row) for row in feed.get("age_series") or []]
     m["achieved_rate"] = _achieved_rate(series)
     m.update(_recovery(series, phases, params.recovery_factor, params.recovery_window_s))
+    m["machine_slower_after_pct"] = _machine_slower_after(run.samples, series, phases)
     m.update(_endurance(run.samples, series, params.warmup_s, params.drift_window_s))
     m.update(_cpu_and_gc(run.samples, feed.get("gc")))
     for key, why in (
         ("rss_slope_mb_per_min", "fewer than 3 samples after warmup_s"),
         ("p99_drift_pct", "fewer than two whole drift windows after warmup_s"),
         ("recovery_s", "no step above the first one, or p99 never came back within the run"),
+        (
+            "machine_slower_after_pct",
+            "no step above the first one, or no reading of the machine on one side of it",
+        ),
     ):
         if m.get(key) is None:
             outcome.not_measured[key] = why
@@ -591,6 +599,32 @@ def _recovery(
     if first < len(medians):
         out["recovery_s"] = float(after[first][0] - t0 - high_end)
     return out
+
+
+def _machine_slower_after(
+    samples: Sequence[Sample], series: Sequence[tuple[Any, ...]], phases: list[tuple[float, float]]
+) -> float | None:
+    # the reference loop's median after the last step above the first one, against its
+    # median during the first step, in %; None without such a step or readings on both sides
+    high = [i for i, (rate, _) in enumerate(phases) if phases and rate > phases[0][0]]
+    if not high or not series:
+        return None
+    t0 = series[0][0]
+    first_end = phases[0][1]
+    high_end = sum(s for _, s in phases[: high[-1] + 1])
+    before, after = [], []
+    for sample in samples:
+        if sample.unix_s is None or sample.reference_us is None:
+            continue
+        t = sample.unix_s - t0
+        if 0 <= t < first_end:
+            before.append(sample.reference_us)
+        elif t >= high_end:
+            after.append(sample.reference_us)
+    if not before or not after:
+        return None
+    base = statistics.median(before)
+    return round(100.0 * (statistics.median(after) - base) / base, 1) if base > 0 else None
 
 
 def _achieved_rate(series: Sequence[tuple[Any, ...]]) -> float:
