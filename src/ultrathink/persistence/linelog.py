@@ -13,7 +13,7 @@ completing the torn one into a damaged line in the middle of the log.
 pages back once they are 30 s old (``vm.dirty_expire_centisecs``), all of them at once: at
 20,000 bars/s the feed journal grows 3 MB a second, and every 30.7 s ext4 allocated blocks
 for some 90 MB while the kernel thread's next ``write`` waited in
-``ext4_da_get_block_prep``, 6 to 25 ms (the stalls of the 5-min load, docs/stress.md). The
+``ext4_da_get_block_prep``, 6 to 27 ms (the stalls of the 5-min load, docs/stress.md). The
 call only starts writeback: it neither waits for the disk nor makes anything durable (the
 log's promise stays "in the OS when the write returns"), so its errors are ignored; a
 failing disk shows in the writes themselves. The thread, not the writer, makes the call:

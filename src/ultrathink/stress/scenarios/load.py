@@ -568,20 +568,16 @@ def _recovery(
     out: dict[str, float | None] = {
         "recovery_s": None, "recovery_every_second_s": None, "baseline_slow_seconds": None
     }  # fmt: skip
-    if len(phases) < 2 or not series:
+    bounds = _spike_bounds(phases)
+    if bounds is None or not series:
         return out
-    base_rate = phases[0][0]
-    high = [i for i, (rate, _) in enumerate(phases) if rate > base_rate]
-    if not high:
-        return out
+    first_end, high_end = bounds
     t0 = series[0][0]
-    first_end = phases[0][1]
     baseline = [r[3] for r in series if r[0] - t0 < first_end]
     if not baseline:
         return out
     limit = statistics.median(baseline) * factor
     out["baseline_slow_seconds"] = float(sum(1 for p99 in baseline if p99 > limit))
-    high_end = sum(s for _, s in phases[: high[-1] + 1])
     after = [r for r in series if r[0] - t0 >= high_end]
     medians = [
         statistics.median(r[3] for r in after[i : i + window])
@@ -601,17 +597,25 @@ def _recovery(
     return out
 
 
+def _spike_bounds(phases: list[tuple[float, float]]) -> tuple[float, float] | None:
+    # (the end of the first step, the end of the last step above its rate), in seconds from
+    # the start; None for a shape without such a step
+    high = [i for i, (rate, _) in enumerate(phases) if rate > phases[0][0]] if phases else []
+    if not high:
+        return None
+    return phases[0][1], sum(s for _, s in phases[: high[-1] + 1])
+
+
 def _machine_slower_after(
     samples: Sequence[Sample], series: Sequence[tuple[Any, ...]], phases: list[tuple[float, float]]
 ) -> float | None:
     # the reference loop's median after the last step above the first one, against its
     # median during the first step, in %; None without such a step or readings on both sides
-    high = [i for i, (rate, _) in enumerate(phases) if phases and rate > phases[0][0]]
-    if not high or not series:
+    bounds = _spike_bounds(phases)
+    if bounds is None or not series:
         return None
+    first_end, high_end = bounds
     t0 = series[0][0]
-    first_end = phases[0][1]
-    high_end = sum(s for _, s in phases[: high[-1] + 1])
     before, after = [], []
     for sample in samples:
         if sample.unix_s is None or sample.reference_us is None:
