@@ -140,7 +140,7 @@ class MemoryLimits:
     def _status_mb(self) -> dict[str, float]:
         out: dict[str, float] = {}
         try:
-            text = (self._proc / "status").read_text()
+            text = _read(self._proc / "status")  # at every sample while an rlimit is set
         except OSError:
             return out
         for line in text.splitlines():
